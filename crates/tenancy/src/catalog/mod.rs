@@ -1,0 +1,160 @@
+//! The catalog: the control-plane database (tenants, placements, the lifecycle journal,
+//! migration runs and results, locks, settings).
+//!
+//! [`Catalog`] is the one interface the engine talks to; [`SqliteCatalog`] is the embedded
+//! implementation. Every state change is a compare-and-set on the tenant's status, written
+//! with a journal row in the same transaction, so that concurrent processes on one catalog
+//! cannot both win a transition and every transition leaves a trace.
+
+mod sqlite;
+
+pub use sqlite::SqliteCatalog;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::migrations::{Dialect, Script};
+use crate::slug::Slug;
+use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
+
+/// A tenant about to be provisioned.
+#[derive(Debug, Clone)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub slug: Slug,
+    pub name: String,
+    pub placement: Placement,
+}
+
+/// A compare-and-set on a tenant's status, journaled.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    pub id: TenantId,
+    /// The statuses the tenant must be in for the transition to apply.
+    pub from: &'a [TenantStatus],
+    pub to: TenantStatus,
+    /// `Some(owner)`: the transition applies only if this process instance owns the
+    /// tenant's current operation (or nobody does).
+    pub expect_owner: Option<&'a str>,
+    /// The owner of the operation the tenant is in after the transition (`None`: settled).
+    pub new_owner: Option<&'a str>,
+    /// Recorded on the tenant (cleared when `None`).
+    pub error: Option<String>,
+    /// Mirrors the tenant database's schema version when known.
+    pub schema_version: Option<i64>,
+    /// What happened, for the journal (`provision.begin`, `delete.done`, …).
+    pub event: &'a str,
+}
+
+/// Which tenants to list.
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub statuses: Option<Vec<TenantStatus>>,
+    /// Only tenants whose schema version is below this.
+    pub schema_below: Option<i64>,
+    pub include_deleted: bool,
+}
+
+/// One line of the lifecycle journal.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEntry {
+    pub seq: i64,
+    pub tenant_id: TenantId,
+    pub event: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub owner: Option<String>,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The outcome of migrating one tenant in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantMigrationResult {
+    pub run_id: i64,
+    pub tenant_id: TenantId,
+    pub slug: String,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// A migration applied to at least one tenant: its checksum can no longer change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredMigration {
+    pub version: i64,
+    pub file: String,
+    pub checksum: String,
+}
+
+/// Counts of tenants by status and schema version.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusCount {
+    pub status: TenantStatus,
+    pub schema_version: i64,
+    pub count: u64,
+}
+
+/// The control-plane database. Implemented by [`SqliteCatalog`]; the PostgreSQL catalog
+/// implements the same interface.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// This process instance's owner id: it stays alive (see [`Catalog::is_alive`]) for as
+    /// long as the catalog value lives.
+    fn owner(&self) -> &str;
+
+    /// Whether the process instance that wrote `owner` still runs. A dead owner's
+    /// operations are resumed or rolled back by recovery.
+    async fn is_alive(&self, owner: &str) -> Result<bool>;
+
+    /// Inserts the tenant in `provisioning`, owned by this instance. Fails with
+    /// `TenantExists` if a tenant that is not `deleted` has the slug.
+    async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant>;
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
+
+    /// The tenant that holds the slug (never a `deleted` one).
+    async fn tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>>;
+
+    /// Tenants in slug order.
+    async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<Tenant>>;
+
+    /// Applies the transition if the tenant is in one of `from` (and owned as expected);
+    /// otherwise `InvalidTransition` or `TenantBusy`.
+    async fn transition(&self, t: Transition<'_>) -> Result<Tenant>;
+
+    /// Mirrors a tenant database's schema version (only ever raises it).
+    async fn set_schema_version(&self, id: TenantId, version: i64) -> Result<()>;
+
+    async fn status_counts(&self) -> Result<Vec<StatusCount>>;
+
+    async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>>;
+
+    /// Takes a named fleet lock for this instance; a lock held by a dead owner is taken over.
+    async fn acquire_lock(&self, name: &str) -> Result<()>;
+
+    async fn release_lock(&self, name: &str) -> Result<()>;
+
+    /// Starts a migration run toward `target`, returning its id.
+    async fn start_migration_run(&self, target: i64) -> Result<i64>;
+
+    async fn record_tenant_migration(&self, result: &TenantMigrationResult) -> Result<()>;
+
+    async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()>;
+
+    /// For each tenant whose latest migration attempt failed: that result.
+    async fn failed_migrations(&self) -> Result<Vec<TenantMigrationResult>>;
+
+    /// The migrations applied somewhere in this dialect, by version.
+    async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>>;
+
+    /// Records scripts as applied (first registration wins; existing rows are kept).
+    async fn register_migrations(&self, dialect: Dialect, scripts: &[Script<'_>]) -> Result<()>;
+
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+}

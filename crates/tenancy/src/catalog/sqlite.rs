@@ -1,0 +1,740 @@
+//! The catalog in one SQLite file, shared safely by several processes on one machine
+//! (WAL, busy timeout, `BEGIN IMMEDIATE` for every write).
+//!
+//! Liveness: each process instance holds an exclusive lock on `run/<owner>.lock` next to
+//! the catalog for as long as it lives. The kernel drops the lock when the process dies,
+//! however it dies, so "is this owner alive?" is a non-blocking lock attempt.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use super::{
+    Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
+    TenantMigrationResult, Transition,
+};
+use crate::error::{Error, Result};
+use crate::migrations::{Dialect, Script};
+use crate::slug::Slug;
+use crate::tenant::{Mode, Placement, Tenant, TenantId};
+
+/// The catalog's own schema, one entry per version. Append only.
+const CATALOG_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    error       TEXT,
+    op_owner    TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    deleted_at  TEXT
+);
+-- A slug is unique among tenants that are not deleted: deleting frees it.
+CREATE UNIQUE INDEX tenants_live_slug_key ON tenants (slug) WHERE status <> 'deleted';
+CREATE INDEX tenants_status_idx ON tenants (status);
+
+CREATE TABLE placements (
+    tenant_id      TEXT PRIMARY KEY REFERENCES tenants (id),
+    store          TEXT NOT NULL,
+    mode           TEXT NOT NULL,
+    location       TEXT NOT NULL,
+    schema_version INTEGER NOT NULL DEFAULT 0,
+    updated_at     TEXT NOT NULL
+);
+CREATE INDEX placements_schema_version_idx ON placements (schema_version);
+
+CREATE TABLE journal (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    from_status TEXT,
+    to_status   TEXT NOT NULL,
+    owner       TEXT,
+    detail      TEXT,
+    at          TEXT NOT NULL
+);
+CREATE INDEX journal_tenant_idx ON journal (tenant_id, seq);
+
+CREATE TABLE migration_runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner          TEXT NOT NULL,
+    target_version INTEGER NOT NULL,
+    started_at     TEXT NOT NULL,
+    finished_at    TEXT,
+    ok             INTEGER,
+    failed         INTEGER
+);
+
+CREATE TABLE tenant_migrations (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       INTEGER NOT NULL REFERENCES migration_runs (id),
+    tenant_id    TEXT NOT NULL,
+    slug         TEXT NOT NULL,
+    from_version INTEGER NOT NULL,
+    to_version   INTEGER NOT NULL,
+    ok           INTEGER NOT NULL,
+    error        TEXT,
+    finished_at  TEXT NOT NULL
+);
+CREATE INDEX tenant_migrations_tenant_idx ON tenant_migrations (tenant_id, id);
+
+CREATE TABLE tenant_schema (
+    dialect          TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    file             TEXT NOT NULL,
+    checksum         TEXT NOT NULL,
+    first_applied_at TEXT NOT NULL,
+    PRIMARY KEY (dialect, version)
+);
+
+CREATE TABLE locks (
+    name        TEXT PRIMARY KEY,
+    owner       TEXT NOT NULL,
+    acquired_at TEXT NOT NULL
+);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+/// The embedded catalog.
+pub struct SqliteCatalog {
+    conn: Arc<Mutex<Connection>>,
+    run_dir: PathBuf,
+    owner: String,
+    /// Held for the life of this value: our liveness lock.
+    _liveness: File,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteCatalog> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await?
+    }
+
+    fn open_blocking(path: &Path) -> Result<SqliteCatalog> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let run_dir = dir.join("run");
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let lock_path = run_dir.join(format!("{owner}.lock"));
+        let liveness = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("creating {}", lock_path.display()), e))?;
+        liveness
+            .try_lock()
+            .map_err(|e| Error::Catalog(format!("cannot lock {}: {e}", lock_path.display())))?;
+
+        let mut conn = Connection::open(path)
+            .map_err(|e| Error::Catalog(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate_catalog(&mut conn).map_err(|e| {
+            Error::Catalog(format!(
+                "cannot bring the catalog {} up to date: {e}",
+                path.display()
+            ))
+        })?;
+
+        Ok(SqliteCatalog {
+            conn: Arc::new(Mutex::new(conn)),
+            run_dir,
+            owner,
+            _liveness: liveness,
+        })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| Error::Internal("catalog connection poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await?
+    }
+
+    fn lock_file(&self, owner: &str) -> Option<PathBuf> {
+        // Owners are generated by us as `<pid>-<hex>`; anything else cannot be a lock file.
+        let safe = !owner.is_empty() && owner.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        safe.then(|| self.run_dir.join(format!("{owner}.lock")))
+    }
+}
+
+fn migrate_catalog(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS catalog_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM catalog_migrations",
+        [],
+        |r| r.get(0),
+    )?;
+    for (i, sql) in CATALOG_MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version > current {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO catalog_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, now()],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
+}
+
+fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+const TENANT_COLUMNS: &str =
+    "t.id, t.slug, t.name, t.status, t.error, t.op_owner, t.created_at, t.updated_at, \
+     p.store, p.mode, p.location, p.schema_version";
+
+fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    let id: String = row.get(0)?;
+    let slug: String = row.get(1)?;
+    let status: String = row.get(3)?;
+    let mode: String = row.get(9)?;
+    Ok(Tenant {
+        id: id.parse().map_err(conversion)?,
+        slug: Slug::parse(&slug).map_err(conversion)?,
+        name: row.get(2)?,
+        status: status.parse().map_err(conversion)?,
+        error: row.get(4)?,
+        op_owner: row.get(5)?,
+        created_at: parse_time(&row.get::<_, String>(6)?)?,
+        updated_at: parse_time(&row.get::<_, String>(7)?)?,
+        placement: Placement {
+            store: row.get(8)?,
+            mode: mode.parse::<Mode>().map_err(conversion)?,
+            location: row.get(10)?,
+            schema_version: row.get(11)?,
+        },
+    })
+}
+
+fn select_tenant(conn: &Connection, clause: &str, param: &str) -> rusqlite::Result<Option<Tenant>> {
+    conn.query_row(
+        &format!("SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE {clause}"),
+        [param],
+        tenant_from_row,
+    )
+    .optional()
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+#[async_trait]
+impl Catalog for SqliteCatalog {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    async fn is_alive(&self, owner: &str) -> Result<bool> {
+        if owner == self.owner {
+            return Ok(true);
+        }
+        let Some(path) = self.lock_file(owner) else {
+            return Ok(false);
+        };
+        tokio::task::spawn_blocking(move || {
+            let file = match OpenOptions::new().write(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+            };
+            match file.try_lock() {
+                Ok(()) => {
+                    // Nobody holds it: the owner is gone. Tidy its lock file.
+                    let _ = std::fs::remove_file(&path);
+                    Ok(false)
+                }
+                Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    Err(Error::io(format!("locking {}", path.display()), e))
+                }
+            }
+        })
+        .await?
+    }
+
+    async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant> {
+        let new = new.clone();
+        let owner = self.owner.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            let id = new.id.to_string();
+            let inserted = tx.execute(
+                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 'provisioning', ?4, ?5, ?5)",
+                params![id, new.slug.as_str(), new.name, owner, at],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Error::TenantExists {
+                        slug: new.slug.to_string(),
+                    })
+                }
+                other => other?,
+            };
+            tx.execute(
+                "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    id,
+                    new.placement.store,
+                    new.placement.mode.as_str(),
+                    new.placement.location,
+                    new.placement.schema_version,
+                    at
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+                 VALUES (?1, 'provision.begin', NULL, 'provisioning', ?2, ?3)",
+                params![id, owner, at],
+            )?;
+            let tenant = select_tenant(&tx, "t.id = ?1", &id)?
+                .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
+            tx.commit()?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        self.call(move |conn| Ok(select_tenant(conn, "t.id = ?1", &id.to_string())?))
+            .await
+    }
+
+    async fn tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
+        let slug = slug.to_string();
+        self.call(move |conn| {
+            Ok(select_tenant(
+                conn,
+                "t.slug = ?1 AND t.status <> 'deleted'",
+                &slug,
+            )?)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<Tenant>> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let mut sql = format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE 1 = 1"
+            );
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if !filter.include_deleted {
+                sql.push_str(" AND t.status <> 'deleted'");
+            }
+            if let Some(statuses) = &filter.statuses {
+                let marks = vec!["?"; statuses.len()].join(", ");
+                sql.push_str(&format!(" AND t.status IN ({marks})"));
+                values.extend(statuses.iter().map(|s| s.as_str().to_owned().into()));
+            }
+            if let Some(v) = filter.schema_below {
+                sql.push_str(" AND p.schema_version < ?");
+                values.push(v.into());
+            }
+            sql.push_str(" ORDER BY t.slug, t.created_at");
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(values), tenant_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn transition(&self, t: Transition<'_>) -> Result<Tenant> {
+        let id = t.id.to_string();
+        let from: Vec<&'static str> = t.from.iter().map(|s| s.as_str()).collect();
+        let to = t.to;
+        let expect_owner = t.expect_owner.map(str::to_owned);
+        let new_owner = t.new_owner.map(str::to_owned);
+        let error = t.error;
+        let schema_version = t.schema_version;
+        let event = t.event.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = select_tenant(&tx, "t.id = ?1", &id)?
+                .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+            if !from.contains(&current.status.as_str()) {
+                return Err(Error::InvalidTransition {
+                    slug: current.slug.to_string(),
+                    status: current.status.to_string(),
+                    action: event_action(&event),
+                    expected: expected_statuses(&from),
+                });
+            }
+            if let (Some(expected), Some(actual)) = (&expect_owner, &current.op_owner) {
+                if expected != actual {
+                    return Err(Error::TenantBusy {
+                        slug: current.slug.to_string(),
+                        status: current.status.to_string(),
+                    });
+                }
+            }
+            let at = now();
+            tx.execute(
+                "UPDATE tenants SET status = ?2, op_owner = ?3, error = ?4, updated_at = ?5, \
+                 deleted_at = CASE WHEN ?2 = 'deleted' THEN ?5 ELSE deleted_at END WHERE id = ?1",
+                params![id, to.as_str(), new_owner, error, at],
+            )?;
+            if let Some(v) = schema_version {
+                tx.execute(
+                    "UPDATE placements SET schema_version = ?2, updated_at = ?3 WHERE tenant_id = ?1",
+                    params![id, v, at],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    event,
+                    current.status.as_str(),
+                    to.as_str(),
+                    new_owner.as_ref().or(expect_owner.as_ref()),
+                    error,
+                    at
+                ],
+            )?;
+            let tenant = select_tenant(&tx, "t.id = ?1", &id)?
+                .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+            tx.commit()?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn set_schema_version(&self, id: TenantId, version: i64) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE placements SET schema_version = ?2, updated_at = ?3 \
+                 WHERE tenant_id = ?1 AND schema_version < ?2",
+                params![id.to_string(), version, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn status_counts(&self) -> Result<Vec<StatusCount>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT t.status, p.schema_version, COUNT(*) FROM tenants t \
+                 JOIN placements p ON p.tenant_id = t.id WHERE t.status <> 'deleted' \
+                 GROUP BY t.status, p.schema_version ORDER BY t.status, p.schema_version",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let status: String = r.get(0)?;
+                    Ok(StatusCount {
+                        status: status.parse().map_err(conversion)?,
+                        schema_version: r.get(1)?,
+                        count: r.get::<_, i64>(2)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, tenant_id, event, from_status, to_status, owner, detail, at \
+                 FROM journal WHERE tenant_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([id.to_string()], |r| {
+                    Ok(JournalEntry {
+                        seq: r.get(0)?,
+                        tenant_id: r.get::<_, String>(1)?.parse().map_err(conversion)?,
+                        event: r.get(2)?,
+                        from_status: r.get(3)?,
+                        to_status: r.get(4)?,
+                        owner: r.get(5)?,
+                        detail: r.get(6)?,
+                        at: parse_time(&r.get::<_, String>(7)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn acquire_lock(&self, name: &str) -> Result<()> {
+        // Read the holder, check its liveness outside the transaction (it touches the
+        // file system), then compare-and-set on the holder we saw.
+        for _ in 0..3 {
+            let lock_name = name.to_owned();
+            let holder: Option<(String, String)> = self
+                .call(move |conn| {
+                    Ok(conn
+                        .query_row(
+                            "SELECT owner, acquired_at FROM locks WHERE name = ?1",
+                            [lock_name],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?)
+                })
+                .await?;
+            if let Some((owner, since)) = &holder {
+                if self.is_alive(owner).await? {
+                    return Err(Error::OperationInProgress {
+                        operation: name.to_owned(),
+                        owner: owner.split('-').next().unwrap_or(owner).to_owned(),
+                        since: since.clone(),
+                    });
+                }
+            }
+            let lock_name = name.to_owned();
+            let me = self.owner.clone();
+            let seen = holder.map(|(o, _)| o);
+            let taken = self
+                .call(move |conn| {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let n = match &seen {
+                        None => tx.execute(
+                            "INSERT OR IGNORE INTO locks (name, owner, acquired_at) VALUES (?1, ?2, ?3)",
+                            params![lock_name, me, now()],
+                        )?,
+                        Some(dead) => tx.execute(
+                            "UPDATE locks SET owner = ?2, acquired_at = ?3 WHERE name = ?1 AND owner = ?4",
+                            params![lock_name, me, now(), dead],
+                        )?,
+                    };
+                    tx.commit()?;
+                    Ok(n == 1)
+                })
+                .await?;
+            if taken {
+                return Ok(());
+            }
+        }
+        Err(Error::Catalog(format!("could not take the {name} lock")))
+    }
+
+    async fn release_lock(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        let me = self.owner.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "DELETE FROM locks WHERE name = ?1 AND owner = ?2",
+                params![name, me],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start_migration_run(&self, target: i64) -> Result<i64> {
+        let me = self.owner.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO migration_runs (owner, target_version, started_at) VALUES (?1, ?2, ?3)",
+                params![me, target, now()],
+            )?;
+            Ok(conn.last_insert_rowid())
+        })
+        .await
+    }
+
+    async fn record_tenant_migration(&self, r: &TenantMigrationResult) -> Result<()> {
+        let r = r.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO tenant_migrations (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    r.run_id,
+                    r.tenant_id.to_string(),
+                    r.slug,
+                    r.from_version,
+                    r.to_version,
+                    r.ok,
+                    r.error,
+                    now()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE migration_runs SET finished_at = ?2, ok = ?3, failed = ?4 WHERE id = ?1",
+                params![run_id, now(), ok as i64, failed as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn failed_migrations(&self) -> Result<Vec<TenantMigrationResult>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT m.run_id, m.tenant_id, m.slug, m.from_version, m.to_version, m.ok, m.error \
+                 FROM tenant_migrations m \
+                 JOIN tenants t ON t.id = m.tenant_id AND t.status <> 'deleted' \
+                 WHERE m.id = (SELECT MAX(id) FROM tenant_migrations l WHERE l.tenant_id = m.tenant_id) \
+                   AND m.ok = 0 ORDER BY m.slug",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(TenantMigrationResult {
+                        run_id: r.get(0)?,
+                        tenant_id: r.get::<_, String>(1)?.parse().map_err(conversion)?,
+                        slug: r.get(2)?,
+                        from_version: r.get(3)?,
+                        to_version: r.get(4)?,
+                        ok: r.get(5)?,
+                        error: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT version, file, checksum FROM tenant_schema WHERE dialect = ?1 ORDER BY version",
+            )?;
+            let rows = stmt
+                .query_map([dialect.as_str()], |r| {
+                    Ok(RegisteredMigration {
+                        version: r.get(0)?,
+                        file: r.get(1)?,
+                        checksum: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn register_migrations(&self, dialect: Dialect, scripts: &[Script<'_>]) -> Result<()> {
+        let rows: Vec<(i64, String, String)> = scripts
+            .iter()
+            .map(|s| (s.version, s.file.to_owned(), s.checksum.to_owned()))
+            .collect();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            for (version, file, checksum) in rows {
+                tx.execute(
+                    "INSERT OR IGNORE INTO tenant_schema (dialect, version, file, checksum, first_applied_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![dialect.as_str(), version, file, checksum, at],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let key = key.to_owned();
+        let value = value.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn event_action(event: &str) -> &'static str {
+    match event.split('.').next() {
+        Some("provision") => "provisioning",
+        Some("retry") => "retry",
+        Some("delete") => "delete",
+        Some("recover") => "recovery",
+        _ => "this change",
+    }
+}
+
+fn expected_statuses(from: &[&str]) -> &'static str {
+    match from {
+        ["failed"] => "failed",
+        ["provisioning"] => "provisioning",
+        ["deleting"] => "deleting",
+        _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
+        _ => "in another status",
+    }
+}

@@ -1,0 +1,734 @@
+//! The engine: every tenant operation, on top of a [`Catalog`] and a store.
+//!
+//! Each lifecycle transition is recorded in the catalog before its side effects (with this
+//! process as the operation's owner) and after them. [`Engine::open`] runs recovery: the
+//! operations of owners that died are finished or rolled back, and store files the catalog
+//! does not account for are removed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::auth::AdminToken;
+use crate::catalog::{
+    Catalog, NewTenant, SqliteCatalog, StatusCount, TenantFilter, TenantMigrationResult, Transition,
+};
+use crate::error::{Error, Result};
+use crate::fault::{self, points};
+use crate::migrations::{Dialect, MigrationSet};
+use crate::slug::Slug;
+use crate::store::{apply_migrations, CacheConfig, SqliteStore};
+use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
+
+use TenantStatus::*;
+
+/// The name of the embedded SQLite store.
+pub const DEFAULT_STORE: &str = "default";
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+const MIGRATE_LOCK: &str = "migrate";
+
+/// Where the tenant schema comes from.
+#[derive(Debug, Clone, Default)]
+pub enum MigrationSource {
+    /// The guild example compiled into tenancy.
+    #[default]
+    BuiltinGuild,
+    Folder(PathBuf),
+}
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Holds `catalog.db`, `tenants/` (the default SQLite store) and `run/`.
+    pub data_dir: PathBuf,
+    pub migrations: MigrationSource,
+    pub cache: CacheConfig,
+    /// How many tenants `migrate` works on at once.
+    pub migrate_concurrency: usize,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            migrations: MigrationSource::BuiltinGuild,
+            cache: CacheConfig::default(),
+            migrate_concurrency: 4,
+        }
+    }
+}
+
+/// What recovery did when the engine opened.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryReport {
+    /// Interrupted provisionings whose file was complete: now active.
+    pub completed: Vec<String>,
+    /// Interrupted provisionings rolled back: now failed and retriable.
+    pub failed: Vec<String>,
+    /// Interrupted deletions finished.
+    pub deleted: Vec<String>,
+    /// Files removed that no tenant accounts for.
+    pub orphans_removed: usize,
+}
+
+impl RecoveryReport {
+    pub fn is_empty(&self) -> bool {
+        self.completed.is_empty()
+            && self.failed.is_empty()
+            && self.deleted.is_empty()
+            && self.orphans_removed == 0
+    }
+}
+
+/// Options of a fleet migration.
+#[derive(Debug, Clone, Default)]
+pub struct MigrateOptions {
+    /// Only this tenant.
+    pub tenant: Option<Slug>,
+    /// Say what would run, change nothing.
+    pub dry_run: bool,
+    /// Overrides the configured concurrency.
+    pub concurrency: Option<usize>,
+}
+
+/// Progress of a fleet migration, for the CLI's bar or lines.
+#[derive(Debug, Clone)]
+pub enum MigrateEvent {
+    Started { total: usize, target: i64 },
+    TenantDone { slug: String, from: i64, to: i64 },
+    TenantFailed { slug: String, error: String },
+}
+
+/// The result of a fleet migration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrateReport {
+    pub target_version: i64,
+    /// Tenants that needed migrating (or would, on a dry run).
+    pub pending: Vec<String>,
+    pub migrated: usize,
+    pub failed: Vec<TenantMigrationResult>,
+    /// Stopped early by [`Engine::migrate`]'s stop flag; a rerun continues.
+    pub interrupted: bool,
+    pub dry_run: bool,
+}
+
+/// Fleet overview for `tenancy status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetStatus {
+    pub latest_version: i64,
+    pub total: u64,
+    pub counts: Vec<StatusCount>,
+    pub failed_migrations: Vec<TenantMigrationResult>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    catalog: Arc<dyn Catalog>,
+    store: SqliteStore,
+    migrations: Arc<MigrationSet>,
+    recovery: RecoveryReport,
+}
+
+/// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
+    /// and recovers what dead processes left half-done.
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        let migrations = match &config.migrations {
+            MigrationSource::BuiltinGuild => MigrationSet::builtin_guild(),
+            MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
+        };
+        migrations.scripts(Dialect::Sqlite)?;
+        let catalog = SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?;
+        let store = SqliteStore::open(
+            DEFAULT_STORE,
+            &config.data_dir.join("tenants"),
+            config.cache,
+        )?;
+        let mut inner = Inner {
+            config,
+            catalog: Arc::new(catalog),
+            store,
+            migrations: Arc::new(migrations),
+            recovery: RecoveryReport::default(),
+        };
+        inner.recovery = recover(&inner).await?;
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.inner.catalog.as_ref()
+    }
+
+    pub fn migrations(&self) -> &MigrationSet {
+        &self.inner.migrations
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &SqliteStore {
+        &self.inner.store
+    }
+
+    /// What recovery did when this engine opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Creates a tenant and provisions its database with the full schema. On failure the
+    /// tenant is left `failed` (retriable) and its error says why.
+    pub async fn create_tenant(&self, slug: Slug, name: Option<String>) -> Result<Tenant> {
+        let name = name.unwrap_or_else(|| slug.to_string());
+        validate_name(&name)?;
+        self.check_migrations_unchanged().await?;
+        let id = TenantId::generate();
+        let tenant = self
+            .catalog()
+            .insert_tenant(&NewTenant {
+                id,
+                slug,
+                name,
+                placement: Placement {
+                    store: DEFAULT_STORE.to_owned(),
+                    mode: Mode::Database,
+                    location: SqliteStore::location_for(id),
+                    schema_version: 0,
+                },
+            })
+            .await?;
+        self.provision(tenant).await
+    }
+
+    /// Provisions a `failed` tenant again.
+    pub async fn retry_tenant(&self, slug: &Slug) -> Result<Tenant> {
+        let tenant = self.tenant(slug).await?;
+        self.check_migrations_unchanged().await?;
+        let owner = self.catalog().owner().to_owned();
+        let tenant = self
+            .catalog()
+            .transition(Transition {
+                id: tenant.id,
+                from: &[Failed],
+                to: Provisioning,
+                expect_owner: None,
+                new_owner: Some(&owner),
+                error: None,
+                schema_version: None,
+                event: "retry.begin",
+            })
+            .await?;
+        self.provision(tenant).await
+    }
+
+    async fn provision(&self, tenant: Tenant) -> Result<Tenant> {
+        let inner = Arc::clone(&self.inner);
+        let location = tenant.placement.location.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            fault::pause(points::PROVISION_CATALOG_WRITTEN);
+            let version = inner.store.build(&location, &inner.migrations)?;
+            fault::pause(points::PROVISION_FILE_PLACED);
+            Ok::<_, Error>(version)
+        })
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r);
+        let owner = self.catalog().owner().to_owned();
+        match built {
+            Ok(version) => {
+                let scripts = self.migrations().scripts(Dialect::Sqlite)?;
+                self.catalog()
+                    .register_migrations(Dialect::Sqlite, &scripts)
+                    .await?;
+                self.catalog()
+                    .transition(Transition {
+                        id: tenant.id,
+                        from: &[Provisioning],
+                        to: Active,
+                        expect_owner: Some(&owner),
+                        new_owner: None,
+                        error: None,
+                        schema_version: Some(version),
+                        event: "provision.done",
+                    })
+                    .await
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(slug = %tenant.slug, error = %reason, "provisioning failed");
+                self.catalog()
+                    .transition(Transition {
+                        id: tenant.id,
+                        from: &[Provisioning],
+                        to: Failed,
+                        expect_owner: Some(&owner),
+                        new_owner: None,
+                        error: Some(reason.clone()),
+                        schema_version: None,
+                        event: "provision.failed",
+                    })
+                    .await?;
+                Err(Error::ProvisioningFailed {
+                    slug: tenant.slug.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The tenant holding `slug` (not `deleted`).
+    pub async fn tenant(&self, slug: &Slug) -> Result<Tenant> {
+        self.catalog()
+            .tenant_by_slug(slug)
+            .await?
+            .ok_or_else(|| Error::TenantNotFound {
+                slug: slug.to_string(),
+            })
+    }
+
+    /// Every tenant that is not deleted, in slug order.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.catalog().list_tenants(&TenantFilter::default()).await
+    }
+
+    /// Deletes a tenant: `deleting`, its files removed, then `deleted` (the slug is free).
+    pub async fn delete_tenant(&self, slug: &Slug) -> Result<Tenant> {
+        let tenant = self.tenant(slug).await?;
+        let owner = self.catalog().owner().to_owned();
+        let tenant = self
+            .catalog()
+            .transition(Transition {
+                id: tenant.id,
+                from: &[Active, Suspended, Failed],
+                to: Deleting,
+                expect_owner: None,
+                new_owner: Some(&owner),
+                error: None,
+                schema_version: None,
+                event: "delete.begin",
+            })
+            .await?;
+        self.finish_delete(tenant, Some(owner)).await
+    }
+
+    async fn finish_delete(&self, tenant: Tenant, expect_owner: Option<String>) -> Result<Tenant> {
+        let inner = Arc::clone(&self.inner);
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        tokio::task::spawn_blocking(move || {
+            fault::pause(points::DELETE_MARKED);
+            inner.store.remove(id, &location)?;
+            fault::pause(points::DELETE_FILE_REMOVED);
+            Ok::<_, Error>(())
+        })
+        .await??;
+        self.catalog()
+            .transition(Transition {
+                id: tenant.id,
+                from: &[Deleting],
+                to: Deleted,
+                expect_owner: expect_owner.as_deref(),
+                new_owner: None,
+                error: None,
+                schema_version: None,
+                event: "delete.done",
+            })
+            .await
+    }
+
+    /// Runs `f` on the tenant's database connection, on a blocking thread. The tenant must
+    /// be `active`.
+    pub async fn with_tenant_db<T, F>(&self, slug: &Slug, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let tenant = self.tenant(slug).await?;
+        if tenant.status != Active {
+            return Err(Error::InvalidTransition {
+                slug: tenant.slug.to_string(),
+                status: tenant.status.to_string(),
+                action: "data access",
+                expected: "active",
+            });
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .store
+                .handle(tenant.id, &tenant.placement.location)?
+                .with_conn(f)
+        })
+        .await?
+    }
+
+    /// Refuses a migration set in which a file that was already applied somewhere changed.
+    pub async fn check_migrations_unchanged(&self) -> Result<()> {
+        let registered = self
+            .catalog()
+            .registered_migrations(Dialect::Sqlite)
+            .await?;
+        for applied in registered {
+            let Some(migration) = self.migrations().get(applied.version) else {
+                if applied.version > self.migrations().latest() {
+                    return Err(Error::UnknownSchemaVersion {
+                        applied: applied.version,
+                        latest: self.migrations().latest(),
+                    });
+                }
+                return Err(Error::InvalidMigrations(format!(
+                    "migration {} was applied but is missing from {}",
+                    applied.file,
+                    self.migrations().origin
+                )));
+            };
+            let script = migration.script(Dialect::Sqlite)?;
+            if script.checksum != applied.checksum {
+                return Err(Error::MigrationChanged {
+                    file: script.file.to_owned(),
+                    applied: applied.checksum.chars().take(12).collect(),
+                    current: script.checksum.chars().take(12).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings every `active` and `suspended` tenant behind the latest version up to it, a
+    /// bounded number at a time. Which tenants are behind is read from the catalog; each
+    /// tenant migrates in one transaction; one tenant's failure is recorded and the others
+    /// go on. Setting `stop` ends the run after the tenants in flight (a rerun continues).
+    /// Two runs at once on one catalog: the second is refused.
+    pub async fn migrate(
+        &self,
+        options: MigrateOptions,
+        stop: Arc<AtomicBool>,
+        progress: impl Fn(MigrateEvent) + Send + Sync + 'static,
+    ) -> Result<MigrateReport> {
+        self.check_migrations_unchanged().await?;
+        let target = self.migrations().latest();
+        let mut tenants = self
+            .catalog()
+            .list_tenants(&TenantFilter {
+                statuses: Some(vec![Active, Suspended]),
+                schema_below: Some(target),
+                include_deleted: false,
+            })
+            .await?;
+        if let Some(slug) = &options.tenant {
+            let tenant = self.tenant(slug).await?;
+            tenants.retain(|t| t.id == tenant.id);
+        }
+        let mut report = MigrateReport {
+            target_version: target,
+            pending: tenants.iter().map(|t| t.slug.to_string()).collect(),
+            dry_run: options.dry_run,
+            ..MigrateReport::default()
+        };
+        if options.dry_run {
+            return Ok(report);
+        }
+
+        self.catalog().acquire_lock(MIGRATE_LOCK).await?;
+        let result = self
+            .migrate_locked(tenants, &options, stop, progress, &mut report)
+            .await;
+        let released = self.catalog().release_lock(MIGRATE_LOCK).await;
+        result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn migrate_locked(
+        &self,
+        tenants: Vec<Tenant>,
+        options: &MigrateOptions,
+        stop: Arc<AtomicBool>,
+        progress: impl Fn(MigrateEvent) + Send + Sync + 'static,
+        report: &mut MigrateReport,
+    ) -> Result<()> {
+        tokio::task::spawn_blocking(|| fault::pause(points::MIGRATE_LOCKED)).await?;
+        let target = report.target_version;
+        let run_id = self.catalog().start_migration_run(target).await?;
+        progress(MigrateEvent::Started {
+            total: tenants.len(),
+            target,
+        });
+        let progress = Arc::new(progress);
+        let concurrency = options
+            .concurrency
+            .unwrap_or(self.inner.config.migrate_concurrency)
+            .max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let registered = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        for tenant in tenants {
+            let permit = Arc::clone(&permits)
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if stop.load(Ordering::SeqCst) {
+                report.interrupted = true;
+                break;
+            }
+            let engine = self.clone();
+            let progress = Arc::clone(&progress);
+            let registered = Arc::clone(&registered);
+            tasks.spawn(async move {
+                let result = engine.migrate_one(run_id, &tenant, &registered).await;
+                drop(permit);
+                match &result {
+                    Ok(r) if r.ok => progress(MigrateEvent::TenantDone {
+                        slug: r.slug.clone(),
+                        from: r.from_version,
+                        to: r.to_version,
+                    }),
+                    Ok(r) => progress(MigrateEvent::TenantFailed {
+                        slug: r.slug.clone(),
+                        error: r.error.clone().unwrap_or_default(),
+                    }),
+                    Err(e) => progress(MigrateEvent::TenantFailed {
+                        slug: tenant.slug.to_string(),
+                        error: e.to_string(),
+                    }),
+                }
+                result
+            });
+            // Reap finished tasks as we go so results do not pile up.
+            while let Some(done) = tasks.try_join_next() {
+                collect(done, report)?;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            collect(done, report)?;
+        }
+        self.catalog()
+            .finish_migration_run(run_id, report.migrated as u64, report.failed.len() as u64)
+            .await?;
+        Ok(())
+    }
+
+    async fn migrate_one(
+        &self,
+        run_id: i64,
+        tenant: &Tenant,
+        registered: &AtomicBool,
+    ) -> Result<TenantMigrationResult> {
+        let inner = Arc::clone(&self.inner);
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        let applied = tokio::task::spawn_blocking(move || {
+            inner
+                .store
+                .with_tenant_conn(id, &location, |conn| {
+                    apply_migrations(conn, &inner.migrations)
+                })
+                .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
+        })
+        .await?;
+        let mut result = TenantMigrationResult {
+            run_id,
+            tenant_id: tenant.id,
+            slug: tenant.slug.to_string(),
+            from_version: tenant.placement.schema_version,
+            to_version: tenant.placement.schema_version,
+            ok: true,
+            error: None,
+        };
+        match applied {
+            Ok((from, to)) => {
+                result.from_version = from;
+                result.to_version = to;
+                if !registered.swap(true, Ordering::SeqCst) {
+                    let scripts = self.migrations().scripts(Dialect::Sqlite)?;
+                    self.catalog()
+                        .register_migrations(Dialect::Sqlite, &scripts)
+                        .await?;
+                }
+                self.catalog().set_schema_version(tenant.id, to).await?;
+            }
+            Err(e) => {
+                result.ok = false;
+                result.error = Some(e.to_string());
+            }
+        }
+        self.catalog().record_tenant_migration(&result).await?;
+        Ok(result)
+    }
+
+    /// Counts by status and schema version, and the tenants whose last migration failed.
+    pub async fn status(&self) -> Result<FleetStatus> {
+        let counts = self.catalog().status_counts().await?;
+        Ok(FleetStatus {
+            latest_version: self.migrations().latest(),
+            total: counts.iter().map(|c| c.count).sum(),
+            counts,
+            failed_migrations: self.catalog().failed_migrations().await?,
+        })
+    }
+
+    /// The platform admin token. `configured` (from the environment) wins; otherwise the
+    /// stored hash; otherwise a new token is generated, its hash stored, and the token
+    /// returned so that it can be shown once.
+    pub async fn admin_token(
+        &self,
+        configured: Option<&str>,
+    ) -> Result<(AdminToken, Option<String>)> {
+        if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+            return Ok((AdminToken::from_secret(secret), None));
+        }
+        if let Some(hash) = self.catalog().setting(ADMIN_TOKEN_SETTING).await? {
+            if let Some(token) = AdminToken::from_hash_hex(&hash) {
+                return Ok((token, None));
+            }
+        }
+        self.rotate_admin_token().await.map(|(t, s)| (t, Some(s)))
+    }
+
+    /// Replaces the stored admin token with a new one, returned once.
+    pub async fn rotate_admin_token(&self) -> Result<(AdminToken, String)> {
+        let (token, secret) = AdminToken::generate();
+        self.catalog()
+            .set_setting(ADMIN_TOKEN_SETTING, &token.hash_hex())
+            .await?;
+        Ok((token, secret))
+    }
+}
+
+fn collect(
+    done: std::result::Result<Result<TenantMigrationResult>, tokio::task::JoinError>,
+    report: &mut MigrateReport,
+) -> Result<()> {
+    let result = done??;
+    if result.ok {
+        report.migrated += 1;
+    } else {
+        report.failed.push(result);
+    }
+    Ok(())
+}
+
+/// Finishes or rolls back what dead owners left in transition, then removes store files
+/// that no tenant accounts for.
+async fn recover(inner: &Inner) -> Result<RecoveryReport> {
+    let catalog = inner.catalog.as_ref();
+    let mut report = RecoveryReport::default();
+    // List files before reading the catalog: a tenant row is always written before its
+    // file, so every file seen here has its row in the listing below.
+    let on_disk = inner.store.tenant_ids_on_disk()?;
+    let tenants = catalog
+        .list_tenants(&TenantFilter {
+            include_deleted: true,
+            ..TenantFilter::default()
+        })
+        .await?;
+
+    let mut live_ops: HashMap<TenantId, bool> = HashMap::new();
+    for tenant in tenants.iter().filter(|t| t.status.is_transitional()) {
+        let owner_alive = match &tenant.op_owner {
+            Some(owner) => catalog.is_alive(owner).await?,
+            None => false,
+        };
+        live_ops.insert(tenant.id, owner_alive);
+        if owner_alive {
+            continue;
+        }
+        match tenant.status {
+            Provisioning => recover_provisioning(inner, tenant, &mut report).await?,
+            Deleting => {
+                inner.store.remove(tenant.id, &tenant.placement.location)?;
+                catalog
+                    .transition(Transition {
+                        id: tenant.id,
+                        from: &[Deleting],
+                        to: Deleted,
+                        expect_owner: tenant.op_owner.as_deref(),
+                        new_owner: None,
+                        error: None,
+                        schema_version: None,
+                        event: "recover.delete_done",
+                    })
+                    .await?;
+                report.deleted.push(tenant.slug.to_string());
+            }
+            _ => {}
+        }
+    }
+
+    let by_id: HashMap<TenantId, &Tenant> = tenants.iter().map(|t| (t.id, t)).collect();
+    for (id, is_tmp) in on_disk {
+        let keep = match by_id.get(&id) {
+            None => false,
+            Some(t) if live_ops.get(&id).copied().unwrap_or(false) => t.status.is_transitional(),
+            Some(t) => !is_tmp && matches!(t.status, Active | Suspended | Moving | Provisioning),
+        };
+        if !keep {
+            let location = SqliteStore::location_for(id);
+            if is_tmp {
+                inner.store.remove_tmp(&location)?;
+            } else {
+                inner.store.remove(id, &location)?;
+            }
+            report.orphans_removed += 1;
+        }
+    }
+    if !report.is_empty() {
+        tracing::info!(?report, "recovered interrupted operations");
+    }
+    Ok(report)
+}
+
+async fn recover_provisioning(
+    inner: &Inner,
+    tenant: &Tenant,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let location = &tenant.placement.location;
+    // A placed file is complete by construction (built under a temporary name, renamed
+    // last); anything else is rolled back.
+    let placed = inner.store.inspect(location).unwrap_or(None);
+    let (to, error, version, event) = match placed {
+        Some(version) if version > 0 => (Active, None, Some(version), "recover.provision_done"),
+        _ => {
+            inner.store.remove(tenant.id, location)?;
+            (
+                Failed,
+                Some(format!(
+                    "provisioning was interrupted; retry with `tenancy tenant retry {}`",
+                    tenant.slug
+                )),
+                None,
+                "recover.provision_failed",
+            )
+        }
+    };
+    inner
+        .catalog
+        .transition(Transition {
+            id: tenant.id,
+            from: &[Provisioning],
+            to,
+            expect_owner: tenant.op_owner.as_deref(),
+            new_owner: None,
+            error,
+            schema_version: version,
+            event,
+        })
+        .await?;
+    match to {
+        Active => report.completed.push(tenant.slug.to_string()),
+        _ => report.failed.push(tenant.slug.to_string()),
+    }
+    Ok(())
+}

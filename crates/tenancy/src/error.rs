@@ -1,0 +1,105 @@
+//! The engine's errors. `tenancy-http` maps each variant to a problem+json code in one place.
+
+use std::path::PathBuf;
+
+/// Everything the engine can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid slug {slug:?}: {reason}")]
+    InvalidSlug { slug: String, reason: &'static str },
+
+    #[error("invalid tenant name: {reason}")]
+    InvalidName { reason: &'static str },
+
+    #[error("a tenant with slug {slug:?} already exists")]
+    TenantExists { slug: String },
+
+    #[error("no tenant with slug {slug:?}")]
+    TenantNotFound { slug: String },
+
+    #[error("tenant {slug:?} is {status}; {action} needs it to be {expected}")]
+    InvalidTransition {
+        slug: String,
+        status: String,
+        action: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("tenant {slug:?} is busy: another process is {status} it")]
+    TenantBusy { slug: String, status: String },
+
+    #[error("provisioning tenant {slug:?} failed: {reason}; it is marked failed, retry with `tenancy tenant retry {slug}`")]
+    ProvisioningFailed { slug: String, reason: String },
+
+    #[error("{0}")]
+    InvalidMigrations(String),
+
+    #[error("migration {file} changed after it was applied (checksum {applied} applied, {current} on disk); restore the file or add a new migration instead")]
+    MigrationChanged {
+        file: String,
+        applied: String,
+        current: String,
+    },
+
+    #[error("migration {file} failed: {reason}")]
+    MigrationFailed { file: String, reason: String },
+
+    #[error("tenant database is at schema version {applied}, which the migrations folder does not have (latest is {latest}); was a migration file removed?")]
+    UnknownSchemaVersion { applied: i64, latest: i64 },
+
+    #[error("another `{operation}` is already running (started by process {owner} at {since}); wait for it to finish")]
+    OperationInProgress {
+        operation: String,
+        owner: String,
+        since: String,
+    },
+
+    #[error("catalog error: {0}")]
+    Catalog(String),
+
+    #[error("tenant database error: {0}")]
+    TenantDb(String),
+
+    #[error("store error at {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn store(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::Store {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Catalog(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("background task failed: {e}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,41 @@
+//! The tenancy engine: catalog, stores and isolation modes, the tenant handle cache,
+//! tenant migrations, provisioning and the tenant lifecycle. It knows nothing of HTTP.
+//!
+//! ```no_run
+//! # async fn demo() -> tenancy::Result<()> {
+//! use tenancy::{Engine, EngineConfig, Slug};
+//!
+//! let engine = Engine::open(EngineConfig::new("./tenancy-data")).await?;
+//! let tenant = engine.create_tenant(Slug::parse("acme")?, Some("Acme".into())).await?;
+//! let members: i64 = engine
+//!     .with_tenant_db(&tenant.slug, |db| {
+//!         Ok(db.query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))
+//!             .map_err(|e| tenancy::Error::TenantDb(e.to_string()))?)
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod catalog;
+mod engine;
+mod error;
+pub mod fault;
+pub mod migrations;
+mod slug;
+pub mod store;
+mod tenant;
+
+pub use auth::AdminToken;
+pub use engine::{
+    Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
+    MigrationSource, RecoveryReport, DEFAULT_STORE,
+};
+pub use error::{Error, Result};
+pub use migrations::{Dialect, MigrationSet};
+pub use slug::{Slug, RESERVED_SLUGS};
+pub use store::CacheConfig;
+pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
+
+/// Re-exported so that library users name the same SQLite types as the engine.
+pub use rusqlite;

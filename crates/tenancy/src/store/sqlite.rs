@@ -1,0 +1,341 @@
+//! The SQLite store: a directory holding one database file per tenant, `<tenant-id>.db`.
+//!
+//! A tenant file is built under a temporary name (`<tenant-id>.db.tmp`), migrated to the
+//! full schema, synced, and only then renamed into place. So a file named `<id>.db`
+//! always holds a complete schema, and recovery can decide from the file system alone
+//! whether an interrupted provisioning got that far.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::cache::{CacheConfig, HandleCache};
+use crate::error::{Error, Result};
+use crate::fault::{self, points};
+use crate::migrations::{Dialect, MigrationSet, Script};
+use crate::tenant::TenantId;
+
+/// The per-tenant migration ledger. Internal tables start with `_` and are never exposed.
+pub const LEDGER_TABLE: &str = "_tenancy_migrations";
+
+/// One open tenant database.
+pub struct TenantDb {
+    conn: Mutex<Connection>,
+}
+
+impl TenantDb {
+    /// Runs `f` on the connection. Blocking: call from a blocking thread.
+    pub fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| Error::Internal("tenant connection poisoned".into()))?;
+        f(&mut conn)
+    }
+}
+
+/// A directory of tenant files with its handle cache.
+pub struct SqliteStore {
+    pub name: String,
+    dir: PathBuf,
+    handles: HandleCache<TenantDb>,
+}
+
+impl SqliteStore {
+    pub fn open(name: &str, dir: &Path, cache: CacheConfig) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating store folder {}", dir.display()), e))?;
+        Ok(SqliteStore {
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            handles: HandleCache::new(cache),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name a tenant's database has in this store.
+    pub fn location_for(id: TenantId) -> String {
+        format!("{id}.db")
+    }
+
+    pub fn path(&self, location: &str) -> PathBuf {
+        self.dir.join(location)
+    }
+
+    fn tmp_path(&self, location: &str) -> PathBuf {
+        self.dir.join(format!("{location}.tmp"))
+    }
+
+    /// The tenant's cached handle, opening the file if needed. Never creates a file.
+    pub fn handle(&self, id: TenantId, location: &str) -> Result<std::sync::Arc<TenantDb>> {
+        let path = self.path(location);
+        self.handles.get_or_open(id, || {
+            Ok(TenantDb {
+                conn: Mutex::new(open_existing(&path)?),
+            })
+        })
+    }
+
+    /// The cached handle if open, else a fresh connection that is not cached (fleet
+    /// operations must not flush the working set of hot tenants).
+    pub fn with_tenant_conn<T>(
+        &self,
+        id: TenantId,
+        location: &str,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        match self.handles.get(id) {
+            Some(db) => db.with_conn(f),
+            None => f(&mut open_existing(&self.path(location))?),
+        }
+    }
+
+    pub fn open_handles(&self) -> u64 {
+        self.handles.open_count()
+    }
+
+    /// Builds the tenant's database with every migration and places it at its final name.
+    /// Returns the schema version. On error nothing is left on disk.
+    pub fn build(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
+        let scripts = migrations.scripts(Dialect::Sqlite)?;
+        let tmp = self.tmp_path(location);
+        let done = self.path(location);
+        let result = (|| {
+            remove_db_files(&tmp)?;
+            let mut conn = Connection::open_with_flags(
+                &tmp,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            )
+            .map_err(|e| Error::store(&tmp, e))?;
+            configure(&conn).map_err(|e| Error::store(&tmp, e))?;
+            let (_, version) = apply_scripts(&mut conn, &scripts, None)?;
+            // Closing checkpoints the WAL into the file, so one file holds everything.
+            conn.close().map_err(|(_, e)| Error::store(&tmp, e))?;
+            sync_file(&tmp)?;
+            fault::pause(points::PROVISION_FILE_BUILT);
+            std::fs::rename(&tmp, &done)
+                .map_err(|e| Error::io(format!("placing {}", done.display()), e))?;
+            sync_dir(&self.dir)?;
+            Ok(version)
+        })();
+        if result.is_err() {
+            let _ = remove_db_files(&tmp);
+        }
+        result
+    }
+
+    /// The schema version of a placed tenant file, or `None` if there is none.
+    pub fn inspect(&self, location: &str) -> Result<Option<i64>> {
+        let path = self.path(location);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = open_existing(&path)?;
+        let version = ledger_version(&conn).map_err(|e| Error::store(&path, e))?;
+        Ok(Some(version))
+    }
+
+    /// Closes and removes every file of a tenant (its database, WAL, temporary build).
+    pub fn remove(&self, id: TenantId, location: &str) -> Result<()> {
+        self.handles.evict(id);
+        remove_db_files(&self.path(location))?;
+        remove_db_files(&self.tmp_path(location))?;
+        sync_dir(&self.dir)
+    }
+
+    /// The tenants that have files in this store, each with whether the file is a
+    /// temporary build (`<id>.db.tmp…`) rather than a placed database.
+    pub fn tenant_ids_on_disk(&self) -> Result<HashSet<(TenantId, bool)>> {
+        let mut found = HashSet::new();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| Error::io(format!("listing {}", self.dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some((stem, rest)) = name.split_once(".db") else {
+                continue;
+            };
+            let Ok(id) = stem.parse::<TenantId>() else {
+                continue;
+            };
+            found.insert((id, rest.starts_with(".tmp")));
+        }
+        Ok(found)
+    }
+
+    /// Removes a leftover temporary build.
+    pub fn remove_tmp(&self, location: &str) -> Result<()> {
+        remove_db_files(&self.tmp_path(location))
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn open_existing(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::store(path, e))?;
+    configure(&conn).map_err(|e| Error::store(path, e))?;
+    Ok(conn)
+}
+
+fn ledger_version(conn: &Connection) -> rusqlite::Result<i64> {
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [LEDGER_TABLE],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(0);
+    }
+    conn.query_row(
+        &format!("SELECT COALESCE(MAX(version), 0) FROM {LEDGER_TABLE}"),
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Brings one tenant database up to the latest migration, in one transaction: either every
+/// pending migration is applied and recorded in the ledger, or none is.
+/// Returns `(from, to)` versions.
+pub fn apply_migrations(conn: &mut Connection, migrations: &MigrationSet) -> Result<(i64, i64)> {
+    let scripts = migrations.scripts(Dialect::Sqlite)?;
+    apply_scripts(conn, &scripts, Some(points::MIGRATE_TENANT_APPLIED))
+}
+
+fn apply_scripts(
+    conn: &mut Connection,
+    scripts: &[Script<'_>],
+    pause_before_commit: Option<&str>,
+) -> Result<(i64, i64)> {
+    let sqlite = |e: rusqlite::Error| Error::TenantDb(e.to_string());
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (\
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    ))
+    .map_err(sqlite)?;
+    let applied: Vec<(i64, String, String)> = {
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT version, name, checksum FROM {LEDGER_TABLE} ORDER BY version"
+            ))
+            .map_err(sqlite)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sqlite)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sqlite)?;
+        rows
+    };
+    let from = applied.last().map_or(0, |(v, _, _)| *v);
+    let latest = scripts.last().map_or(0, |s| s.version);
+    if from > latest {
+        return Err(Error::UnknownSchemaVersion {
+            applied: from,
+            latest,
+        });
+    }
+    let applied_versions: HashSet<i64> = applied.iter().map(|(v, _, _)| *v).collect();
+    for (version, _name, checksum) in &applied {
+        match scripts.iter().find(|s| s.version == *version) {
+            None => {
+                return Err(Error::InvalidMigrations(format!(
+                    "migration {version:04} is applied to this tenant but missing from the migrations folder"
+                )))
+            }
+            Some(s) if s.checksum != checksum => {
+                return Err(Error::MigrationChanged {
+                    file: s.file.to_owned(),
+                    applied: short(checksum),
+                    current: short(s.checksum),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(gap) = scripts
+        .iter()
+        .find(|s| s.version < from && !applied_versions.contains(&s.version))
+    {
+        return Err(Error::InvalidMigrations(format!(
+            "migration {} is older than the applied version {from:04} but was never applied; give it a version above {from:04}",
+            gap.file
+        )));
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for script in scripts.iter().filter(|s| s.version > from) {
+        tx.execute_batch(script.sql)
+            .map_err(|e| Error::MigrationFailed {
+                file: script.file.to_owned(),
+                reason: e.to_string(),
+            })?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {LEDGER_TABLE} (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)"
+            ),
+            params![script.version, script.name, script.checksum, now],
+        )
+        .map_err(sqlite)?;
+    }
+    if let Some(point) = pause_before_commit {
+        if latest > from {
+            fault::pause(point);
+        }
+    }
+    tx.commit().map_err(sqlite)?;
+    Ok((from, latest))
+}
+
+fn short(checksum: &str) -> String {
+    checksum.chars().take(12).collect()
+}
+
+fn remove_db_files(path: &Path) -> Result<()> {
+    let mut paths = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        paths.push(PathBuf::from(p));
+    }
+    for p in paths {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}
