@@ -1,1 +1,137 @@
-fn main() {}
+//! `tenancy`: the server and the operator's commands for the fleet.
+
+mod commands;
+mod config;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tenancy",
+    version,
+    about = "A multi-tenant data platform: one schema, every tenant."
+)]
+struct Cli {
+    /// Config file (default: $TENANCY_CONFIG, else ./tenancy.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data folder: the catalog and the tenant databases (env: TENANCY_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented tenancy.toml and a migrations/ folder (the guild schema) to start from.
+    Init {
+        /// Folder to write into.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite an existing tenancy.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on (env: TENANCY_LISTEN, default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create, list, show, delete and retry tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Bring every tenant to the latest schema version.
+    Migrate {
+        /// Only this tenant.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Show which tenants would be migrated; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Tenants migrated at once (env: TENANCY_MIGRATE_CONCURRENCY, default 4).
+        #[arg(long, value_name = "N")]
+        concurrency: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tenants by status and schema version.
+    Status {
+        /// List only the tenants whose last migration failed.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the platform admin token stored in the catalog and print the new one once.
+    AdminToken,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and provision its database.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one tenant and its lifecycle journal.
+    Show {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a tenant and its data.
+    Delete { slug: String },
+    /// Provision a failed tenant again.
+    Retry {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANCY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

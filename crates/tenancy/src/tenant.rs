@@ -141,6 +141,7 @@ pub struct Placement {
     pub store: String,
     pub mode: Mode,
     /// Store-relative location: a file name for SQLite, a database or schema name for PostgreSQL.
+    #[serde(skip)]
     pub location: String,
     /// The latest tenant migration applied (0: none).
     pub schema_version: i64,
@@ -154,7 +155,9 @@ pub struct Tenant {
     pub name: String,
     pub status: TenantStatus,
     /// Why the last transition failed, for `failed` tenants.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(flatten)]
     pub placement: Placement,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

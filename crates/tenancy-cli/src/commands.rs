@@ -1,0 +1,449 @@
+//! One function per command.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tenancy::{Engine, MigrateEvent, MigrateOptions, Slug, Tenant};
+
+use crate::config::{self, Settings};
+use crate::output;
+use crate::{Cli, Command, TenantCommand};
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Init { dir, force } = &cli.command {
+        return init(dir, *force);
+    }
+    let settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    let engine = Engine::open(settings.engine.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the data folder {}",
+                settings.engine.data_dir.display()
+            )
+        })?;
+    report_recovery(&engine);
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Serve { listen } => serve(engine, settings, listen).await,
+        Command::Tenant { command } => tenant(engine, command).await,
+        Command::Migrate {
+            tenant,
+            dry_run,
+            concurrency,
+            json,
+        } => {
+            let options = MigrateOptions {
+                tenant: tenant.as_deref().map(Slug::parse).transpose()?,
+                dry_run,
+                concurrency,
+            };
+            migrate(engine, options, json).await
+        }
+        Command::Status { failed, json } => status(engine, failed, json).await,
+        Command::AdminToken => {
+            let (_, secret) = engine.rotate_admin_token().await?;
+            println!("{secret}");
+            eprintln!(
+                "The previous admin token no longer works. Keep this one: it is not shown again."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_recovery(engine: &Engine) {
+    let r = engine.recovery();
+    for slug in &r.completed {
+        eprintln!("recovered: interrupted provisioning of {slug} had finished; it is active");
+    }
+    for slug in &r.failed {
+        eprintln!("recovered: interrupted provisioning of {slug} rolled back; retry with `tenancy tenant retry {slug}`");
+    }
+    for slug in &r.deleted {
+        eprintln!("recovered: interrupted deletion of {slug} finished");
+    }
+    if r.orphans_removed > 0 {
+        eprintln!(
+            "recovered: removed {} store file(s) no tenant accounts for",
+            r.orphans_removed
+        );
+    }
+}
+
+fn init(dir: &Path, force: bool) -> Result<ExitCode> {
+    let config_path = dir.join("tenancy.toml");
+    if config_path.exists() && !force {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            config_path.display()
+        );
+    }
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations)
+        .with_context(|| format!("cannot create {}", migrations.display()))?;
+    std::fs::write(&config_path, config::TEMPLATE)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let mut written = 0;
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        let path = migrations.join(file);
+        if !path.exists() {
+            std::fs::write(&path, sql)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            written += 1;
+        }
+    }
+    println!("wrote {}", config_path.display());
+    println!(
+        "wrote {} ({written} migration file(s) of the guild example schema)",
+        migrations.display()
+    );
+    println!("next: `tenancy serve`, or `tenancy tenant create SLUG`");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Result<ExitCode> {
+    let listen = listen.unwrap_or_else(|| settings.listen.clone());
+    engine
+        .check_migrations_unchanged()
+        .await
+        .context("refusing to serve")?;
+    let (admin_token, created) = engine.admin_token(settings.admin_token.as_deref()).await?;
+    if let Some(secret) = created {
+        println!("admin token (shown once; only its hash is stored): {secret}");
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    if let Some(file) = &settings.source {
+        println!("config: {}", file.display());
+    }
+    println!(
+        "tenancy serving on http://{addr} (data: {}, schema: {}, v{})",
+        engine.config().data_dir.display(),
+        engine.migrations().origin,
+        engine.migrations().latest()
+    );
+    let app = tenancy_http::router(tenancy_http::AppState {
+        engine,
+        admin_token,
+    });
+    tenancy_http::serve(listener, app, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn tenant_row(t: &Tenant) -> Vec<String> {
+    vec![
+        t.slug.to_string(),
+        t.name.clone(),
+        t.status.to_string(),
+        t.placement.mode.to_string(),
+        t.placement.schema_version.to_string(),
+        t.id.to_string(),
+    ]
+}
+
+const TENANT_HEADERS: &[&str] = &["SLUG", "NAME", "STATUS", "MODE", "VERSION", "ID"];
+
+async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
+    match command {
+        TenantCommand::Create { slug, name, json } => {
+            let started = Instant::now();
+            let tenant = engine.create_tenant(Slug::parse(&slug)?, name).await?;
+            if json {
+                output::json(&tenant)?;
+            } else {
+                println!(
+                    "created {} ({}) at schema version {} in {:.1} ms",
+                    tenant.slug,
+                    tenant.id,
+                    tenant.placement.schema_version,
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+        }
+        TenantCommand::List { json } => {
+            let tenants = engine.list_tenants().await?;
+            if json {
+                output::json(&tenants)?;
+            } else {
+                let rows: Vec<_> = tenants.iter().map(tenant_row).collect();
+                output::table(TENANT_HEADERS, &rows);
+            }
+        }
+        TenantCommand::Show { slug, json } => {
+            let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
+            let journal = engine.catalog().journal(tenant.id).await?;
+            if json {
+                let mut value = serde_json::to_value(&tenant)?;
+                value["journal"] = serde_json::to_value(&journal)?;
+                output::json(&value)?;
+            } else {
+                let fields = [
+                    ("id", tenant.id.to_string()),
+                    ("slug", tenant.slug.to_string()),
+                    ("name", tenant.name.clone()),
+                    ("status", tenant.status.to_string()),
+                    ("mode", tenant.placement.mode.to_string()),
+                    ("store", tenant.placement.store.clone()),
+                    (
+                        "schema_version",
+                        tenant.placement.schema_version.to_string(),
+                    ),
+                    ("created_at", tenant.created_at.to_rfc3339()),
+                    ("updated_at", tenant.updated_at.to_rfc3339()),
+                ];
+                for (k, v) in fields {
+                    println!("{k:<15} {v}");
+                }
+                if let Some(error) = &tenant.error {
+                    println!("{:<15} {error}", "error");
+                }
+                println!("\njournal:");
+                let rows: Vec<_> = journal
+                    .iter()
+                    .map(|j| {
+                        vec![
+                            j.at.to_rfc3339(),
+                            j.event.clone(),
+                            format!(
+                                "{} -> {}",
+                                j.from_status.as_deref().unwrap_or("-"),
+                                j.to_status
+                            ),
+                        ]
+                    })
+                    .collect();
+                output::table(&["AT", "EVENT", "STATUS"], &rows);
+            }
+        }
+        TenantCommand::Delete { slug } => {
+            let tenant = engine.delete_tenant(&Slug::parse(&slug)?).await?;
+            println!(
+                "deleted {} ({}); its data is removed",
+                tenant.slug, tenant.id
+            );
+        }
+        TenantCommand::Retry { slug, json } => {
+            let tenant = engine.retry_tenant(&Slug::parse(&slug)?).await?;
+            if json {
+                output::json(&tenant)?;
+            } else {
+                println!(
+                    "provisioned {} at schema version {}",
+                    tenant.slug, tenant.placement.schema_version
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: finishing the tenants in flight; rerun to continue");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+    let started = Instant::now();
+    let dry_run = options.dry_run;
+    let progress = Progress::new(std::io::stderr().is_terminal() && !json);
+    let report = {
+        let progress = progress.clone();
+        engine
+            .migrate(options, stop, move |event| progress.event(event))
+            .await?
+    };
+    progress.finish();
+    let elapsed = started.elapsed();
+    if json {
+        output::json(&report)?;
+    } else if dry_run {
+        println!(
+            "{} tenant(s) would be migrated to version {}",
+            report.pending.len(),
+            report.target_version
+        );
+        for slug in &report.pending {
+            println!("  {slug}");
+        }
+    } else {
+        println!(
+            "migrated {} tenant(s) to version {} in {:.2} s; {} failed{}",
+            report.migrated,
+            report.target_version,
+            elapsed.as_secs_f64(),
+            report.failed.len(),
+            if report.interrupted {
+                "; interrupted, rerun to continue"
+            } else {
+                ""
+            }
+        );
+        if !report.failed.is_empty() {
+            println!("failed:");
+            for f in &report.failed {
+                println!(
+                    "  {} (stays at version {}): {}",
+                    f.slug,
+                    f.from_version,
+                    f.error.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(if report.failed.is_empty() && !report.interrupted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// A progress bar on a terminal, plain lines otherwise.
+#[derive(Clone)]
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: Arc<std::sync::Mutex<PlainProgress>>,
+}
+
+#[derive(Default)]
+struct PlainProgress {
+    total: usize,
+    done: usize,
+    failed: usize,
+    last_print: Option<Instant>,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Progress {
+        let bar = terminal.then(|| {
+            let bar = ProgressBar::new(0);
+            if let Ok(style) = ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} tenants  {msg}  {per_sec}  eta {eta}",
+            ) {
+                bar.set_style(style);
+            }
+            bar
+        });
+        Progress {
+            bar,
+            plain: Arc::default(),
+        }
+    }
+
+    fn event(&self, event: MigrateEvent) {
+        let Ok(mut p) = self.plain.lock() else { return };
+        match event {
+            MigrateEvent::Started { total, target } => {
+                p.total = total;
+                match &self.bar {
+                    Some(bar) => bar.set_length(total as u64),
+                    None => eprintln!("migrating {total} tenant(s) to version {target}"),
+                }
+            }
+            MigrateEvent::TenantDone { .. } => p.done += 1,
+            MigrateEvent::TenantFailed { slug, error } => {
+                p.done += 1;
+                p.failed += 1;
+                match &self.bar {
+                    Some(bar) => bar.println(format!("failed: {slug}: {error}")),
+                    None => eprintln!("failed: {slug}: {error}"),
+                }
+            }
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(p.done as u64);
+                bar.set_message(format!("{} failed", p.failed));
+            }
+            None => {
+                let due = p.last_print.is_none_or(|t| t.elapsed().as_secs() >= 1);
+                if p.total > 0 && (due || p.done == p.total) {
+                    eprintln!("progress: {}/{} done, {} failed", p.done, p.total, p.failed);
+                    p.last_print = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCode> {
+    let status = engine.status().await?;
+    if json {
+        if failed_only {
+            output::json(&status.failed_migrations)?;
+        } else {
+            output::json(&status)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !failed_only {
+        println!(
+            "{} tenant(s); latest schema version {}",
+            status.total, status.latest_version
+        );
+        let rows: Vec<_> = status
+            .counts
+            .iter()
+            .map(|c| {
+                vec![
+                    c.status.to_string(),
+                    c.schema_version.to_string(),
+                    c.count.to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["STATUS", "VERSION", "TENANTS"], &rows);
+    }
+    if !status.failed_migrations.is_empty() || failed_only {
+        println!(
+            "\nlast migration failed for {} tenant(s):",
+            status.failed_migrations.len()
+        );
+        for f in &status.failed_migrations {
+            println!(
+                "  {} (at version {}): {}",
+                f.slug,
+                f.from_version,
+                f.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,171 @@
+//! Settings: defaults, then the config file, then environment variables, then flags.
+//!
+//! The file is `--config FILE`, else `$TENANCY_CONFIG`, else `./tenancy.toml` if present.
+//! Relative paths in the file are relative to the file's folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use tenancy::{CacheConfig, EngineConfig, MigrationSource};
+
+pub const DEFAULT_DATA_DIR: &str = "./tenancy-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Everything a command may need, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub engine: EngineConfig,
+    pub listen: String,
+    pub admin_token: Option<String>,
+    /// The config file that was read, if any.
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    migrations: Option<PathBuf>,
+    listen: Option<String>,
+    admin_token: Option<String>,
+    #[serde(default)]
+    cache: CacheSection,
+    #[serde(default)]
+    migrate: MigrateSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheSection {
+    max_open: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrateSection {
+    concurrency: Option<usize>,
+}
+
+/// An environment variable, treating empty as unset.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    env(name)
+        .map(|v| {
+            v.trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid number"))
+        })
+        .transpose()
+}
+
+pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<Settings> {
+    let explicit = config_flag
+        .map(Path::to_path_buf)
+        .or_else(|| env("TENANCY_CONFIG").map(PathBuf::from));
+    let source = match explicit {
+        Some(path) => Some(path),
+        None => Some(PathBuf::from("tenancy.toml")).filter(|p| p.is_file()),
+    };
+    let (file, base) = match &source {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let file: FileConfig = toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?;
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (file, base)
+        }
+        None => (FileConfig::default(), PathBuf::from(".")),
+    };
+    let relative = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+    let data_dir = data_dir_flag
+        .map(Path::to_path_buf)
+        .or_else(|| env("TENANCY_DATA_DIR").map(PathBuf::from))
+        .or_else(|| file.data_dir.map(relative))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let migrations = env("TENANCY_MIGRATIONS")
+        .map(PathBuf::from)
+        .or_else(|| file.migrations.map(relative))
+        .map_or(MigrationSource::BuiltinGuild, MigrationSource::Folder);
+    let listen = env("TENANCY_LISTEN")
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let admin_token = env("TENANCY_ADMIN_TOKEN").or(file.admin_token);
+
+    let defaults = CacheConfig::default();
+    let cache = CacheConfig {
+        max_open: env_parse("TENANCY_CACHE_MAX_OPEN")?
+            .or(file.cache.max_open)
+            .unwrap_or(defaults.max_open),
+        idle: env_parse("TENANCY_CACHE_IDLE_SECS")?
+            .or(file.cache.idle_timeout_secs)
+            .map_or(defaults.idle, Duration::from_secs),
+    };
+    if cache.max_open == 0 {
+        bail!("cache.max_open must be at least 1");
+    }
+    let concurrency = env_parse("TENANCY_MIGRATE_CONCURRENCY")?
+        .or(file.migrate.concurrency)
+        .unwrap_or(4);
+    if concurrency == 0 {
+        bail!("migrate.concurrency must be at least 1");
+    }
+    if let Some(token) = &admin_token {
+        if token.len() < 16 {
+            bail!("the admin token must be at least 16 characters");
+        }
+    }
+
+    let mut engine = EngineConfig::new(data_dir);
+    engine.migrations = migrations;
+    engine.cache = cache;
+    engine.migrate_concurrency = concurrency;
+    Ok(Settings {
+        engine,
+        listen,
+        admin_token,
+        source,
+    })
+}
+
+/// The commented `tenancy.toml` that `tenancy init` writes.
+pub const TEMPLATE: &str = r#"# tenancy configuration. Every setting also has an environment variable,
+# which wins over this file; command-line flags win over both.
+
+# Where the catalog and the tenant databases live.            env: TENANCY_DATA_DIR
+data_dir = "tenancy-data"
+
+# The tenant schema: a folder of NNNN_name.sql migrations, written for one tenant.
+# Remove this line to use the built-in guild example schema.   env: TENANCY_MIGRATIONS
+migrations = "migrations"
+
+# Address `tenancy serve` listens on.                          env: TENANCY_LISTEN
+listen = "127.0.0.1:8080"
+
+# The platform admin token (Authorization: Bearer ...). Prefer the environment variable;
+# when neither is set, `tenancy serve` creates one on first start and prints it once.
+#                                                              env: TENANCY_ADMIN_TOKEN
+# admin_token = "..."
+
+[cache]
+# Open tenant databases kept per store, least recently used closed first.
+#                                                              env: TENANCY_CACHE_MAX_OPEN
+max_open = 1000
+# A tenant database idle this long is closed.                  env: TENANCY_CACHE_IDLE_SECS
+idle_timeout_secs = 1800
+
+[migrate]
+# How many tenants `tenancy migrate` migrates at once.         env: TENANCY_MIGRATE_CONCURRENCY
+concurrency = 4
+"#;

@@ -1,0 +1,136 @@
+//! problem+json errors (RFC 9457). The one place where engine errors become HTTP.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error response: a status, a stable machine-readable `code`, a human `detail`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a valid token as `Authorization: Bearer <token>`",
+        )
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle the request; the error is logged",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = Problem {
+            kind: format!(
+                "https://tenancy.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
+            title,
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: &self.detail,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<tenancy::Error> for ApiError {
+    fn from(e: tenancy::Error) -> ApiError {
+        use tenancy::Error as E;
+        match &e {
+            E::InvalidSlug { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_slug", e.to_string())
+            }
+            E::InvalidName { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string())
+            }
+            E::TenantExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "tenant_exists", e.to_string())
+            }
+            E::TenantNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "tenant_not_found", e.to_string())
+            }
+            E::InvalidTransition { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", e.to_string())
+            }
+            E::TenantBusy { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "tenant_busy", e.to_string())
+            }
+            E::OperationInProgress { operation, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "operation_in_progress",
+                format!("another `{operation}` is running; try again when it ends"),
+            ),
+            E::ProvisioningFailed { slug, .. } => {
+                tracing::error!(error = %e, "provisioning failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "provisioning_failed",
+                    format!("provisioning tenant {slug:?} failed and is logged; the tenant is marked failed and can be retried with `tenancy tenant retry {slug}`"),
+                )
+            }
+            E::InvalidMigrations(_)
+            | E::MigrationChanged { .. }
+            | E::MigrationFailed { .. }
+            | E::UnknownSchemaVersion { .. } => {
+                tracing::error!(error = %e, "tenant schema problem");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "schema_invalid",
+                    "the tenant schema configured on this server is not valid; the problem is logged for the operator",
+                )
+            }
+            E::Catalog(_) | E::Store { .. } | E::Io { .. } | E::TenantDb(_) | E::Internal(_) => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
