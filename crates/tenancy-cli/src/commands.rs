@@ -388,7 +388,7 @@ impl Progress {
             }
             None => {
                 let due = p.last_print.is_none_or(|t| t.elapsed().as_secs() >= 1);
-                if p.total > 0 && (due || p.done == p.total) {
+                if p.done > 0 && (due || p.done == p.total) {
                     eprintln!("progress: {}/{} done, {} failed", p.done, p.total, p.failed);
                     p.last_print = Some(Instant::now());
                 }

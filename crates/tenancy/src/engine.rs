@@ -560,6 +560,7 @@ impl Engine {
             }
             Err(e) => {
                 result.ok = false;
+                result.to_version = self.migrations().latest();
                 result.error = Some(e.to_string());
             }
         }

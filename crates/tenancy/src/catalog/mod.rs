@@ -77,6 +77,7 @@ pub struct TenantMigrationResult {
     pub tenant_id: TenantId,
     pub slug: String,
     pub from_version: i64,
+    /// The version reached, or on failure the version that was attempted.
     pub to_version: i64,
     pub ok: bool,
     pub error: Option<String>,
@@ -145,7 +146,8 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()>;
 
-    /// For each tenant whose latest migration attempt failed: that result.
+    /// For each tenant whose latest migration attempt failed and that is still below that
+    /// attempt's target: that result.
     async fn failed_migrations(&self) -> Result<Vec<TenantMigrationResult>>;
 
     /// The migrations applied somewhere in this dialect, by version.

@@ -631,6 +631,7 @@ impl Catalog for SqliteCatalog {
                 "SELECT m.run_id, m.tenant_id, m.slug, m.from_version, m.to_version, m.ok, m.error \
                  FROM tenant_migrations m \
                  JOIN tenants t ON t.id = m.tenant_id AND t.status <> 'deleted' \
+                 JOIN placements p ON p.tenant_id = m.tenant_id AND p.schema_version < m.to_version \
                  WHERE m.id = (SELECT MAX(id) FROM tenant_migrations l WHERE l.tenant_id = m.tenant_id) \
                    AND m.ok = 0 ORDER BY m.slug",
             )?;

@@ -288,7 +288,7 @@ fn apply_scripts(
         tx.execute_batch(script.sql)
             .map_err(|e| Error::MigrationFailed {
                 file: script.file.to_owned(),
-                reason: e.to_string(),
+                reason: one_line(&e.to_string()),
             })?;
         tx.execute(
             &format!(
@@ -305,6 +305,11 @@ fn apply_scripts(
     }
     tx.commit().map_err(sqlite)?;
     Ok((from, latest))
+}
+
+/// SQLite quotes the failing SQL in its messages; keep them on one line for logs and lists.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn short(checksum: &str) -> String {
