@@ -635,6 +635,7 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
         })
         .await?;
 
+    // Tenants that were in transition, and whether their owner lives.
     let mut live_ops: HashMap<TenantId, bool> = HashMap::new();
     for tenant in tenants.iter().filter(|t| t.status.is_transitional()) {
         let owner_alive = match &tenant.op_owner {
@@ -671,8 +672,10 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
     for (id, is_tmp) in on_disk {
         let keep = match by_id.get(&id) {
             None => false,
-            Some(t) if live_ops.get(&id).copied().unwrap_or(false) => t.status.is_transitional(),
-            Some(t) => !is_tmp && matches!(t.status, Active | Suspended | Moving | Provisioning),
+            // In transition: a live owner's files are its business; a dead owner's were
+            // settled above.
+            Some(_) if live_ops.contains_key(&id) => true,
+            Some(t) => !is_tmp && matches!(t.status, Active | Suspended),
         };
         if !keep {
             let location = SqliteStore::location_for(id);
