@@ -21,7 +21,7 @@ mkdir -p "$WORK/migrations"
 cp examples/guild/migrations/*.sql "$WORK/migrations/"
 
 now() { date +%s%N; }
-ms() { echo "scale=2; ($2 - $1) / 1000000" | bc; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }
 
 # One tenant, whole process (start, open catalog, provision, exit).
 t0=$(now); "$BIN" tenant create first >/dev/null; t1=$(now)
@@ -33,7 +33,7 @@ inner=$(for i in $(seq 1 21); do "$BIN" tenant create "probe-$i" | sed -E 's/.* 
 t0=$(now)
 for i in $(seq 1 $((N - 22))); do "$BIN" tenant create "t$i" >/dev/null; done
 t1=$(now)
-fleet_s=$(echo "scale=2; ($t1 - $t0) / 1000000000" | bc)
+fleet_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
 total=$("$BIN" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 
 # No-op migrate: every tenant current.
@@ -63,7 +63,7 @@ for f in files:
 print(f"{(time.perf_counter() - start) * 1000:.2f}")
 PY
 )
-ratio=$(echo "scale=2; $migrate_ms / $baseline_ms" | bc)
+ratio=$(awk -v a="$migrate_ms" -v b="$baseline_ms" 'BEGIN { printf "%.2f", a / b }')
 
 echo "tenants:                         $total"
 echo "provision one tenant (engine):   ${inner} ms (median of 21)"
