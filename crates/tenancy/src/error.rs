@@ -54,6 +54,27 @@ pub enum Error {
         since: String,
     },
 
+    #[error("invalid email: {reason}")]
+    InvalidEmail { reason: &'static str },
+
+    #[error("password too weak: {reason}")]
+    WeakPassword { reason: &'static str },
+
+    #[error("an account with this email already exists")]
+    EmailTaken,
+
+    #[error("wrong email or password")]
+    InvalidCredentials,
+
+    #[error("the token is invalid or expired")]
+    InvalidToken,
+
+    #[error("too many failed attempts; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+
+    #[error("unknown role; use viewer, member, admin or owner")]
+    InvalidRole,
+
     #[error("catalog error: {0}")]
     Catalog(String),
 

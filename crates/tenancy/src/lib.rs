@@ -21,6 +21,7 @@ pub mod catalog;
 mod engine;
 mod error;
 pub mod fault;
+pub mod identity;
 pub mod migrations;
 mod slug;
 pub mod store;

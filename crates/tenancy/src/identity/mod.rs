@@ -1,0 +1,52 @@
+//! Identity primitives: users' emails and passwords, roles, access tokens, refresh
+//! tokens and the failed-login limiter. Storage is the catalog's; HTTP is elsewhere.
+
+mod email;
+mod password;
+mod ratelimit;
+mod role;
+mod token;
+
+pub use email::Email;
+pub use password::{
+    check_password_policy, hash_password, verify_password, verify_password_or_dummy,
+};
+pub use ratelimit::{FailureLimiter, LimitConfig};
+pub use role::Role;
+pub use token::{
+    new_signing_secret, unix_now, AccessClaims, RefreshSecret, TokenConfig, TokenSigner,
+};
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// A user's id: a UUIDv7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    pub fn generate() -> UserId {
+        UserId(Uuid::now_v7())
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::parse_str(s)
+            .map(UserId)
+            .map_err(|_| Error::InvalidCredentials)
+    }
+}
