@@ -20,6 +20,7 @@ use crate::catalog::{
 };
 use crate::error::{Error, Result};
 use crate::fault::{self, points};
+use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, UserId};
 use crate::migrations::{Dialect, MigrationSet};
 use crate::slug::Slug;
 use crate::store::{apply_migrations, CacheConfig, SqliteStore};
@@ -50,6 +51,11 @@ pub struct EngineConfig {
     pub cache: CacheConfig,
     /// How many tenants `migrate` works on at once.
     pub migrate_concurrency: usize,
+    pub tokens: TokenConfig,
+    /// Failed logins per email, then refused until the window ends.
+    pub login_limit_per_email: LimitConfig,
+    /// Failed logins per client address.
+    pub login_limit_per_client: LimitConfig,
 }
 
 impl EngineConfig {
@@ -59,6 +65,15 @@ impl EngineConfig {
             migrations: MigrationSource::BuiltinGuild,
             cache: CacheConfig::default(),
             migrate_concurrency: 4,
+            tokens: TokenConfig::default(),
+            login_limit_per_email: LimitConfig {
+                max_failures: 5,
+                window: std::time::Duration::from_secs(15 * 60),
+            },
+            login_limit_per_client: LimitConfig {
+                max_failures: 30,
+                window: std::time::Duration::from_secs(15 * 60),
+            },
         }
     }
 }
@@ -126,18 +141,27 @@ pub struct FleetStatus {
     pub failed_migrations: Vec<TenantMigrationResult>,
 }
 
-struct Inner {
-    config: EngineConfig,
-    catalog: Arc<dyn Catalog>,
-    store: SqliteStore,
-    migrations: Arc<MigrationSet>,
-    recovery: RecoveryReport,
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    pub(crate) store: SqliteStore,
+    pub(crate) migrations: Arc<MigrationSet>,
+    pub(crate) recovery: RecoveryReport,
+    /// Reloaded from the catalog when a token names a key this process has not seen.
+    pub(crate) signer: std::sync::RwLock<Arc<TokenSigner>>,
+    pub(crate) login_limits: LoginLimits,
+}
+
+/// Failed logins allowed per email and per client address.
+pub(crate) struct LoginLimits {
+    pub(crate) per_email: FailureLimiter,
+    pub(crate) per_client: FailureLimiter,
 }
 
 /// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Engine {
@@ -155,12 +179,19 @@ impl Engine {
             &config.data_dir.join("tenants"),
             config.cache,
         )?;
+        let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+        let signer = crate::accounts::load_signer(catalog.as_ref(), &config.tokens).await?;
         let mut inner = Inner {
+            login_limits: LoginLimits {
+                per_email: FailureLimiter::new(config.login_limit_per_email),
+                per_client: FailureLimiter::new(config.login_limit_per_client),
+            },
             config,
-            catalog: Arc::new(catalog),
+            catalog,
             store,
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
+            signer: std::sync::RwLock::new(Arc::new(signer)),
         };
         inner.recovery = recover(&inner).await?;
         Ok(Engine {
@@ -192,6 +223,17 @@ impl Engine {
     /// Creates a tenant and provisions its database with the full schema. On failure the
     /// tenant is left `failed` (retriable) and its error says why.
     pub async fn create_tenant(&self, slug: Slug, name: Option<String>) -> Result<Tenant> {
+        self.create_tenant_owned_by(slug, name, None).await
+    }
+
+    /// Like [`Engine::create_tenant`], with `owner` made the tenant's `owner` member in the
+    /// same catalog transaction that creates it.
+    pub async fn create_tenant_owned_by(
+        &self,
+        slug: Slug,
+        name: Option<String>,
+        owner: Option<UserId>,
+    ) -> Result<Tenant> {
         let name = name.unwrap_or_else(|| slug.to_string());
         validate_name(&name)?;
         self.check_migrations_unchanged().await?;
@@ -208,6 +250,7 @@ impl Engine {
                     location: SqliteStore::location_for(id),
                     schema_version: 0,
                 },
+                owner,
             })
             .await?;
         self.provision(tenant).await

@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod accounts;
 pub mod auth;
 pub mod catalog;
 mod engine;
@@ -27,6 +28,7 @@ mod slug;
 pub mod store;
 mod tenant;
 
+pub use accounts::Session;
 pub use auth::AdminToken;
 pub use engine::{
     Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,

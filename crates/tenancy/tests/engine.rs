@@ -197,6 +197,7 @@ async fn abandoned_provisioning(
                 location: location.clone(),
                 schema_version: 0,
             },
+            owner: None,
         })
         .await
         .unwrap();
@@ -264,6 +265,7 @@ async fn recovery_leaves_a_live_process_alone() {
                 location: format!("{id}.db"),
                 schema_version: 0,
             },
+            owner: None,
         })
         .await
         .unwrap();

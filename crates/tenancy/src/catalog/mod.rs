@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::identity::{Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
@@ -26,6 +27,28 @@ pub struct NewTenant {
     pub slug: Slug,
     pub name: String,
     pub placement: Placement,
+    /// The user who becomes its `owner`, recorded with the tenant itself.
+    pub owner: Option<UserId>,
+}
+
+/// A user about to be created.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    /// As typed (trimmed); compared in lower case.
+    pub email: String,
+    pub password_hash: String,
+    pub is_superadmin: bool,
+}
+
+/// A refresh token to store (by hash).
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub token_hash: String,
+    pub family: String,
+    pub user_id: UserId,
+    pub tenant_id: Option<TenantId>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A compare-and-set on a tenant's status, journaled.
@@ -155,6 +178,33 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Records scripts as applied (first registration wins; existing rows are kept).
     async fn register_migrations(&self, dialect: Dialect, scripts: &[Script<'_>]) -> Result<()>;
+
+    /// Fails with `EmailTaken` if the email (case-insensitively) has an account.
+    async fn insert_user(&self, new: &NewUser) -> Result<User>;
+
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+
+    /// The user with this normalized email, and their password hash.
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<(User, String)>>;
+
+    /// The user's memberships in tenants that are not deleted, by slug.
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>>;
+
+    async fn membership_role(&self, tenant: TenantId, user: UserId) -> Result<Option<Role>>;
+
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> Result<()>;
+
+    /// Spends a refresh token, atomically: it works once.
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<RefreshUse>;
+
+    /// Revokes the family of the token with this hash (logout). Unknown hashes are ignored.
+    async fn revoke_refresh_token(&self, token_hash: &str) -> Result<()>;
+
+    /// Signing keys created or retired after `since`, newest first, as `(kid, secret hex)`.
+    async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<(String, String)>>;
+
+    /// Adds a key that becomes the current one, retiring the others now.
+    async fn add_signing_key(&self, kid: &str, secret_hex: &str) -> Result<()>;
 
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 

@@ -17,13 +17,16 @@ use super::{
     Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
     TenantMigrationResult, Transition,
 };
+use super::{NewRefreshToken, NewUser};
 use crate::error::{Error, Result};
+use crate::identity::{Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
 use crate::tenant::{Mode, Placement, Tenant, TenantId};
 
 /// The catalog's own schema, one entry per version. Append only.
-const CATALOG_MIGRATIONS: &[&str] = &[r#"
+const CATALOG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id          TEXT PRIMARY KEY,
     slug        TEXT NOT NULL,
@@ -103,7 +106,50 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL,
+    email_norm    TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    is_superadmin INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    CONSTRAINT users_email_norm_key UNIQUE (email_norm)
+);
+
+CREATE TABLE memberships (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    role       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE INDEX memberships_user_idx ON memberships (user_id);
+
+-- Refresh tokens by hash. A family is one login's chain of rotations: presenting a token
+-- that was already used revokes the whole family.
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family     TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    tenant_id  TEXT,
+    expires_at TEXT NOT NULL,
+    used_at    TEXT,
+    revoked_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX refresh_tokens_family_idx ON refresh_tokens (family);
+
+CREATE TABLE signing_keys (
+    kid        TEXT PRIMARY KEY,
+    secret     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    retired_at TEXT
+);
+"#,
+];
 
 /// The embedded catalog.
 pub struct SqliteCatalog {
@@ -291,6 +337,34 @@ fn select_tenant(conn: &Connection, clause: &str, param: &str) -> rusqlite::Resu
     .optional()
 }
 
+fn select_user(
+    conn: &Connection,
+    clause: &str,
+    param: &str,
+) -> rusqlite::Result<Option<(User, String)>> {
+    conn.query_row(
+        &format!(
+            "SELECT id, email, is_superadmin, created_at, password_hash FROM users WHERE {clause}"
+        ),
+        [param],
+        |r| {
+            Ok((
+                User {
+                    id: r
+                        .get::<_, String>(0)?
+                        .parse::<UserId>()
+                        .map_err(conversion)?,
+                    email: r.get(1)?,
+                    is_superadmin: r.get(2)?,
+                    created_at: parse_time(&r.get::<_, String>(3)?)?,
+                },
+                r.get(4)?,
+            ))
+        },
+    )
+    .optional()
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(
         e,
@@ -366,6 +440,12 @@ impl Catalog for SqliteCatalog {
                     at
                 ],
             )?;
+            if let Some(user) = new.owner {
+                tx.execute(
+                    "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+                    params![id, user.to_string(), at],
+                )?;
+            }
             tx.execute(
                 "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
                  VALUES (?1, 'provision.begin', NULL, 'provisioning', ?2, ?3)",
@@ -718,6 +798,188 @@ impl Catalog for SqliteCatalog {
                     params![dialect.as_str(), version, file, checksum, at],
                 )?;
             }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_user(&self, new: &NewUser) -> Result<User> {
+        let new = new.clone();
+        self.call(move |conn| {
+            let at = now();
+            let inserted = conn.execute(
+                "INSERT INTO users (id, email, email_norm, password_hash, is_superadmin, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+                params![
+                    new.id.to_string(),
+                    new.email,
+                    new.email.to_lowercase(),
+                    new.password_hash,
+                    new.is_superadmin,
+                    at
+                ],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(Error::EmailTaken),
+                other => other?,
+            };
+            select_user(conn, "id = ?1", &new.id.to_string())?
+                .map(|(u, _)| u)
+                .ok_or_else(|| Error::Internal("inserted user vanished".into()))
+        })
+        .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        self.call(move |conn| Ok(select_user(conn, "id = ?1", &id.to_string())?.map(|(u, _)| u)))
+            .await
+    }
+
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<(User, String)>> {
+        let email = email_norm.to_owned();
+        self.call(move |conn| Ok(select_user(conn, "email_norm = ?1", &email)?))
+            .await
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT t.id, t.slug, t.name, m.role FROM memberships m \
+                 JOIN tenants t ON t.id = m.tenant_id AND t.status <> 'deleted' \
+                 WHERE m.user_id = ?1 ORDER BY t.slug",
+            )?;
+            let rows = stmt
+                .query_map([user.to_string()], |r| {
+                    Ok(Membership {
+                        tenant_id: r.get::<_, String>(0)?.parse().map_err(conversion)?,
+                        slug: r.get(1)?,
+                        name: r.get(2)?,
+                        role: r.get::<_, String>(3)?.parse::<Role>().map_err(conversion)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn membership_role(&self, tenant: TenantId, user: UserId) -> Result<Option<Role>> {
+        self.call(move |conn| {
+            let role: Option<String> = conn
+                .query_row(
+                    "SELECT role FROM memberships WHERE tenant_id = ?1 AND user_id = ?2",
+                    [tenant.to_string(), user.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            role.map(|r| r.parse()).transpose()
+        })
+        .await
+    }
+
+    async fn insert_refresh_token(&self, token: &NewRefreshToken) -> Result<()> {
+        let t = token.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, user_id, tenant_id, expires_at, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.token_hash,
+                    t.family,
+                    t.user_id.to_string(),
+                    t.tenant_id.map(|id| id.to_string()),
+                    t.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    now()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<RefreshUse> {
+        let hash = token_hash.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(String, String, Option<String>, String, Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT family, user_id, tenant_id, expires_at, used_at, revoked_at \
+                     FROM refresh_tokens WHERE token_hash = ?1",
+                    [&hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .optional()?;
+            let Some((family, user_id, tenant_id, expires_at, used_at, revoked_at)) = row else {
+                return Ok(RefreshUse::Invalid);
+            };
+            let at = now();
+            if used_at.is_some() || revoked_at.is_some() {
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE family = ?1",
+                    params![family, at],
+                )?;
+                tx.commit()?;
+                return Ok(RefreshUse::Replayed);
+            }
+            if parse_time(&expires_at)? <= Utc::now() {
+                return Ok(RefreshUse::Invalid);
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = ?2 WHERE token_hash = ?1",
+                params![hash, at],
+            )?;
+            tx.commit()?;
+            Ok(RefreshUse::Valid {
+                user_id: user_id.parse()?,
+                tenant_id: tenant_id.map(|t| t.parse()).transpose()?,
+                family,
+            })
+        })
+        .await
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: &str) -> Result<()> {
+        let hash = token_hash.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, ?2) \
+                 WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = ?1)",
+                params![hash, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        let since = since.to_rfc3339_opts(SecondsFormat::Micros, true);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT kid, secret FROM signing_keys \
+                 WHERE retired_at IS NULL OR retired_at > ?1 ORDER BY created_at DESC, kid DESC",
+            )?;
+            let rows = stmt
+                .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn add_signing_key(&self, kid: &str, secret_hex: &str) -> Result<()> {
+        let (kid, secret) = (kid.to_owned(), secret_hex.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            tx.execute(
+                "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
+                [&at],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, secret, created_at) VALUES (?1, ?2, ?3)",
+                params![kid, secret, at],
+            )?;
             tx.commit()?;
             Ok(())
         })

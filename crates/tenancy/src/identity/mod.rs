@@ -47,6 +47,40 @@ impl FromStr for UserId {
     fn from_str(s: &str) -> Result<Self> {
         Uuid::parse_str(s)
             .map(UserId)
-            .map_err(|_| Error::InvalidCredentials)
+            .map_err(|_| Error::Catalog(format!("bad user id {s:?}")))
     }
+}
+
+/// A user account (never its password hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: String,
+    pub is_superadmin: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A user's role in one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub tenant_id: crate::TenantId,
+    pub slug: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// Valid and now spent: issue the next one in `family`.
+    Valid {
+        user_id: UserId,
+        tenant_id: Option<crate::TenantId>,
+        family: String,
+    },
+    /// Already used or revoked: the family has been revoked (a stolen token was replayed,
+    /// or the client raced itself).
+    Replayed,
+    /// Unknown or expired.
+    Invalid,
 }

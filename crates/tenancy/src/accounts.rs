@@ -1,0 +1,273 @@
+//! Users and sessions on top of the engine: signup, login, refresh, logout, access-token
+//! verification, and signing-key rotation.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, NewRefreshToken, NewUser};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::identity::{
+    check_password_policy, hash_password, new_signing_secret, unix_now, verify_password_or_dummy,
+    AccessClaims, Email, Membership, RefreshSecret, RefreshUse, Role, TokenConfig, TokenSigner,
+    User, UserId,
+};
+use crate::slug::Slug;
+use crate::tenant::TenantId;
+
+/// What a successful login or refresh hands to the client.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+/// The signer over the catalog's keys that may still verify tokens; creates the first key.
+pub(crate) async fn load_signer(
+    catalog: &dyn Catalog,
+    config: &TokenConfig,
+) -> Result<TokenSigner> {
+    let keys = || async {
+        let since = Utc::now()
+            - chrono::Duration::from_std(config.access_ttl).unwrap_or_default()
+            - chrono::Duration::seconds(60);
+        catalog.signing_keys(since).await
+    };
+    let mut stored = keys().await?;
+    if stored.is_empty() {
+        catalog
+            .add_signing_key(&new_kid(), &hex::encode(new_signing_secret()))
+            .await?;
+        stored = keys().await?;
+    }
+    let keys: Vec<(String, Vec<u8>)> = stored
+        .into_iter()
+        .filter_map(|(kid, secret)| hex::decode(secret).ok().map(|s| (kid, s)))
+        .collect();
+    TokenSigner::new(config.clone(), &keys)
+}
+
+fn new_kid() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// When this process last reloaded signing keys (unix seconds), to bound reloads.
+static LAST_KEY_RELOAD: AtomicU64 = AtomicU64::new(0);
+
+impl Engine {
+    fn signer(&self) -> Arc<TokenSigner> {
+        match self.inner.signer.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Creates an account. Signup uses this with `superadmin: false`.
+    pub async fn create_user(&self, email: &str, password: &str, superadmin: bool) -> Result<User> {
+        let email = Email::parse(email)?;
+        check_password_policy(password, &email)?;
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+        self.catalog()
+            .insert_user(&NewUser {
+                id: UserId::generate(),
+                email: email.as_str().to_owned(),
+                password_hash: hash,
+                is_superadmin: superadmin,
+            })
+            .await
+    }
+
+    /// Checks the credentials (one Argon2 verification whether or not the user exists),
+    /// subject to the failed-login limits, and opens a session — scoped to `tenant` when
+    /// given, with the user's role there. A tenant the user is not a member of answers
+    /// `TenantNotFound`, like an unknown one.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        tenant: Option<&Slug>,
+        client: Option<&str>,
+    ) -> Result<Session> {
+        let email_key = email.trim().to_lowercase();
+        let limits = &self.inner.login_limits;
+        let limited = limits
+            .per_email
+            .check(&email_key)
+            .and_then(|()| client.map_or(Ok(()), |c| limits.per_client.check(c)));
+        if let Err(retry) = limited {
+            return Err(Error::RateLimited {
+                retry_after_secs: retry.as_secs().max(1),
+            });
+        }
+        let found = match Email::parse(email) {
+            Ok(e) => self.catalog().user_by_email(&e.normalized()).await?,
+            Err(_) => None,
+        };
+        let stored = found.as_ref().map(|(_, hash)| hash.clone());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            verify_password_or_dummy(stored.as_deref(), &password)
+        })
+        .await?;
+        let user = match (ok, found) {
+            (true, Some((user, _))) => user,
+            _ => {
+                limits.per_email.record_failure(&email_key);
+                if let Some(c) = client {
+                    limits.per_client.record_failure(c);
+                }
+                return Err(Error::InvalidCredentials);
+            }
+        };
+        let scope = match tenant {
+            Some(slug) => Some(self.scope_for(&user, slug).await?),
+            None => None,
+        };
+        self.open_session(&user, scope, None).await
+    }
+
+    /// The tenant and the user's role there; superadmins act as `owner` anywhere.
+    async fn scope_for(&self, user: &User, slug: &Slug) -> Result<(TenantId, Role)> {
+        let tenant = self.tenant(slug).await?;
+        let role = self.catalog().membership_role(tenant.id, user.id).await?;
+        match (role, user.is_superadmin) {
+            (Some(role), _) => Ok((tenant.id, role)),
+            (None, true) => Ok((tenant.id, Role::Owner)),
+            (None, false) => Err(Error::TenantNotFound {
+                slug: slug.to_string(),
+            }),
+        }
+    }
+
+    async fn open_session(
+        &self,
+        user: &User,
+        scope: Option<(TenantId, Role)>,
+        family: Option<String>,
+    ) -> Result<Session> {
+        let signer = self.signer();
+        let tid = scope.map(|(t, _)| t.to_string());
+        let role = scope.map(|(_, r)| r.as_str());
+        let (access_token, claims) = signer.issue(&user.id.to_string(), tid.as_deref(), role)?;
+        let (refresh_token, token_hash) = RefreshSecret::generate();
+        let ttl = chrono::Duration::from_std(signer.config().refresh_ttl)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        self.catalog()
+            .insert_refresh_token(&NewRefreshToken {
+                token_hash,
+                family: family.unwrap_or_else(new_kid),
+                user_id: user.id,
+                tenant_id: scope.map(|(t, _)| t),
+                expires_at: Utc::now() + ttl,
+            })
+            .await?;
+        Ok(Session {
+            access_token,
+            refresh_token,
+            token_type: "Bearer",
+            expires_in: claims.exp.saturating_sub(unix_now()),
+        })
+    }
+
+    /// Spends a refresh token for a new session in the same family. A token works once;
+    /// replaying a spent one revokes its whole family. The role is read afresh: a user
+    /// removed from the tenant cannot refresh into it.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Session> {
+        if refresh_token.len() > 256 {
+            return Err(Error::InvalidToken);
+        }
+        let hash = RefreshSecret::hash(refresh_token);
+        let RefreshUse::Valid {
+            user_id,
+            tenant_id,
+            family,
+        } = self.catalog().use_refresh_token(&hash).await?
+        else {
+            return Err(Error::InvalidToken);
+        };
+        let user = self
+            .catalog()
+            .user(user_id)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        let scope = match tenant_id {
+            Some(tid) => {
+                let tenant = self
+                    .catalog()
+                    .tenant(tid)
+                    .await?
+                    .ok_or(Error::InvalidToken)?;
+                let slug = tenant.slug.clone();
+                Some(
+                    self.scope_for(&user, &slug)
+                        .await
+                        .map_err(|_| Error::InvalidToken)?,
+                )
+            }
+            None => None,
+        };
+        self.open_session(&user, scope, Some(family)).await
+    }
+
+    /// Revokes the refresh token's session (its whole family).
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        if refresh_token.len() > 256 {
+            return Ok(());
+        }
+        self.catalog()
+            .revoke_refresh_token(&RefreshSecret::hash(refresh_token))
+            .await
+    }
+
+    /// Verifies an access token. A key id this process has not seen makes it reload the
+    /// keys from the catalog (at most every few seconds), so a rotation done by another
+    /// process is picked up.
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims> {
+        let signer = self.signer();
+        match signer.verify(token) {
+            Ok(claims) => Ok(claims),
+            Err(e) => {
+                let unknown_kid = TokenSigner::kid_of(token).is_some_and(|k| !signer.knows(&k));
+                let now = unix_now();
+                let last = LAST_KEY_RELOAD.load(Ordering::Relaxed);
+                if !unknown_kid || now.saturating_sub(last) < 5 {
+                    return Err(e);
+                }
+                LAST_KEY_RELOAD.store(now, Ordering::Relaxed);
+                let reloaded = Arc::new(load_signer(self.catalog(), &self.config().tokens).await?);
+                if let Ok(mut s) = self.inner.signer.write() {
+                    *s = Arc::clone(&reloaded);
+                }
+                reloaded.verify(token)
+            }
+        }
+    }
+
+    /// Makes a new signing key current. Tokens signed by the previous keys stay valid until
+    /// they expire. Returns the new key id.
+    pub async fn rotate_signing_key(&self) -> Result<String> {
+        let kid = new_kid();
+        self.catalog()
+            .add_signing_key(&kid, &hex::encode(new_signing_secret()))
+            .await?;
+        let reloaded = load_signer(self.catalog(), &self.config().tokens).await?;
+        if let Ok(mut s) = self.inner.signer.write() {
+            *s = Arc::new(reloaded);
+        }
+        Ok(kid)
+    }
+
+    /// The user and their memberships.
+    pub async fn user_with_memberships(&self, id: UserId) -> Result<(User, Vec<Membership>)> {
+        let user = self.catalog().user(id).await?.ok_or(Error::InvalidToken)?;
+        let memberships = self.catalog().memberships(id).await?;
+        Ok((user, memberships))
+    }
+}
