@@ -70,17 +70,31 @@ impl Engine {
 
     /// Creates an account. Signup uses this with `superadmin: false`.
     pub async fn create_user(&self, email: &str, password: &str, superadmin: bool) -> Result<User> {
+        self.signup(email, password, superadmin, None).await
+    }
+
+    /// Creates an account, redeeming an invitation (for this email) in the same step.
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &str,
+        superadmin: bool,
+        invitation: Option<&str>,
+    ) -> Result<User> {
         let email = Email::parse(email)?;
         check_password_policy(password, &email)?;
         let password = password.to_owned();
         let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
         self.catalog()
-            .insert_user(&NewUser {
-                id: UserId::generate(),
-                email: email.as_str().to_owned(),
-                password_hash: hash,
-                is_superadmin: superadmin,
-            })
+            .insert_user(
+                &NewUser {
+                    id: UserId::generate(),
+                    email: email.as_str().to_owned(),
+                    password_hash: hash,
+                    is_superadmin: superadmin,
+                },
+                invitation.map(RefreshSecret::hash).as_deref(),
+            )
             .await
     }
 

@@ -75,6 +75,36 @@ pub enum Error {
     #[error("unknown role; use viewer, member, admin or owner")]
     InvalidRole,
 
+    #[error("the invitation is unknown, expired, used, or for another email")]
+    InvalidInvitation,
+
+    #[error("that user is already a member of the tenant")]
+    MemberExists,
+
+    #[error("no such member")]
+    MemberNotFound,
+
+    #[error("no user with that email")]
+    UserNotFound,
+
+    #[error("a tenant must keep at least one owner")]
+    LastOwner,
+
+    #[error("invalid domain: {reason}")]
+    InvalidDomain { reason: &'static str },
+
+    #[error("that domain is registered already")]
+    DomainTaken,
+
+    #[error("no such API key")]
+    ApiKeyNotFound,
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error("this needs the {needed} role or higher")]
+    Forbidden { needed: &'static str },
+
     #[error("catalog error: {0}")]
     Catalog(String),
 

@@ -16,9 +16,11 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod accounts;
 pub mod auth;
 pub mod catalog;
+mod domain;
 mod engine;
 mod error;
 pub mod fault;
@@ -28,8 +30,10 @@ mod slug;
 pub mod store;
 mod tenant;
 
+pub use access::{Access, AddedMember, Principal};
 pub use accounts::Session;
 pub use auth::AdminToken;
+pub use domain::Domain;
 pub use engine::{
     Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
     MigrationSource, RecoveryReport, DEFAULT_STORE,

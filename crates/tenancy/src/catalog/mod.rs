@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::identity::{Membership, RefreshUse, Role, User, UserId};
+use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
@@ -39,6 +39,30 @@ pub struct NewUser {
     pub email: String,
     pub password_hash: String,
     pub is_superadmin: bool,
+}
+
+/// An API key to store (by the hash of its secret).
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: String,
+    /// `None`: a platform key.
+    pub tenant_id: Option<TenantId>,
+    pub role: String,
+    pub label: Option<String>,
+    pub secret_hash: String,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An invitation to join a tenant, redeemed at signup by its token.
+#[derive(Debug, Clone)]
+pub struct NewInvitation {
+    pub token_hash: String,
+    pub tenant_id: TenantId,
+    pub email_norm: String,
+    pub role: Role,
+    pub created_by: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A refresh token to store (by hash).
@@ -179,8 +203,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// Records scripts as applied (first registration wins; existing rows are kept).
     async fn register_migrations(&self, dialect: Dialect, scripts: &[Script<'_>]) -> Result<()>;
 
-    /// Fails with `EmailTaken` if the email (case-insensitively) has an account.
-    async fn insert_user(&self, new: &NewUser) -> Result<User>;
+    /// Fails with `EmailTaken` if the email (case-insensitively) has an account. With an
+    /// invitation token hash, the invitation (for this email, unexpired, unused) is
+    /// redeemed in the same transaction, or nothing is created (`InvalidInvitation`).
+    async fn insert_user(&self, new: &NewUser, invitation: Option<&str>) -> Result<User>;
 
     async fn user(&self, id: UserId) -> Result<Option<User>>;
 
@@ -205,6 +231,52 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Adds a key that becomes the current one, retiring the others now.
     async fn add_signing_key(&self, kid: &str, secret_hex: &str) -> Result<()>;
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
+
+    /// The key and its secret hash.
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>>;
+
+    /// Keys of a tenant (`None`: platform keys), newest first, revoked ones included.
+    async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>>;
+
+    /// Revokes a key of that tenant (or platform); false if there is none.
+    async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<bool>;
+
+    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+
+    async fn members(&self, tenant: TenantId) -> Result<Vec<Member>>;
+
+    /// Adds a member; `MemberExists` if the user already is one.
+    async fn add_member(&self, tenant: TenantId, user: UserId, role: Role) -> Result<()>;
+
+    /// Changes a role; refuses to demote the last owner (`LastOwner`). False if no member.
+    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<bool>;
+
+    /// Removes a member; refuses to remove the last owner. False if no member.
+    async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<bool>;
+
+    async fn insert_invitation(&self, invitation: &NewInvitation) -> Result<()>;
+
+    /// `DomainTaken` if another tenant has it.
+    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()>;
+
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>>;
+
+    async fn remove_domain(&self, tenant: TenantId, domain: &str) -> Result<bool>;
+
+    /// The live tenant that registered the domain.
+    async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>>;
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        tenant: Option<TenantId>,
+        action: &str,
+        detail: Option<&str>,
+    ) -> Result<()>;
+
+    async fn audit(&self, tenant: TenantId) -> Result<Vec<AuditEntry>>;
 
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 

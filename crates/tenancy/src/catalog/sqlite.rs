@@ -17,9 +17,9 @@ use super::{
     Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
     TenantMigrationResult, Transition,
 };
-use super::{NewRefreshToken, NewUser};
+use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::error::{Error, Result};
-use crate::identity::{Membership, RefreshUse, Role, User, UserId};
+use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
 use crate::tenant::{Mode, Placement, Tenant, TenantId};
@@ -148,6 +148,54 @@ CREATE TABLE signing_keys (
     created_at TEXT NOT NULL,
     retired_at TEXT
 );
+"#,
+    r#"
+-- API keys: `tny_<id>_<secret>`; only the secret's SHA-256 is kept. tenant_id NULL: a
+-- platform key (superadmin automation).
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    tenant_id    TEXT REFERENCES tenants (id),
+    role         TEXT NOT NULL,
+    label        TEXT,
+    secret_hash  TEXT NOT NULL,
+    created_by   TEXT,
+    created_at   TEXT NOT NULL,
+    expires_at   TEXT,
+    revoked_at   TEXT,
+    last_used_at TEXT
+);
+CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id);
+
+CREATE TABLE invitations (
+    token_hash  TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    email_norm  TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    created_by  TEXT,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    accepted_at TEXT
+);
+
+CREATE TABLE domains (
+    domain     TEXT PRIMARY KEY,
+    tenant_id  TEXT NOT NULL REFERENCES tenants (id),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX domains_tenant_idx ON domains (tenant_id);
+
+-- Append-only: nothing updates or deletes these rows.
+CREATE TABLE audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        TEXT NOT NULL,
+    actor     TEXT NOT NULL,
+    tenant_id TEXT,
+    action    TEXT NOT NULL,
+    detail    TEXT
+);
+CREATE INDEX audit_tenant_idx ON audit (tenant_id, seq);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 "#,
 ];
 
@@ -363,6 +411,84 @@ fn select_user(
         },
     )
     .optional()
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, tenant_id, role, label, created_at, expires_at, revoked_at, last_used_at, secret_hash";
+
+fn opt_time(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    s.map(|s| parse_time(&s)).transpose()
+}
+
+fn api_key_from_row(r: &Row<'_>) -> rusqlite::Result<(ApiKey, String)> {
+    Ok((
+        ApiKey {
+            id: r.get(0)?,
+            tenant_id: r
+                .get::<_, Option<String>>(1)?
+                .map(|t| t.parse().map_err(conversion))
+                .transpose()?,
+            role: r.get(2)?,
+            label: r.get(3)?,
+            created_at: parse_time(&r.get::<_, String>(4)?)?,
+            expires_at: opt_time(r.get(5)?)?,
+            revoked_at: opt_time(r.get(6)?)?,
+            last_used_at: opt_time(r.get(7)?)?,
+        },
+        r.get(8)?,
+    ))
+}
+
+fn select_api_key(conn: &Connection, id: &str) -> rusqlite::Result<Option<(ApiKey, String)>> {
+    conn.query_row(
+        &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"),
+        [id],
+        api_key_from_row,
+    )
+    .optional()
+}
+
+/// Changes (`Some`) or removes (`None`) a membership, keeping at least one owner.
+fn change_member(
+    conn: &mut Connection,
+    tenant: TenantId,
+    user: UserId,
+    role: Option<Role>,
+) -> Result<bool> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (t, u) = (tenant.to_string(), user.to_string());
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT role FROM memberships WHERE tenant_id = ?1 AND user_id = ?2",
+            [&t, &u],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(current) = current else {
+        return Ok(false);
+    };
+    if current == "owner" && role != Some(Role::Owner) {
+        let owners: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM memberships WHERE tenant_id = ?1 AND role = 'owner'",
+            [&t],
+            |r| r.get(0),
+        )?;
+        if owners <= 1 {
+            return Err(Error::LastOwner);
+        }
+    }
+    match role {
+        Some(role) => tx.execute(
+            "UPDATE memberships SET role = ?3 WHERE tenant_id = ?1 AND user_id = ?2",
+            params![t, u, role.as_str()],
+        )?,
+        None => tx.execute(
+            "DELETE FROM memberships WHERE tenant_id = ?1 AND user_id = ?2",
+            params![t, u],
+        )?,
+    };
+    tx.commit()?;
+    Ok(true)
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -804,17 +930,20 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn insert_user(&self, new: &NewUser) -> Result<User> {
+    async fn insert_user(&self, new: &NewUser, invitation: Option<&str>) -> Result<User> {
         let new = new.clone();
+        let invitation = invitation.map(str::to_owned);
         self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let at = now();
-            let inserted = conn.execute(
+            let email_norm = new.email.to_lowercase();
+            let inserted = tx.execute(
                 "INSERT INTO users (id, email, email_norm, password_hash, is_superadmin, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
                 params![
                     new.id.to_string(),
                     new.email,
-                    new.email.to_lowercase(),
+                    email_norm,
                     new.password_hash,
                     new.is_superadmin,
                     at
@@ -824,9 +953,34 @@ impl Catalog for SqliteCatalog {
                 Err(e) if is_unique_violation(&e) => return Err(Error::EmailTaken),
                 other => other?,
             };
-            select_user(conn, "id = ?1", &new.id.to_string())?
+            if let Some(hash) = invitation {
+                let found: Option<(String, String)> = tx
+                    .query_row(
+                        "SELECT i.tenant_id, i.role FROM invitations i \
+                         JOIN tenants t ON t.id = i.tenant_id AND t.status <> 'deleted' \
+                         WHERE i.token_hash = ?1 AND i.email_norm = ?2 \
+                           AND i.accepted_at IS NULL AND i.expires_at > ?3",
+                        params![hash, email_norm, at],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((tenant_id, role)) = found else {
+                    return Err(Error::InvalidInvitation);
+                };
+                tx.execute(
+                    "UPDATE invitations SET accepted_at = ?2 WHERE token_hash = ?1",
+                    params![hash, at],
+                )?;
+                tx.execute(
+                    "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![tenant_id, new.id.to_string(), role, at],
+                )?;
+            }
+            let user = select_user(&tx, "id = ?1", &new.id.to_string())?
                 .map(|(u, _)| u)
-                .ok_or_else(|| Error::Internal("inserted user vanished".into()))
+                .ok_or_else(|| Error::Internal("inserted user vanished".into()))?;
+            tx.commit()?;
+            Ok(user)
         })
         .await
     }
@@ -982,6 +1136,239 @@ impl Catalog for SqliteCatalog {
             )?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey> {
+        let k = key.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO api_keys (id, tenant_id, role, label, secret_hash, created_by, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    k.id,
+                    k.tenant_id.map(|t| t.to_string()),
+                    k.role,
+                    k.label,
+                    k.secret_hash,
+                    k.created_by,
+                    now(),
+                    k.expires_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+                ],
+            )?;
+            select_api_key(conn, &k.id)?
+                .map(|(key, _)| key)
+                .ok_or_else(|| Error::Internal("inserted key vanished".into()))
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        let id = id.to_owned();
+        self.call(move |conn| Ok(select_api_key(conn, &id)?)).await
+    }
+
+    async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id IS ?1 ORDER BY created_at DESC, id"
+            ))?;
+            let rows = stmt
+                .query_map([tenant.map(|t| t.to_string())], |r| Ok(api_key_from_row(r)?.0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE id = ?1 AND tenant_id IS ?2",
+                params![id, tenant.map(|t| t.to_string()), now()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                params![id, at.to_rfc3339_opts(SecondsFormat::Micros, true)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn members(&self, tenant: TenantId) -> Result<Vec<Member>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT u.id, u.email, m.role, m.created_at FROM memberships m \
+                 JOIN users u ON u.id = m.user_id WHERE m.tenant_id = ?1 ORDER BY u.email_norm",
+            )?;
+            let rows = stmt
+                .query_map([tenant.to_string()], |r| {
+                    Ok(Member {
+                        user_id: r
+                            .get::<_, String>(0)?
+                            .parse::<UserId>()
+                            .map_err(conversion)?,
+                        email: r.get(1)?,
+                        role: r.get::<_, String>(2)?.parse::<Role>().map_err(conversion)?,
+                        created_at: parse_time(&r.get::<_, String>(3)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn add_member(&self, tenant: TenantId, user: UserId, role: Role) -> Result<()> {
+        self.call(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant.to_string(), user.to_string(), role.as_str(), now()],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(Error::MemberExists),
+                other => other.map(|_| ()).map_err(Error::from),
+            }
+        })
+        .await
+    }
+
+    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<bool> {
+        self.call(move |conn| change_member(conn, tenant, user, Some(role)))
+            .await
+    }
+
+    async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<bool> {
+        self.call(move |conn| change_member(conn, tenant, user, None))
+            .await
+    }
+
+    async fn insert_invitation(&self, inv: &NewInvitation) -> Result<()> {
+        let inv = inv.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO invitations (token_hash, tenant_id, email_norm, role, created_by, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    inv.token_hash,
+                    inv.tenant_id.to_string(),
+                    inv.email_norm,
+                    inv.role.as_str(),
+                    inv.created_by,
+                    now(),
+                    inv.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
+        let domain = domain.to_owned();
+        self.call(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO domains (domain, tenant_id, created_at) VALUES (?1, ?2, ?3)",
+                params![domain, tenant.to_string(), now()],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => Err(Error::DomainTaken),
+                other => other.map(|_| ()).map_err(Error::from),
+            }
+        })
+        .await
+    }
+
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+        self.call(move |conn| {
+            let mut stmt =
+                conn.prepare("SELECT domain FROM domains WHERE tenant_id = ?1 ORDER BY domain")?;
+            let rows = stmt
+                .query_map([tenant.to_string()], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, tenant: TenantId, domain: &str) -> Result<bool> {
+        let domain = domain.to_owned();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "DELETE FROM domains WHERE domain = ?1 AND tenant_id = ?2",
+                params![domain, tenant.to_string()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>> {
+        let domain = domain.to_owned();
+        self.call(move |conn| {
+            Ok(select_tenant(
+                conn,
+                "t.id = (SELECT tenant_id FROM domains WHERE domain = ?1) AND t.status <> 'deleted'",
+                &domain,
+            )?)
+        })
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        tenant: Option<TenantId>,
+        action: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let (actor, action, detail) = (
+            actor.to_owned(),
+            action.to_owned(),
+            detail.map(str::to_owned),
+        );
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (at, actor, tenant_id, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), actor, tenant.map(|t| t.to_string()), action, detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit(&self, tenant: TenantId) -> Result<Vec<AuditEntry>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT seq, at, actor, tenant_id, action, detail FROM audit WHERE tenant_id = ?1 ORDER BY seq",
+            )?;
+            let rows = stmt
+                .query_map([tenant.to_string()], |r| {
+                    Ok(AuditEntry {
+                        seq: r.get(0)?,
+                        at: parse_time(&r.get::<_, String>(1)?)?,
+                        actor: r.get(2)?,
+                        tenant_id: r
+                            .get::<_, Option<String>>(3)?
+                            .map(|t| t.parse().map_err(conversion))
+                            .transpose()?,
+                        action: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

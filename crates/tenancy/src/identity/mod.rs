@@ -84,3 +84,65 @@ pub enum RefreshUse {
     /// Unknown or expired.
     Invalid,
 }
+
+/// What an API key may act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "scope", rename_all = "lowercase")]
+pub enum KeyScope {
+    /// One tenant, with a role there.
+    Tenant {
+        tenant_id: crate::TenantId,
+        role: Role,
+    },
+    /// The whole platform, as a superadmin.
+    Platform,
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<crate::TenantId>,
+    /// A tenant role, or `superadmin` for a platform key.
+    pub role: String,
+    pub label: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ApiKey {
+    pub fn scope(&self) -> Result<KeyScope> {
+        match self.tenant_id {
+            Some(tenant_id) => Ok(KeyScope::Tenant {
+                tenant_id,
+                role: self.role.parse()?,
+            }),
+            None => Ok(KeyScope::Platform),
+        }
+    }
+}
+
+/// A member of a tenant, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    pub user_id: UserId,
+    pub email: String,
+    pub role: Role,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<crate::TenantId>,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}

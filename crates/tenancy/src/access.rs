@@ -1,0 +1,445 @@
+//! Who may do what to which tenant: principals, API keys, members, invitations, custom
+//! domains, suspension, and the audit of elevated access.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::AdminToken;
+use crate::catalog::{NewApiKey, NewInvitation, Transition};
+use crate::domain::Domain;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::identity::{
+    ApiKey, AuditEntry, Email, KeyScope, Member, RefreshSecret, Role, User, UserId,
+};
+use crate::tenant::{Tenant, TenantId, TenantStatus};
+
+/// `last_used_at` is written at most this often per key, not on every request.
+const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+const INVITATION_TTL_DAYS: i64 = 7;
+
+/// Who calls.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// The holder of the platform admin token.
+    PlatformAdmin,
+    /// A logged-in user. `token_tenant`: the `tid` of a tenant-scoped token, which then
+    /// reaches that tenant only.
+    User {
+        user: User,
+        token_tenant: Option<TenantId>,
+    },
+    ApiKey(ApiKey),
+}
+
+/// A principal's access to one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Access {
+    pub role: Role,
+    /// Granted by platform power (superadmin, platform key or admin token), not by
+    /// membership: such access is audited.
+    pub elevated: bool,
+}
+
+impl Principal {
+    /// Platform power: acts on every tenant.
+    pub fn is_platform(&self) -> bool {
+        match self {
+            Principal::PlatformAdmin => true,
+            Principal::User { user, .. } => user.is_superadmin,
+            Principal::ApiKey(key) => key.tenant_id.is_none(),
+        }
+    }
+
+    /// The tenant this principal is bound to, if it is bound to one (a tenant API key or
+    /// a tenant-scoped token).
+    pub fn bound_tenant(&self) -> Option<TenantId> {
+        match self {
+            Principal::PlatformAdmin => None,
+            Principal::User { token_tenant, .. } => *token_tenant,
+            Principal::ApiKey(key) => key.tenant_id,
+        }
+    }
+
+    /// How the audit log names this principal.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::PlatformAdmin => "admin-token".to_owned(),
+            Principal::User { user, .. } => format!("user:{}", user.id),
+            Principal::ApiKey(key) => format!("api-key:{}", key.id),
+        }
+    }
+
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Principal::User { user, .. } => Some(user.id),
+            _ => None,
+        }
+    }
+}
+
+/// The result of adding a member by email.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum AddedMember {
+    /// The user exists and is now a member.
+    Added { member: Member },
+    /// No user has the email yet: they join when they sign up with this token.
+    Invited {
+        email: String,
+        role: Role,
+        invitation: String,
+        expires_at: DateTime<Utc>,
+    },
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Splits `tny_<16 hex id>_<secret>`.
+fn parse_api_key(presented: &str) -> Option<(&str, &str)> {
+    let rest = presented.strip_prefix("tny_")?;
+    let (id, secret) = rest.split_once('_')?;
+    let id_ok = id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let secret_ok = (40..=64).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (id_ok && secret_ok).then_some((id, secret))
+}
+
+fn check_label(label: Option<&str>) -> Result<()> {
+    if let Some(l) = label {
+        if l.chars().count() > 100 || l.chars().any(char::is_control) {
+            return Err(Error::InvalidInput(
+                "label: at most 100 characters, no control characters".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Identifies the bearer of a token: the platform admin token, an API key
+    /// (`tny_<id>_<secret>`) or an access token (JWT). Every failure is `InvalidToken`.
+    pub async fn authenticate(&self, bearer: &str, admin: &AdminToken) -> Result<Principal> {
+        if admin.verify(bearer) {
+            return Ok(Principal::PlatformAdmin);
+        }
+        if bearer.starts_with("tny_") {
+            return self
+                .authenticate_api_key(bearer)
+                .await
+                .map(Principal::ApiKey);
+        }
+        let claims = self.verify_access_token(bearer).await?;
+        let user_id: UserId = claims.sub.parse().map_err(|_| Error::InvalidToken)?;
+        let user = self
+            .catalog()
+            .user(user_id)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        let token_tenant = claims
+            .tid
+            .map(|t| t.parse::<TenantId>().map_err(|_| Error::InvalidToken))
+            .transpose()?;
+        Ok(Principal::User { user, token_tenant })
+    }
+
+    /// The key, if it exists, its secret matches, and it is neither revoked nor expired.
+    pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKey> {
+        let (id, secret) = parse_api_key(presented).ok_or(Error::InvalidToken)?;
+        let (key, stored_hash) = self
+            .catalog()
+            .api_key(id)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        let presented_hash = sha256_hex(secret);
+        if !bool::from(presented_hash.as_bytes().ct_eq(stored_hash.as_bytes())) {
+            return Err(Error::InvalidToken);
+        }
+        let now = Utc::now();
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|e| e <= now) {
+            return Err(Error::InvalidToken);
+        }
+        if let Some(tenant) = key.tenant_id {
+            // A key of a deleted tenant is dead with it.
+            let live = self.catalog().tenant(tenant).await?;
+            if live.is_none_or(|t| t.status == TenantStatus::Deleted) {
+                return Err(Error::InvalidToken);
+            }
+        }
+        let stale = key
+            .last_used_at
+            .is_none_or(|t| (now - t).to_std().unwrap_or_default() >= KEY_TOUCH_INTERVAL);
+        if stale {
+            self.catalog().touch_api_key(&key.id, now).await?;
+        }
+        Ok(key)
+    }
+
+    /// The principal's role in the tenant, or `None` if it has no access. Elevated access
+    /// is recorded in the audit log with `action`.
+    pub async fn access(
+        &self,
+        principal: &Principal,
+        tenant: &Tenant,
+        action: &str,
+    ) -> Result<Option<Access>> {
+        let access = match principal {
+            Principal::PlatformAdmin => Some(Access {
+                role: Role::Owner,
+                elevated: true,
+            }),
+            Principal::ApiKey(key) => match key.scope()? {
+                KeyScope::Platform => Some(Access {
+                    role: Role::Owner,
+                    elevated: true,
+                }),
+                KeyScope::Tenant { tenant_id, role } => {
+                    (tenant_id == tenant.id).then_some(Access {
+                        role,
+                        elevated: false,
+                    })
+                }
+            },
+            Principal::User { user, token_tenant } => {
+                if token_tenant.is_some_and(|t| t != tenant.id) {
+                    None
+                } else {
+                    match self.catalog().membership_role(tenant.id, user.id).await? {
+                        Some(role) => Some(Access {
+                            role,
+                            elevated: false,
+                        }),
+                        None if user.is_superadmin => Some(Access {
+                            role: Role::Owner,
+                            elevated: true,
+                        }),
+                        None => None,
+                    }
+                }
+            }
+        };
+        if access.is_some_and(|a| a.elevated) {
+            self.catalog()
+                .append_audit(&principal.actor(), Some(tenant.id), action, None)
+                .await?;
+        }
+        Ok(access)
+    }
+
+    /// Creates an API key and returns it with the full key, which is never shown again.
+    pub async fn create_api_key(
+        &self,
+        scope: KeyScope,
+        label: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        created_by: &str,
+    ) -> Result<(ApiKey, String)> {
+        check_label(label.as_deref())?;
+        if expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(Error::InvalidInput(
+                "expires_at must be in the future".into(),
+            ));
+        }
+        let id = hex::encode(&uuid::Uuid::new_v4().as_bytes()[..8]);
+        let (secret, _) = RefreshSecret::generate();
+        let secret = secret.trim_start_matches("tnr_").to_owned();
+        let (tenant_id, role) = match scope {
+            KeyScope::Tenant { tenant_id, role } => (Some(tenant_id), role.as_str().to_owned()),
+            KeyScope::Platform => (None, "superadmin".to_owned()),
+        };
+        let key = self
+            .catalog()
+            .insert_api_key(&NewApiKey {
+                id: id.clone(),
+                tenant_id,
+                role,
+                label,
+                secret_hash: sha256_hex(&secret),
+                created_by: created_by.to_owned(),
+                expires_at,
+            })
+            .await?;
+        Ok((key, format!("tny_{id}_{secret}")))
+    }
+
+    pub async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>> {
+        self.catalog().api_keys(tenant).await
+    }
+
+    /// Revokes a key; the very next request with it is refused.
+    pub async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<()> {
+        if self.catalog().revoke_api_key(tenant, id).await? {
+            Ok(())
+        } else {
+            Err(Error::ApiKeyNotFound)
+        }
+    }
+
+    pub async fn members(&self, tenant: TenantId) -> Result<Vec<Member>> {
+        self.catalog().members(tenant).await
+    }
+
+    /// Adds the user with this email, or invites the email if no user has it.
+    pub async fn add_member(
+        &self,
+        tenant: TenantId,
+        email: &str,
+        role: Role,
+        by: &str,
+    ) -> Result<AddedMember> {
+        let email = Email::parse(email)?;
+        match self.catalog().user_by_email(&email.normalized()).await? {
+            Some((user, _)) => {
+                self.catalog().add_member(tenant, user.id, role).await?;
+                let member = self
+                    .members(tenant)
+                    .await?
+                    .into_iter()
+                    .find(|m| m.user_id == user.id)
+                    .ok_or(Error::MemberNotFound)?;
+                Ok(AddedMember::Added { member })
+            }
+            None => {
+                let (token, _) = RefreshSecret::generate();
+                let invitation = format!("tni_{}", token.trim_start_matches("tnr_"));
+                let expires_at = Utc::now() + chrono::Duration::days(INVITATION_TTL_DAYS);
+                self.catalog()
+                    .insert_invitation(&NewInvitation {
+                        token_hash: RefreshSecret::hash(&invitation),
+                        tenant_id: tenant,
+                        email_norm: email.normalized(),
+                        role,
+                        created_by: by.to_owned(),
+                        expires_at,
+                    })
+                    .await?;
+                Ok(AddedMember::Invited {
+                    email: email.as_str().to_owned(),
+                    role,
+                    invitation,
+                    expires_at,
+                })
+            }
+        }
+    }
+
+    pub async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<()> {
+        if self.catalog().set_member_role(tenant, user, role).await? {
+            Ok(())
+        } else {
+            Err(Error::MemberNotFound)
+        }
+    }
+
+    pub async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<()> {
+        if self.catalog().remove_member(tenant, user).await? {
+            Ok(())
+        } else {
+            Err(Error::MemberNotFound)
+        }
+    }
+
+    pub async fn add_domain(&self, tenant: TenantId, raw: &str) -> Result<Domain> {
+        let domain = Domain::parse(raw)?;
+        self.catalog()
+            .insert_domain(tenant, domain.as_str())
+            .await?;
+        Ok(domain)
+    }
+
+    pub async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+        self.catalog().domains(tenant).await
+    }
+
+    pub async fn remove_domain(&self, tenant: TenantId, raw: &str) -> Result<()> {
+        let domain =
+            Domain::parse(raw).map_err(|_| Error::InvalidInput("no such domain".into()))?;
+        if self
+            .catalog()
+            .remove_domain(tenant, domain.as_str())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput("no such domain".into()))
+        }
+    }
+
+    /// `active → suspended`.
+    pub async fn suspend_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
+        self.set_status(
+            tenant,
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            "suspend",
+        )
+        .await
+    }
+
+    /// `suspended → active`.
+    pub async fn resume_tenant(&self, tenant: &Tenant) -> Result<Tenant> {
+        self.set_status(
+            tenant,
+            TenantStatus::Suspended,
+            TenantStatus::Active,
+            "resume",
+        )
+        .await
+    }
+
+    async fn set_status(
+        &self,
+        tenant: &Tenant,
+        from: TenantStatus,
+        to: TenantStatus,
+        event: &str,
+    ) -> Result<Tenant> {
+        self.catalog()
+            .transition(Transition {
+                id: tenant.id,
+                from: &[from],
+                to,
+                expect_owner: None,
+                new_owner: None,
+                error: None,
+                schema_version: None,
+                event,
+            })
+            .await
+    }
+
+    pub async fn audit(&self, tenant: TenantId) -> Result<Vec<AuditEntry>> {
+        self.catalog().audit(tenant).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_api_keys() {
+        let secret = "a".repeat(43);
+        assert!(super::parse_api_key(&format!("tny_0123456789abcdef_{secret}")).is_some());
+        for bad in [
+            String::new(),
+            "tny_".into(),
+            format!("tny_0123456789ABCDEF_{secret}"),
+            format!("tny_admin_{secret}"),
+            format!("tny_0123456789abcdef_{}", "a".repeat(10)),
+            format!("tny_0123456789abcdef_{secret}'--"),
+            format!("xyz_0123456789abcdef_{secret}"),
+        ] {
+            assert!(super::parse_api_key(&bad).is_none(), "{bad}");
+        }
+    }
+}
