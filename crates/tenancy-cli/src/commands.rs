@@ -13,7 +13,7 @@ use tenancy::{Engine, MigrateEvent, MigrateOptions, Slug, Tenant};
 
 use crate::config::{self, Settings};
 use crate::output;
-use crate::{Cli, Command, TenantCommand};
+use crate::{Cli, Command, KeysCommand, TenantCommand, UserCommand};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Init { dir, force } = &cli.command {
@@ -47,6 +47,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             migrate(engine, options, json).await
         }
         Command::Status { failed, json } => status(engine, failed, json).await,
+        Command::User { command } => user(engine, command).await,
+        Command::Keys { command } => keys(engine, command).await,
+        Command::SigningKey => {
+            let kid = engine.rotate_signing_key().await?;
+            println!("new signing key {kid}; tokens signed by the previous key stay valid until they expire");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AdminToken => {
             let (_, secret) = engine.rotate_admin_token().await?;
             println!("{secret}");
@@ -134,6 +141,7 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
     let app = tenancy_http::router(tenancy_http::AppState {
         engine,
         admin_token,
+        config: settings.http.clone(),
     });
     tenancy_http::serve(listener, app, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -241,6 +249,16 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
                     .collect();
                 output::table(&["AT", "EVENT", "STATUS"], &rows);
             }
+        }
+        TenantCommand::Suspend { slug } => {
+            let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
+            engine.suspend_tenant(&tenant).await?;
+            println!("suspended {}", tenant.slug);
+        }
+        TenantCommand::Resume { slug } => {
+            let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
+            engine.resume_tenant(&tenant).await?;
+            println!("resumed {}", tenant.slug);
         }
         TenantCommand::Delete { slug } => {
             let tenant = engine.delete_tenant(&Slug::parse(&slug)?).await?;
@@ -443,6 +461,115 @@ async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCod
                 f.from_version,
                 f.error.as_deref().unwrap_or("")
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var("TENANCY_PASSWORD") {
+        return Ok(p);
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn user(engine: Engine, command: UserCommand) -> Result<ExitCode> {
+    match command {
+        UserCommand::Create {
+            email,
+            superadmin,
+            json,
+        } => {
+            let password = read_password()?;
+            let user = engine.create_user(&email, &password, superadmin).await?;
+            if json {
+                output::json(&user)?;
+            } else {
+                println!(
+                    "created {}{} ({})",
+                    user.email,
+                    if user.is_superadmin {
+                        " (superadmin)"
+                    } else {
+                        ""
+                    },
+                    user.id
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(engine: Engine, command: KeysCommand) -> Result<ExitCode> {
+    use tenancy::identity::KeyScope;
+    let tenant_id = |slug: Option<String>| {
+        let engine = engine.clone();
+        async move {
+            match slug {
+                Some(s) => Ok::<_, anyhow::Error>(Some(engine.tenant(&Slug::parse(&s)?).await?.id)),
+                None => Ok(None),
+            }
+        }
+    };
+    match command {
+        KeysCommand::Create {
+            tenant,
+            role,
+            platform,
+            label,
+            json,
+        } => {
+            let scope = match (tenant, platform) {
+                (Some(slug), false) => KeyScope::Tenant {
+                    tenant_id: engine.tenant(&Slug::parse(&slug)?).await?.id,
+                    role: role.as_deref().unwrap_or("member").parse()?,
+                },
+                (None, true) => KeyScope::Platform,
+                _ => bail!("pass either --tenant SLUG (with --role) or --platform"),
+            };
+            let (key, secret) = engine.create_api_key(scope, label, None, "cli").await?;
+            if json {
+                let mut v = serde_json::to_value(&key)?;
+                v["key"] = serde_json::json!(secret);
+                output::json(&v)?;
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "API key {} ({}). Keep it: it is not shown again.",
+                    key.id, key.role
+                );
+            }
+        }
+        KeysCommand::List { tenant, json } => {
+            let keys = engine.api_keys(tenant_id(tenant).await?).await?;
+            if json {
+                output::json(&keys)?;
+            } else {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.role.clone(),
+                            k.label.clone().unwrap_or_default(),
+                            k.revoked_at.map_or("active".into(), |_| "revoked".into()),
+                            k.last_used_at.map_or("-".into(), |t| t.to_rfc3339()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "ROLE", "LABEL", "STATE", "LAST USED"], &rows);
+            }
+        }
+        KeysCommand::Revoke { id, tenant } => {
+            engine.revoke_api_key(tenant_id(tenant).await?, &id).await?;
+            println!("revoked {id}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tenancy::{CacheConfig, EngineConfig, MigrationSource};
+use tenancy_http::{HttpConfig, Resolver};
 
 pub const DEFAULT_DATA_DIR: &str = "./tenancy-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -19,6 +20,7 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub listen: String,
     pub admin_token: Option<String>,
+    pub http: HttpConfig,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
 }
@@ -34,6 +36,45 @@ struct FileConfig {
     cache: CacheSection,
     #[serde(default)]
     migrate: MigrateSection,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    resolution: ResolutionSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSection {
+    signup: Option<bool>,
+    self_service_tenants: Option<bool>,
+    access_token_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolutionSection {
+    resolvers: Option<Vec<String>>,
+    base_domains: Option<Vec<String>>,
+    tenant_header: Option<String>,
+}
+
+fn env_list(name: &str) -> Option<Vec<String>> {
+    env(name).map(|v| {
+        v.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+fn env_bool(name: &str) -> Result<Option<bool>> {
+    env(name)
+        .map(|v| match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(anyhow::anyhow!("{name}={v:?} is not true or false")),
+        })
+        .transpose()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,7 +168,41 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         }
     }
 
+    let mut http = HttpConfig::default();
+    if let Some(v) = env_bool("TENANCY_SIGNUP")?.or(file.auth.signup) {
+        http.signup = v;
+    }
+    if let Some(v) = env_bool("TENANCY_SELF_SERVICE_TENANTS")?.or(file.auth.self_service_tenants) {
+        http.self_service_tenants = v;
+    }
+    if let Some(names) = env_list("TENANCY_RESOLVERS").or(file.resolution.resolvers) {
+        http.resolvers = names
+            .iter()
+            .map(|n| {
+                Resolver::parse(n).ok_or_else(|| {
+                    anyhow::anyhow!("unknown resolver {n:?}; use api_key, token, path, subdomain, domain, header")
+                })
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(bases) = env_list("TENANCY_BASE_DOMAINS").or(file.resolution.base_domains) {
+        http.base_domains = bases.into_iter().map(|b| b.to_ascii_lowercase()).collect();
+    }
+    if let Some(h) = env("TENANCY_TENANT_HEADER").or(file.resolution.tenant_header) {
+        http.tenant_header = h
+            .parse()
+            .map_err(|_| anyhow::anyhow!("tenant_header {h:?} is not a valid header name"))?;
+    }
+
     let mut engine = EngineConfig::new(data_dir);
+    if let Some(ttl) =
+        env_parse::<u64>("TENANCY_ACCESS_TOKEN_TTL_SECS")?.or(file.auth.access_token_ttl_secs)
+    {
+        if !(60..=86_400).contains(&ttl) {
+            bail!("access_token_ttl_secs must be between 60 and 86400");
+        }
+        engine.tokens.access_ttl = Duration::from_secs(ttl);
+    }
     engine.migrations = migrations;
     engine.cache = cache;
     engine.migrate_concurrency = concurrency;
@@ -135,6 +210,7 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         engine,
         listen,
         admin_token,
+        http,
         source,
     })
 }
@@ -168,4 +244,21 @@ idle_timeout_secs = 1800
 [migrate]
 # How many tenants `tenancy migrate` migrates at once.         env: TENANCY_MIGRATE_CONCURRENCY
 concurrency = 4
+
+[auth]
+# Anyone may create an account with POST /v1/auth/signup.      env: TENANCY_SIGNUP
+signup = true
+# Logged-in users may create tenants and become their owner.   env: TENANCY_SELF_SERVICE_TENANTS
+self_service_tenants = true
+# Lifetime of access tokens.                                   env: TENANCY_ACCESS_TOKEN_TTL_SECS
+access_token_ttl_secs = 900
+
+[resolution]
+# How a request names its tenant; a request whose sources disagree is refused.
+#                                                              env: TENANCY_RESOLVERS (comma-separated)
+resolvers = ["api_key", "token", "path", "subdomain", "domain", "header"]
+# {slug}.{base} in the Host header names a tenant.             env: TENANCY_BASE_DOMAINS
+base_domains = ["localhost"]
+#                                                              env: TENANCY_TENANT_HEADER
+tenant_header = "X-Tenant"
 "#;

@@ -70,8 +70,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create users (superadmins too).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Rotate the key that signs access tokens.
+    SigningKey,
     /// Replace the platform admin token stored in the catalog and print the new one once.
     AdminToken,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password comes from $TENANCY_PASSWORD or the first line of stdin.
+    Create {
+        email: String,
+        /// A platform operator: acts on every tenant (audited).
+        #[arg(long)]
+        superadmin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        /// A key for this tenant.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Its role in the tenant: viewer, member (default), admin or owner.
+        #[arg(long)]
+        role: Option<String>,
+        /// A platform key (superadmin automation) instead.
+        #[arg(long)]
+        platform: bool,
+        #[arg(long)]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys of a tenant (or the platform keys), without secrets.
+    List {
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key.
+    Revoke {
+        id: String,
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,6 +153,10 @@ enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Suspend a tenant: its requests answer 403 tenant_suspended.
+    Suspend { slug: String },
+    /// Resume a suspended tenant.
+    Resume { slug: String },
     /// Delete a tenant and its data.
     Delete { slug: String },
     /// Provision a failed tenant again.

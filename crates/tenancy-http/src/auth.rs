@@ -1,30 +1,79 @@
-//! Who calls. For now the only principal is the platform admin, proven by the admin token.
+//! Who calls: the bearer of `Authorization: Bearer <token>` — the platform admin token, an
+//! API key or an access token — authenticated once per request.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use tenancy::Principal;
 
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Extracting this proves the request carries the platform admin token.
-pub struct PlatformAdmin;
+/// The caller, if the request carries credentials. Invalid credentials are an error, not
+/// an anonymous caller.
+#[derive(Clone)]
+pub struct Caller(pub Option<Principal>);
 
-impl FromRequestParts<AppState> for PlatformAdmin {
+/// A caller that must be authenticated.
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer)
-            .ok_or_else(ApiError::unauthorized)?;
-        if state.admin_token.verify(token) {
-            Ok(PlatformAdmin)
-        } else {
-            Err(ApiError::unauthorized())
+        if let Some(cached) = parts.extensions.get::<Caller>() {
+            return Ok(cached.clone());
         }
+        let caller = match parts.headers.get(AUTHORIZATION) {
+            None => Caller(None),
+            Some(value) => {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(bearer)
+                    .ok_or_else(ApiError::unauthorized)?;
+                let principal = state
+                    .engine
+                    .authenticate(token, &state.admin_token)
+                    .await
+                    .map_err(|e| match e {
+                        tenancy::Error::InvalidToken => ApiError::unauthorized(),
+                        other => ApiError::from(other),
+                    })?;
+                Caller(Some(principal))
+            }
+        };
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await?.0 {
+            Some(principal) => Ok(Authenticated(principal)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// The client's address, when the server knows it (for per-address login limits).
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+        ))
     }
 }
 
@@ -32,7 +81,7 @@ impl FromRequestParts<AppState> for PlatformAdmin {
 fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 512)
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)
         .then_some(token)
 }
 

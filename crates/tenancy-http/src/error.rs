@@ -10,6 +10,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -28,7 +30,17 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
 
     pub fn unauthorized() -> ApiError {
@@ -70,6 +82,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -125,6 +142,48 @@ impl From<tenancy::Error> for ApiError {
                     "the tenant schema configured on this server is not valid; the problem is logged for the operator",
                 )
             }
+            E::InvalidEmail { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string())
+            }
+            E::WeakPassword { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "weak_password", e.to_string())
+            }
+            E::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", e.to_string()),
+            E::InvalidCredentials => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                e.to_string(),
+            ),
+            E::InvalidToken => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", e.to_string())
+            }
+            E::RateLimited { retry_after_secs } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
+                    .retry_after(*retry_after_secs)
+            }
+            E::InvalidRole => ApiError::new(StatusCode::BAD_REQUEST, "invalid_role", e.to_string()),
+            E::InvalidInvitation => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_invitation", e.to_string())
+            }
+            E::MemberExists => ApiError::new(StatusCode::CONFLICT, "member_exists", e.to_string()),
+            E::MemberNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "member_not_found", e.to_string())
+            }
+            E::UserNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "user_not_found", e.to_string())
+            }
+            E::LastOwner => ApiError::new(StatusCode::CONFLICT, "last_owner", e.to_string()),
+            E::InvalidDomain { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_domain", e.to_string())
+            }
+            E::DomainTaken => ApiError::new(StatusCode::CONFLICT, "domain_taken", e.to_string()),
+            E::ApiKeyNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", e.to_string())
+            }
+            E::InvalidInput(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
+            }
+            E::Forbidden { .. } => ApiError::forbidden(e.to_string()),
             E::Catalog(_) | E::Store { .. } | E::Io { .. } | E::TenantDb(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::internal()

@@ -1,50 +1,118 @@
-//! The axum layer of tenancy: control-plane routes and problem+json errors over a
-//! [`tenancy::Engine`]. [`router`] returns a plain `axum::Router`, so it embeds in any
-//! axum app or runs alone with [`serve`].
+//! The axum layer of tenancy: tenant resolution, principals and roles, the control-plane
+//! routes and problem+json errors over a [`tenancy::Engine`]. [`router`] returns a plain
+//! `axum::Router`, so it embeds in any axum app or runs alone with [`serve`]; handlers of
+//! your own get the resolved tenant, the caller and a database handle from
+//! [`TenantContext`].
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let engine = tenancy::Engine::open(tenancy::EngineConfig::new("./tenancy-data")).await?;
-//! let (admin_token, _) = engine.admin_token(Some("secret")).await?;
-//! let app = tenancy_http::router(tenancy_http::AppState { engine, admin_token });
+//! let (admin_token, _) = engine.admin_token(Some("a-long-admin-secret")).await?;
+//! let app = tenancy_http::router(tenancy_http::AppState::new(engine, admin_token));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! tenancy_http::serve(listener, app, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
 mod auth;
+pub mod config;
 pub mod error;
 mod json;
+mod resolve;
 mod routes;
 
 use std::future::Future;
+use std::net::SocketAddr;
 
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::Router;
 use tenancy::{AdminToken, Engine};
 
+pub use auth::{Authenticated, Caller};
+pub use config::{HttpConfig, Resolver};
 pub use error::{ApiError, ApiResult};
+pub use json::Json;
+pub use resolve::TenantContext;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
     pub admin_token: AdminToken,
+    pub config: HttpConfig,
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+impl AppState {
+    /// State with the default [`HttpConfig`].
+    pub fn new(engine: Engine, admin_token: AdminToken) -> AppState {
+        AppState {
+            engine,
+            admin_token,
+            config: HttpConfig::default(),
+        }
+    }
+}
+
+/// The routes of the API, without the `/t/{slug}` prefix handling. Merge your own
+/// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
+/// [`with_path_resolution`].
+pub fn routes() -> Router<AppState> {
+    use routes::{admin, auth, health, members, tenant, tenants};
     Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route(
-            "/v1/tenants",
-            get(routes::tenants::list).post(routes::tenants::create),
-        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/auth/logout", post(auth::logout))
+        .route("/v1/me", get(auth::me))
+        .route("/v1/tenant", get(tenant::show))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/v1/tenants/{slug}",
-            get(routes::tenants::show).delete(routes::tenants::delete),
+            get(tenants::show).delete(tenants::delete),
         )
+        .route("/v1/tenants/{slug}/suspend", post(tenants::suspend))
+        .route("/v1/tenants/{slug}/resume", post(tenants::resume))
+        .route(
+            "/v1/tenants/{slug}/members",
+            get(members::list).post(members::add),
+        )
+        .route(
+            "/v1/tenants/{slug}/members/{user_id}",
+            patch(members::update).delete(members::remove),
+        )
+        .route(
+            "/v1/tenants/{slug}/api-keys",
+            get(members::list_keys).post(members::create_key),
+        )
+        .route(
+            "/v1/tenants/{slug}/api-keys/{id}",
+            axum::routing::delete(members::revoke_key),
+        )
+        .route(
+            "/v1/tenants/{slug}/domains",
+            get(members::list_domains).post(members::add_domain),
+        )
+        .route(
+            "/v1/tenants/{slug}/domains/{domain}",
+            axum::routing::delete(members::remove_domain),
+        )
+        .route("/v1/tenants/{slug}/audit", get(members::audit))
+        .route(
+            "/v1/admin/api-keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/v1/admin/api-keys/{id}",
+            axum::routing::delete(admin::revoke_key),
+        )
+}
+
+/// Finishes a router: problem+json for unknown routes and methods, the state, and the
+/// `/t/{slug}/…` prefix stripped before routing (the slug feeds the resolver chain).
+pub fn with_path_resolution(routes: Router<AppState>, state: AppState) -> Router {
+    let inner = routes
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -53,16 +121,29 @@ pub fn router(state: AppState) -> Router {
                 "this path does not take that method",
             )
         })
-        .with_state(state)
+        .with_state(state);
+    let rewritten = tower::ServiceBuilder::new()
+        .map_request(resolve::strip_tenant_prefix)
+        .service(inner);
+    Router::new().fallback_service(rewritten)
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    with_path_resolution(routes(), state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Client addresses reach the handlers (for per-address login limits).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -417,6 +417,18 @@ impl Engine {
         .await?
     }
 
+    /// Runs `f` on this tenant's database (status checks are the caller's), on a blocking
+    /// thread, through the handle cache.
+    pub async fn with_db<T, F>(&self, tenant: &Tenant, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        tokio::task::spawn_blocking(move || inner.store.handle(id, &location)?.with_conn(f)).await?
+    }
+
     /// Refuses a migration set in which a file that was already applied somewhere changed.
     pub async fn check_migrations_unchanged(&self) -> Result<()> {
         let registered = self

@@ -39,6 +39,7 @@ pub use engine::{
     MigrationSource, RecoveryReport, DEFAULT_STORE,
 };
 pub use error::{Error, Result};
+pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
 pub use slug::{Slug, RESERVED_SLUGS};
 pub use store::CacheConfig;

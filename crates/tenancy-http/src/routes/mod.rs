@@ -1,4 +1,54 @@
 //! Route handlers, one module per resource.
 
+pub mod admin;
+pub mod auth;
 pub mod health;
+pub mod members;
+pub mod tenant;
 pub mod tenants;
+
+use tenancy::{Access, Principal, Role, Slug, Tenant};
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// The tenant a control-plane path names, if the caller may see it, with the caller's
+/// access — refused with 403 below `needed`. Unknown and invisible tenants are the same 404.
+pub(crate) async fn tenant_for(
+    state: &AppState,
+    principal: &Principal,
+    raw_slug: &str,
+    needed: Role,
+    action: &str,
+) -> ApiResult<(Tenant, Access)> {
+    let not_found = || {
+        ApiError::from(tenancy::Error::TenantNotFound {
+            slug: raw_slug.chars().take(63).collect(),
+        })
+    };
+    let slug = Slug::parse(raw_slug).map_err(|_| not_found())?;
+    let tenant = state.engine.tenant(&slug).await?;
+    let access = state
+        .engine
+        .access(principal, &tenant, action)
+        .await?
+        .ok_or_else(not_found)?;
+    if !access.role.allows(needed) {
+        return Err(ApiError::forbidden(format!(
+            "this needs the {needed} role or higher in {slug}; you are {}",
+            access.role
+        )));
+    }
+    Ok((tenant, access))
+}
+
+/// Refuses callers without platform power.
+pub(crate) fn require_platform(principal: &Principal) -> ApiResult<()> {
+    if principal.is_platform() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "this needs a platform administrator (admin token, superadmin or platform API key)",
+        ))
+    }
+}

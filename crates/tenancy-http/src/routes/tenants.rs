@@ -1,13 +1,14 @@
-//! `/v1/tenants`: create, list, show and delete tenants (platform admin only, for now).
+//! `/v1/tenants`: create, list, show, delete, suspend and resume tenants.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenancy::{Slug, Tenant};
+use tenancy::{Principal, Role, Slug, Tenant};
 
-use crate::auth::PlatformAdmin;
+use super::{require_platform, tenant_for};
+use crate::auth::Authenticated;
 use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::AppState;
@@ -19,13 +20,27 @@ pub struct CreateTenant {
     name: Option<String>,
 }
 
+/// Platform administrators create tenants; so do logged-in users when self-service is on,
+/// and they become the tenant's owner.
 pub async fn create(
-    _: PlatformAdmin,
     State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
     Json(body): Json<CreateTenant>,
 ) -> ApiResult<impl IntoResponse> {
+    let owner = match &principal {
+        p if p.is_platform() => p.user_id(),
+        Principal::User { user, .. } if state.config.self_service_tenants => Some(user.id),
+        _ => {
+            return Err(ApiError::forbidden(
+                "creating tenants needs a platform administrator (or a logged-in user, when self-service is on)",
+            ))
+        }
+    };
     let slug = Slug::parse(&body.slug)?;
-    let tenant = state.engine.create_tenant(slug, body.name).await?;
+    let tenant = state
+        .engine
+        .create_tenant_owned_by(slug, body.name, owner)
+        .await?;
     let location = format!("/v1/tenants/{}", tenant.slug);
     Ok((
         StatusCode::CREATED,
@@ -34,35 +49,72 @@ pub async fn create(
     ))
 }
 
-pub async fn list(_: PlatformAdmin, State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
-    let tenants = state.engine.list_tenants().await?;
+/// Every tenant for platform administrators; otherwise the tenants the caller belongs to.
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> ApiResult<axum::Json<Value>> {
+    let all = state.engine.list_tenants().await?;
+    let tenants: Vec<Tenant> = match &principal {
+        p if p.is_platform() => all,
+        Principal::User { user, token_tenant } => {
+            let mine: Vec<_> = state
+                .engine
+                .catalog()
+                .memberships(user.id)
+                .await?
+                .into_iter()
+                .map(|m| m.tenant_id)
+                .filter(|id| token_tenant.is_none_or(|t| t == *id))
+                .collect();
+            all.into_iter().filter(|t| mine.contains(&t.id)).collect()
+        }
+        Principal::ApiKey(key) => all
+            .into_iter()
+            .filter(|t| Some(t.id) == key.tenant_id)
+            .collect(),
+        Principal::PlatformAdmin => Vec::new(),
+    };
     Ok(axum::Json(json!({ "data": tenants })))
 }
 
 pub async fn show(
-    _: PlatformAdmin,
     State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
     Path(slug): Path<String>,
 ) -> ApiResult<axum::Json<Tenant>> {
-    let slug = path_slug(&slug)?;
-    Ok(axum::Json(state.engine.tenant(&slug).await?))
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "tenant.show").await?;
+    Ok(axum::Json(tenant))
 }
 
+/// Owners delete their tenant.
 pub async fn delete(
-    _: PlatformAdmin,
     State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let slug = path_slug(&slug)?;
-    state.engine.delete_tenant(&slug).await?;
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Owner, "tenant.delete").await?;
+    state.engine.delete_tenant(&tenant.slug).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A slug in a path that is not even valid names no tenant: the same 404 as an unknown one.
-fn path_slug(raw: &str) -> ApiResult<Slug> {
-    Slug::parse(raw).map_err(|_| {
-        ApiError::from(tenancy::Error::TenantNotFound {
-            slug: raw.chars().take(63).collect(),
-        })
-    })
+/// Platform administrators suspend and resume tenants.
+pub async fn suspend(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(slug): Path<String>,
+) -> ApiResult<axum::Json<Tenant>> {
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "tenant.suspend").await?;
+    require_platform(&principal)?;
+    Ok(axum::Json(state.engine.suspend_tenant(&tenant).await?))
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(slug): Path<String>,
+) -> ApiResult<axum::Json<Tenant>> {
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "tenant.resume").await?;
+    require_platform(&principal)?;
+    Ok(axum::Json(state.engine.resume_tenant(&tenant).await?))
 }

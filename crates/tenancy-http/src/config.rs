@@ -1,0 +1,71 @@
+//! How the HTTP layer behaves: signup, self-service tenants, and the resolver chain.
+
+use axum::http::HeaderName;
+
+/// One way a request can name its tenant (DESIGN §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// The tenant of the API key that authenticates the request.
+    ApiKey,
+    /// The `tid` claim of a tenant-scoped access token.
+    Token,
+    /// `/t/{slug}/…` (the prefix is stripped before routing).
+    Path,
+    /// `{slug}.{base domain}` in the `Host` header.
+    Subdomain,
+    /// A custom domain registered to a tenant, in the `Host` header.
+    Domain,
+    /// A header, `X-Tenant` by default.
+    Header,
+}
+
+impl Resolver {
+    pub const ALL: [Resolver; 6] = [
+        Resolver::ApiKey,
+        Resolver::Token,
+        Resolver::Path,
+        Resolver::Subdomain,
+        Resolver::Domain,
+        Resolver::Header,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolver::ApiKey => "api_key",
+            Resolver::Token => "token",
+            Resolver::Path => "path",
+            Resolver::Subdomain => "subdomain",
+            Resolver::Domain => "domain",
+            Resolver::Header => "header",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Resolver> {
+        Resolver::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `POST /v1/auth/signup` is open.
+    pub signup: bool,
+    /// Logged-in users may create tenants (and become their owner).
+    pub self_service_tenants: bool,
+    /// The enabled resolvers, in the order they are reported.
+    pub resolvers: Vec<Resolver>,
+    /// Hosts under which `{slug}.{base}` names a tenant.
+    pub base_domains: Vec<String>,
+    pub tenant_header: HeaderName,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            signup: true,
+            self_service_tenants: true,
+            resolvers: Resolver::ALL.to_vec(),
+            base_domains: vec!["localhost".to_owned()],
+            tenant_header: HeaderName::from_static("x-tenant"),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The resolver chain (DESIGN §4): which tenant a request is for, and whether its caller
+//! may reach it. Handlers get the answer as a [`TenantContext`].
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode, Uri};
+use tenancy::{Domain, Principal, Role, Slug, Tenant, TenantId, TenantStatus};
+
+use crate::auth::Authenticated;
+use crate::config::Resolver;
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// The slug of a `/t/{slug}/…` prefix, stripped from the URI before routing.
+#[derive(Debug, Clone)]
+pub struct PathTenant(pub String);
+
+/// Strips `/t/{slug}` from the path (keeping the query) and remembers the slug.
+pub fn strip_tenant_prefix(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/t/") else {
+        return req;
+    };
+    let (slug, remainder) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let slug = slug.to_owned();
+    let new_path = match req.uri().query() {
+        Some(q) => format!("{remainder}?{q}"),
+        None => remainder.to_owned(),
+    };
+    if let Ok(uri) = new_path.parse::<Uri>() {
+        *req.uri_mut() = uri;
+        req.extensions_mut().insert(PathTenant(slug));
+    }
+    req
+}
+
+/// What the chain resolved, and the caller's access to it. Extract it in any handler of a
+/// tenant-resolved route.
+///
+/// ```ignore
+/// async fn handler(ctx: TenantContext) -> ApiResult<Json<i64>> {
+///     let n = ctx.db(|db| Ok(db.query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))?)).await?;
+///     Ok(Json(n))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct TenantContext {
+    pub tenant: Tenant,
+    pub principal: Principal,
+    pub role: Role,
+    /// Which resolvers named the tenant, in configured order.
+    pub resolved_by: Vec<&'static str>,
+    engine: tenancy::Engine,
+}
+
+impl TenantContext {
+    /// Refuses with 403 `forbidden` unless the caller's role is at least `needed`.
+    pub fn require(&self, needed: Role) -> ApiResult<()> {
+        if self.role.allows(needed) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {needed} role or higher; you are {}",
+                self.role
+            )))
+        }
+    }
+
+    /// Runs `f` on the tenant's database, on a blocking thread.
+    pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut tenancy::rusqlite::Connection) -> tenancy::Result<T> + Send + 'static,
+    {
+        Ok(self.engine.with_db(&self.tenant, f).await?)
+    }
+}
+
+fn not_found(slug: &str) -> ApiError {
+    ApiError::from(tenancy::Error::TenantNotFound {
+        slug: slug.chars().take(63).collect(),
+    })
+}
+
+/// The live tenant with this slug, `None` if there is none (or the slug is not valid).
+async fn by_slug(state: &AppState, raw: &str) -> ApiResult<Option<Tenant>> {
+    let Ok(slug) = Slug::parse(raw) else {
+        return Ok(None);
+    };
+    Ok(state.engine.catalog().tenant_by_slug(&slug).await?)
+}
+
+async fn by_id(state: &AppState, id: TenantId) -> ApiResult<Option<Tenant>> {
+    Ok(state
+        .engine
+        .catalog()
+        .tenant(id)
+        .await?
+        .filter(|t| t.status != TenantStatus::Deleted))
+}
+
+impl FromRequestParts<AppState> for TenantContext {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(ctx) = parts.extensions.get::<TenantContext>() {
+            return Ok(ctx.clone());
+        }
+        let Authenticated(principal) = Authenticated::from_request_parts(parts, state).await?;
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(Domain::from_host_header)
+            .or_else(|| parts.uri.host().and_then(Domain::from_host_header));
+
+        // Each enabled resolver may name a tenant; an unknown name is kept as such so that
+        // disagreeing sources are refused alike whether or not the other tenant exists.
+        let mut named: Vec<(Resolver, Option<Tenant>)> = Vec::new();
+        for resolver in &state.config.resolvers {
+            let found: Option<Option<Tenant>> = match resolver {
+                Resolver::ApiKey => match &principal {
+                    Principal::ApiKey(key) => match key.tenant_id {
+                        Some(id) => Some(by_id(state, id).await?),
+                        None => None,
+                    },
+                    _ => None,
+                },
+                Resolver::Token => match &principal {
+                    Principal::User {
+                        token_tenant: Some(id),
+                        ..
+                    } => Some(by_id(state, *id).await?),
+                    _ => None,
+                },
+                Resolver::Path => match parts.extensions.get::<PathTenant>() {
+                    Some(PathTenant(slug)) => Some(by_slug(state, slug).await?),
+                    None => None,
+                },
+                Resolver::Subdomain => match subdomain(host.as_deref(), &state.config.base_domains)
+                {
+                    Some(slug) => Some(by_slug(state, slug).await?),
+                    None => None,
+                },
+                Resolver::Domain => match host.as_deref() {
+                    Some(h) if is_custom_host(h, &state.config.base_domains) => {
+                        state.engine.catalog().tenant_by_domain(h).await?.map(Some)
+                    }
+                    _ => None,
+                },
+                Resolver::Header => match parts.headers.get(&state.config.tenant_header) {
+                    Some(value) => match value.to_str() {
+                        Ok(raw) => Some(by_slug(state, raw).await?),
+                        Err(_) => Some(None),
+                    },
+                    None => None,
+                },
+            };
+            if let Some(tenant) = found {
+                named.push((*resolver, tenant));
+            }
+        }
+
+        let Some((_, first)) = named.first().cloned() else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "tenant_required",
+                "this call is for one tenant: name it by path (/t/{slug}/…), subdomain, the X-Tenant header, a tenant-scoped token or an API key",
+            ));
+        };
+        let same = |t: &Option<Tenant>| match (t, &first) {
+            (Some(a), Some(b)) => a.id == b.id,
+            _ => false,
+        };
+        if named.len() > 1 && !named.iter().all(|(_, t)| same(t)) {
+            let sources: Vec<&str> = named.iter().map(|(r, _)| r.as_str()).collect();
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_conflict",
+                format!(
+                    "the request names different tenants ({})",
+                    sources.join(", ")
+                ),
+            ));
+        }
+        let tenant = first.ok_or_else(|| not_found(""))?;
+        let access = state
+            .engine
+            .access(&principal, &tenant, "tenant.request")
+            .await?
+            .ok_or_else(|| not_found(tenant.slug.as_str()))?;
+        check_status(&tenant)?;
+        let ctx = TenantContext {
+            resolved_by: named.iter().map(|(r, _)| r.as_str()).collect(),
+            tenant,
+            principal,
+            role: access.role,
+            engine: state.engine.clone(),
+        };
+        parts.extensions.insert(ctx.clone());
+        Ok(ctx)
+    }
+}
+
+/// Refuses tenants that cannot serve requests now.
+pub fn check_status(tenant: &Tenant) -> ApiResult<()> {
+    match tenant.status {
+        TenantStatus::Active => Ok(()),
+        TenantStatus::Suspended => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tenant_suspended",
+            format!("tenant {} is suspended", tenant.slug),
+        )),
+        TenantStatus::Provisioning | TenantStatus::Moving => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant_unavailable",
+            format!("tenant {} is {}; retry shortly", tenant.slug, tenant.status),
+        )
+        .retry_after(5)),
+        TenantStatus::Failed => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant_unavailable",
+            format!(
+                "tenant {} failed to provision; an operator must retry it",
+                tenant.slug
+            ),
+        )
+        .retry_after(60)),
+        TenantStatus::Deleting | TenantStatus::Deleted => Err(not_found(tenant.slug.as_str())),
+    }
+}
+
+/// `{slug}.{base}` → `slug`, for a single-label slug under a configured base domain.
+fn subdomain<'a>(host: Option<&'a str>, bases: &[String]) -> Option<&'a str> {
+    let host = host?;
+    bases.iter().find_map(|base| {
+        let label = host.strip_suffix(base.as_str())?.strip_suffix('.')?;
+        (!label.is_empty() && !label.contains('.')).then_some(label)
+    })
+}
+
+/// A host that may be a custom domain: not a base domain or under one, not an IP.
+fn is_custom_host(host: &str, bases: &[String]) -> bool {
+    let under_base = bases
+        .iter()
+        .any(|b| host == b || host.ends_with(&format!(".{b}")));
+    !under_base && host.parse::<std::net::IpAddr>().is_err() && host.contains('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_subdomains() {
+        let bases = vec!["localhost".to_owned(), "guild.gg".to_owned()];
+        assert_eq!(subdomain(Some("acme.localhost"), &bases), Some("acme"));
+        assert_eq!(subdomain(Some("acme.guild.gg"), &bases), Some("acme"));
+        assert_eq!(subdomain(Some("localhost"), &bases), None);
+        assert_eq!(subdomain(Some("a.b.localhost"), &bases), None);
+        assert_eq!(subdomain(Some("acmelocalhost"), &bases), None);
+        assert!(is_custom_host("raid.example.com", &bases));
+        assert!(!is_custom_host("acme.localhost", &bases));
+        assert!(!is_custom_host("127.0.0.1", &bases));
+    }
+
+    #[test]
+    fn strips_the_path_prefix() {
+        let req = Request::builder()
+            .uri("/t/acme/v1/tenant?x=1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let req = strip_tenant_prefix(req);
+        assert_eq!(req.uri().to_string(), "/v1/tenant?x=1");
+        assert_eq!(req.extensions().get::<PathTenant>().unwrap().0, "acme");
+    }
+}
