@@ -1,0 +1,134 @@
+//! A real server for tests: in-process on 127.0.0.1:0, a fresh data folder, reqwest.
+
+#![allow(dead_code)]
+
+use reqwest::header::AUTHORIZATION;
+use reqwest::{Client, Method, Response};
+use serde_json::Value;
+use tempfile::TempDir;
+use tenancy::{Engine, EngineConfig};
+use tenancy_http::{AppState, HttpConfig};
+use tokio::sync::oneshot;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Server {
+    pub base: String,
+    pub engine: Engine,
+    pub client: Client,
+    pub dir: TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl Server {
+    pub async fn start() -> Server {
+        Self::start_with(HttpConfig::default()).await
+    }
+
+    pub async fn start_with(config: HttpConfig) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(EngineConfig::new(dir.path()))
+            .await
+            .expect("engine");
+        let (admin_token, _) = engine.admin_token(Some(ADMIN_TOKEN)).await.expect("token");
+        let app = tenancy_http::router(AppState {
+            engine: engine.clone(),
+            admin_token,
+            config,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = tenancy_http::serve(listener, app, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Server {
+            base,
+            engine,
+            client: Client::new(),
+            dir,
+            _shutdown: tx,
+        }
+    }
+
+    /// Sends a request with an optional bearer token, extra headers and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let resp = self.call(method, path, token, &[], body).await;
+        let status = resp.status().as_u16();
+        let value = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    pub async fn signup(&self, email: &str) -> Value {
+        let (status, body) = self
+            .json(
+                Method::POST,
+                "/v1/auth/signup",
+                None,
+                Some(serde_json::json!({ "email": email, "password": PASSWORD })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// An access token for the user, scoped to `tenant` when given.
+    pub async fn login(&self, email: &str, tenant: Option<&str>) -> String {
+        let (status, body) = self
+            .json(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(serde_json::json!({ "email": email, "password": PASSWORD, "tenant": tenant })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn create_tenant(&self, slug: &str) -> Value {
+        let (status, body) = self
+            .json(
+                Method::POST,
+                "/v1/tenants",
+                Some(ADMIN_TOKEN),
+                Some(serde_json::json!({ "slug": slug })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+}
