@@ -745,3 +745,55 @@ async fn bad_credentials_and_headers() {
         (403, Some("tenant_suspended"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start().await;
+    s.create_tenant("acme").await;
+    let big = "a".repeat(10_000);
+    let resp = s
+        .call(
+            Method::GET,
+            "/v1/tenant",
+            Some(ADMIN_TOKEN),
+            &[("x-tenant", big.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(
+        resp.status(),
+        404,
+        "an oversized tenant header names no tenant"
+    );
+    let host = format!("{big}.localhost");
+    let resp = s
+        .call(
+            Method::GET,
+            "/v1/tenant",
+            Some(ADMIN_TOKEN),
+            &[("host", host.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 400, "an oversized host names no tenant");
+    let resp = s
+        .call(Method::GET, "/v1/me", Some(&"b".repeat(100_000)), &[], None)
+        .await;
+    assert!(
+        resp.status() == 401 || resp.status() == 431,
+        "{}",
+        resp.status()
+    );
+
+    // Bare CR inside a header value, written on the wire: refused before any handler runs.
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /v1/tenant HTTP/1.1\r\nHost: acme.localhost\r\nX-Tenant: acme\rX-Evil: 1\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.80}");
+}
