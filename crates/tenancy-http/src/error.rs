@@ -184,6 +184,22 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
             }
             E::Forbidden { .. } => ApiError::forbidden(e.to_string()),
+            E::TableNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "table_not_found", e.to_string())
+            }
+            E::ColumnNotFound { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "column_not_found", e.to_string())
+            }
+            E::InvalidValue { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", e.to_string())
+            }
+            E::InvalidFilter(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_filter", e.to_string())
+            }
+            E::ConstraintViolation { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "constraint_violation", e.to_string())
+            }
+            E::RowNotFound => ApiError::new(StatusCode::NOT_FOUND, "row_not_found", e.to_string()),
             E::Catalog(_) | E::Store { .. } | E::Io { .. } | E::TenantDb(_) | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::internal()

@@ -20,6 +20,7 @@ pub mod error;
 mod json;
 mod resolve;
 mod routes;
+mod strict_json;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ pub use config::{HttpConfig, Resolver};
 pub use error::{ApiError, ApiResult};
 pub use json::Json;
 pub use resolve::TenantContext;
+pub use strict_json::StrictJson;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -57,7 +59,7 @@ impl AppState {
 /// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
 /// [`with_path_resolution`].
 pub fn routes() -> Router<AppState> {
-    use routes::{admin, auth, health, members, tenant, tenants};
+    use routes::{admin, auth, data, health, members, tenant, tenants};
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -99,6 +101,17 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(members::remove_domain),
         )
         .route("/v1/tenants/{slug}/audit", get(members::audit))
+        .route(
+            "/v1/data/{table}",
+            get(data::list)
+                .post(data::insert)
+                .patch(data::update_filtered)
+                .delete(data::delete_filtered),
+        )
+        .route(
+            "/v1/data/{table}/{id}",
+            get(data::get).patch(data::update).delete(data::delete),
+        )
         .route(
             "/v1/admin/api-keys",
             get(admin::list_keys).post(admin::create_key),

@@ -69,6 +69,10 @@ impl TenantContext {
         }
     }
 
+    pub fn engine(&self) -> &tenancy::Engine {
+        &self.engine
+    }
+
     /// Runs `f` on the tenant's database, on a blocking thread.
     pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
     where

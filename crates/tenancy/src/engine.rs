@@ -149,6 +149,8 @@ pub(crate) struct Inner {
     pub(crate) recovery: RecoveryReport,
     /// Reloaded from the catalog when a token names a key this process has not seen.
     pub(crate) signer: std::sync::RwLock<Arc<TokenSigner>>,
+    /// Introspected tenant schemas by schema version (one shape per version).
+    pub(crate) schemas: std::sync::Mutex<HashMap<i64, Arc<crate::data::Schema>>>,
     pub(crate) login_limits: LoginLimits,
 }
 
@@ -192,6 +194,7 @@ impl Engine {
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
             signer: std::sync::RwLock::new(Arc::new(signer)),
+            schemas: std::sync::Mutex::new(HashMap::new()),
         };
         inner.recovery = recover(&inner).await?;
         Ok(Engine {
@@ -427,6 +430,28 @@ impl Engine {
         let inner = Arc::clone(&self.inner);
         let (id, location) = (tenant.id, tenant.placement.location.clone());
         tokio::task::spawn_blocking(move || inner.store.handle(id, &location)?.with_conn(f)).await?
+    }
+
+    /// The tables and columns of the tenant's schema, introspected once per schema version.
+    pub async fn data_schema(&self, tenant: &Tenant) -> Result<Arc<crate::data::Schema>> {
+        let version = tenant.placement.schema_version;
+        if let Some(schema) = self.cached_schema(version) {
+            return Ok(schema);
+        }
+        let schema = Arc::new(
+            self.with_db(tenant, move |conn| {
+                crate::data::schema::introspect(conn, version)
+            })
+            .await?,
+        );
+        if let Ok(mut cache) = self.inner.schemas.lock() {
+            cache.insert(version, Arc::clone(&schema));
+        }
+        Ok(schema)
+    }
+
+    fn cached_schema(&self, version: i64) -> Option<Arc<crate::data::Schema>> {
+        self.inner.schemas.lock().ok()?.get(&version).cloned()
     }
 
     /// Refuses a migration set in which a file that was already applied somewhere changed.

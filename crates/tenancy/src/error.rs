@@ -102,6 +102,24 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    #[error("no table {table:?}")]
+    TableNotFound { table: String },
+
+    #[error("no column {column:?}")]
+    ColumnNotFound { column: String },
+
+    #[error("invalid value for {column}: {reason}")]
+    InvalidValue { column: String, reason: String },
+
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
+
+    #[error("{detail} ({constraint})")]
+    ConstraintViolation { constraint: String, detail: String },
+
+    #[error("no such row")]
+    RowNotFound,
+
     #[error("this needs the {needed} role or higher")]
     Forbidden { needed: &'static str },
 

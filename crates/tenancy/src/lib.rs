@@ -20,6 +20,7 @@ mod access;
 mod accounts;
 pub mod auth;
 pub mod catalog;
+pub mod data;
 mod domain;
 mod engine;
 mod error;

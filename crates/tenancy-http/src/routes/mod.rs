@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod data;
 pub mod health;
 pub mod members;
 pub mod tenant;

@@ -1,0 +1,916 @@
+//! Crash and end-to-end tests of the `tenancy` binary.
+//!
+//! Every test drives the real binary as child processes on its own data folder. Crash tests
+//! stop a process at a named pause point (`TENANCY_PAUSE_AT`), SIGKILL it there, and check
+//! that the next process (which runs recovery when it opens the engine) leaves the catalog
+//! and the tenant files consistent.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How long any one child process may take before the test gives up on it.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+
+/// Migration 0003 of the crash tests: a new table with one row.
+const MIGRATION_0003: &str = "CREATE TABLE x_notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\
+                              INSERT INTO x_notes (body) VALUES ('hello');\n";
+
+/// The `tenancy` binary with every `TENANCY_*` variable of the test's environment removed,
+/// run from `cwd` (so that no stray `./tenancy.toml` is read).
+fn tenancy(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TENANCY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(cwd).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to completion (killed after [`TIMEOUT`]) and collects its output.
+fn output_of(mut cmd: Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tenancy");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for tenancy") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {TIMEOUT:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn describe(args: &[&str], o: &Output) -> String {
+    format!(
+        "tenancy {args:?}: {}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    )
+}
+
+/// A process stopped at a pause point. Killed (SIGKILL) when dropped, so a failing test
+/// leaves no process behind.
+struct Paused {
+    child: Child,
+    point: String,
+}
+
+impl Paused {
+    /// SIGKILLs the process and reaps it.
+    fn kill(mut self) -> ExitStatus {
+        self.child.kill().expect("SIGKILL the paused process");
+        self.child.wait().expect("reap the paused process")
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One data folder (and, optionally, its own migrations folder) in a temporary directory.
+struct Fleet {
+    dir: TempDir,
+    migrations: Option<PathBuf>,
+}
+
+impl Fleet {
+    /// A fleet on the built-in guild schema.
+    fn new() -> Fleet {
+        Fleet {
+            dir: TempDir::new().expect("temp dir"),
+            migrations: None,
+        }
+    }
+
+    /// A fleet with its own migrations folder holding the guild schema (versions 1 and 2),
+    /// to which a test may add migrations.
+    fn with_migrations() -> Fleet {
+        let dir = TempDir::new().expect("temp dir");
+        let migrations = dir.path().join("migrations");
+        std::fs::create_dir_all(&migrations).unwrap();
+        std::fs::write(migrations.join("0001_roster.sql"), GUILD_0001).unwrap();
+        std::fs::write(migrations.join("0002_auctions.sql"), GUILD_0002).unwrap();
+        Fleet {
+            dir,
+            migrations: Some(migrations),
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn tenants_dir(&self) -> PathBuf {
+        self.data().join("tenants")
+    }
+
+    fn db_path(&self, id: &str) -> PathBuf {
+        self.tenants_dir().join(format!("{id}.db"))
+    }
+
+    fn add_migration(&self, file: &str, sql: &str) {
+        let dir = self
+            .migrations
+            .as_ref()
+            .expect("a fleet with a migrations folder");
+        std::fs::write(dir.join(file), sql).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = tenancy(self.dir.path());
+        cmd.arg("--data-dir").arg(self.data()).args(args);
+        if let Some(m) = &self.migrations {
+            cmd.env("TENANCY_MIGRATIONS", m);
+        }
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        output_of(self.command(args))
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "expected success: {}",
+            describe(args, &o)
+        );
+        stdout(&o)
+    }
+
+    /// Runs a command that must fail; returns its output.
+    fn fails(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "expected failure: {}",
+            describe(args, &o)
+        );
+        o
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {out}"))
+    }
+
+    /// `tenant list --json` (which also runs recovery).
+    fn tenants(&self) -> Vec<Value> {
+        match self.json(&["tenant", "list", "--json"]) {
+            Value::Array(list) => list,
+            other => panic!("tenant list --json gave {other}"),
+        }
+    }
+
+    fn tenant(&self, slug: &str) -> Option<Value> {
+        self.tenants().into_iter().find(|t| t["slug"] == slug)
+    }
+
+    fn create(&self, slug: &str) -> Value {
+        let t = self.json(&["tenant", "create", slug, "--json"]);
+        assert_eq!(t["status"], "active", "{t}");
+        t
+    }
+
+    /// Creates `n` tenants `t00`, `t01`, …; returns their ids.
+    fn create_many(&self, n: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| {
+                let slug = format!("t{i:02}");
+                let t = self.create(&slug);
+                (slug, t["id"].as_str().unwrap().to_owned())
+            })
+            .collect()
+    }
+
+    /// Spawns `tenancy args` with `TENANCY_PAUSE_AT=point` and waits (at most [`TIMEOUT`])
+    /// until it reports being paused there. The process keeps running until killed.
+    fn spawn_until_paused(&self, args: &[&str], point: &str) -> Paused {
+        let mut cmd = self.command(args);
+        cmd.env("TENANCY_PAUSE_AT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn tenancy");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            // Keep draining after the receiver is gone, so the child never blocks on stderr.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let paused = Paused {
+            child,
+            point: point.to_owned(),
+        };
+        let wanted = format!("paused at {point}");
+        let deadline = Instant::now() + TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(&wanted) => return paused,
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "tenancy {args:?} did not pause at {} within {TIMEOUT:?}; stderr:\n{}",
+                    paused.point,
+                    seen.join("\n")
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let mut paused = paused;
+                    let status = paused.child.wait().ok();
+                    panic!(
+                        "tenancy {args:?} ended ({status:?}) without pausing at {point}; stderr:\n{}",
+                        seen.join("\n")
+                    )
+                }
+            }
+        }
+    }
+
+    /// Spawns `tenancy args` paused at `point`, then SIGKILLs it there.
+    fn spawn_paused(&self, args: &[&str], point: &str) {
+        let status = self.spawn_until_paused(args, point).kill();
+        assert!(!status.success(), "killed process reported success");
+    }
+
+    /// The files of `tenants/` are exactly the databases of the active (or suspended)
+    /// tenants the catalog lists: no temporary builds, nothing for failed or unknown ids.
+    fn assert_files_match_catalog(&self) {
+        let tenants = self.tenants();
+        let live: HashSet<String> = tenants
+            .iter()
+            .filter(|t| t["status"] == "active" || t["status"] == "suspended")
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect();
+        let files = self.tenant_files();
+        for name in &files {
+            assert!(
+                !name.contains(".tmp"),
+                "temporary file left: {name} in {files:?}"
+            );
+            let (id, suffix) = name
+                .split_once(".db")
+                .unwrap_or_else(|| panic!("unexpected file {name} in {files:?}"));
+            assert!(
+                live.contains(id),
+                "file {name} belongs to no active tenant; catalog: {tenants:?}"
+            );
+            assert!(
+                ["", "-wal", "-shm"].contains(&suffix),
+                "unexpected file {name} in {files:?}"
+            );
+        }
+        for id in &live {
+            assert!(
+                files.contains(&format!("{id}.db")),
+                "active tenant {id} has no database; files: {files:?}"
+            );
+        }
+    }
+
+    fn tenant_files(&self) -> BTreeSet<String> {
+        match std::fs::read_dir(self.tenants_dir()) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => panic!("listing tenants: {e}"),
+        }
+    }
+
+    /// Every tenant is active at `version` in the catalog, and its database agrees.
+    fn assert_all_at(&self, version: i64) {
+        let tenants = self.tenants();
+        assert!(!tenants.is_empty());
+        for t in &tenants {
+            assert_eq!(t["status"], "active", "{t}");
+            assert_eq!(t["schema_version"], version, "{t}");
+            let db = self.db_path(t["id"].as_str().unwrap());
+            assert_eq!(ledger_version(&db), version, "ledger of {t}");
+            assert_integrity(&db);
+        }
+    }
+}
+
+fn open_db(path: &Path) -> rusqlite::Connection {
+    assert!(path.is_file(), "{} does not exist", path.display());
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+/// `MAX(version)` of the tenant's migration ledger.
+fn ledger_version(path: &Path) -> i64 {
+    open_db(path)
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM _tenancy_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| panic!("ledger of {}: {e}", path.display()))
+}
+
+fn has_table(path: &Path, table: &str) -> bool {
+    open_db(path)
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        == 1
+}
+
+fn assert_integrity(path: &Path) {
+    let result: String = open_db(path)
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(result, "ok", "integrity_check of {}", path.display());
+}
+
+/// A tenant database is either entirely before migration 0003 or entirely after it.
+/// Returns whether it is after.
+fn migrated_0003(path: &Path) -> bool {
+    let version = ledger_version(path);
+    let table = has_table(path, "x_notes");
+    match version {
+        2 => {
+            assert!(!table, "{}: x_notes exists at version 2", path.display());
+            false
+        }
+        3 => {
+            assert!(table, "{}: version 3 without x_notes", path.display());
+            let rows: i64 = open_db(path)
+                .query_row("SELECT COUNT(*) FROM x_notes", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(rows, 1, "{}: rows of x_notes", path.display());
+            true
+        }
+        v => panic!("{}: ledger at version {v}", path.display()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Provisioning killed at each pause point.
+
+fn kill_during_provisioning(point: &str, completes: bool) {
+    let f = Fleet::new();
+    f.spawn_paused(&["tenant", "create", "acme"], point);
+
+    let acme = f
+        .tenant("acme")
+        .expect("acme is in the catalog after recovery");
+    if completes {
+        assert_eq!(acme["status"], "active", "{acme}");
+        assert_eq!(acme["schema_version"], 2, "{acme}");
+        assert_eq!(ledger_version(&f.db_path(acme["id"].as_str().unwrap())), 2);
+        f.assert_files_match_catalog();
+    } else {
+        assert_eq!(acme["status"], "failed", "{acme}");
+        f.assert_files_match_catalog();
+        assert!(f.tenant_files().is_empty(), "{:?}", f.tenant_files());
+
+        let retried = f.json(&["tenant", "retry", "acme", "--json"]);
+        assert_eq!(retried["status"], "active", "{retried}");
+        assert_eq!(retried["schema_version"], 2, "{retried}");
+        assert_eq!(retried["id"], acme["id"]);
+        let acme = f.tenant("acme").unwrap();
+        assert_eq!(acme["status"], "active", "{acme}");
+        assert_eq!(acme["schema_version"], 2, "{acme}");
+        f.assert_files_match_catalog();
+    }
+    // A second open finds nothing more to recover, and the tenant is usable.
+    let o = f.run(&["tenant", "show", "acme"]);
+    assert!(o.status.success(), "{}", describe(&["tenant", "show"], &o));
+    assert!(!stderr(&o).contains("recovered"), "{}", stderr(&o));
+    f.assert_files_match_catalog();
+}
+
+#[test]
+fn provisioning_killed_after_catalog_written_is_rolled_back() {
+    kill_during_provisioning("provision.catalog_written", false);
+}
+
+#[test]
+fn provisioning_killed_after_file_built_is_rolled_back() {
+    kill_during_provisioning("provision.file_built", false);
+}
+
+#[test]
+fn provisioning_killed_after_file_placed_completes() {
+    kill_during_provisioning("provision.file_placed", true);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Delete killed at each pause point.
+
+fn kill_during_delete(point: &str) {
+    let f = Fleet::new();
+    let acme = f.create("acme");
+    let other = f.create("other");
+    let id = acme["id"].as_str().unwrap().to_owned();
+    assert!(f.db_path(&id).is_file());
+
+    f.spawn_paused(&["tenant", "delete", "acme"], point);
+
+    let tenants = f.tenants();
+    assert!(
+        tenants.iter().all(|t| t["slug"] != "acme"),
+        "acme still listed: {tenants:?}"
+    );
+    assert!(
+        f.tenant_files().iter().all(|name| !name.starts_with(&id)),
+        "acme's files remain: {:?}",
+        f.tenant_files()
+    );
+    // The other tenant is untouched.
+    let still = f.tenant("other").expect("other survives");
+    assert_eq!(still["status"], "active");
+    assert_eq!(still["id"], other["id"]);
+    f.assert_files_match_catalog();
+
+    let again = f.create("acme");
+    assert_ne!(again["id"], acme["id"]);
+    assert_eq!(again["schema_version"], 2);
+    f.assert_files_match_catalog();
+}
+
+#[test]
+fn delete_killed_after_marked_finishes() {
+    kill_during_delete("delete.marked");
+}
+
+#[test]
+fn delete_killed_after_file_removed_finishes() {
+    kill_during_delete("delete.file_removed");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Migrate killed at each pause point.
+
+/// Five tenants, migration 0003 added, `migrate --concurrency 1` killed at `point`.
+/// Returns how many tenant databases had 0003 committed when it died.
+fn kill_during_migrate(point: &str) -> usize {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(5);
+    f.add_migration("0003_x.sql", MIGRATION_0003);
+
+    f.spawn_paused(&["migrate", "--concurrency", "1"], point);
+
+    // Straight after the kill, before any other process touches anything: no tenant
+    // database is half migrated.
+    let committed = tenants
+        .iter()
+        .filter(|(_, id)| migrated_0003(&f.db_path(id)))
+        .count();
+    for (_, id) in &tenants {
+        assert_integrity(&f.db_path(id));
+    }
+
+    let o = f.run(&["migrate"]);
+    assert!(o.status.success(), "{}", describe(&["migrate"], &o));
+    f.assert_all_at(3);
+    for (_, id) in &tenants {
+        assert!(migrated_0003(&f.db_path(id)));
+    }
+    f.assert_files_match_catalog();
+    // Nothing left to do.
+    let again = f.json(&["migrate", "--json"]);
+    assert_eq!(again["pending"], serde_json::json!([]), "{again}");
+    committed
+}
+
+#[test]
+fn migrate_killed_inside_a_tenant_transaction_leaves_it_unmigrated() {
+    // The first tenant was paused before its commit; nothing was committed anywhere.
+    assert_eq!(kill_during_migrate("migrate.tenant_applied"), 0);
+}
+
+#[test]
+fn migrate_killed_after_a_tenant_commit_is_completed_by_a_rerun() {
+    // The first tenant committed (its database at 3, the catalog still at 2).
+    assert_eq!(kill_during_migrate("migrate.tenant_committed"), 1);
+}
+
+#[test]
+fn migrate_killed_holding_the_lock_is_completed_by_a_rerun() {
+    assert_eq!(kill_during_migrate("migrate.locked"), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. One migrate at a time; a dead holder's lock is taken over.
+
+#[test]
+fn second_migrate_is_refused_while_one_runs() {
+    let f = Fleet::with_migrations();
+    f.create_many(2);
+    f.add_migration("0003_x.sql", MIGRATION_0003);
+
+    let first = f.spawn_until_paused(&["migrate"], "migrate.locked");
+    let second = f.fails(&["migrate"]);
+    let err = stderr(&second);
+    assert!(err.contains("already running"), "{err}");
+    // The refused run changed nothing.
+    for t in f.tenants() {
+        assert_eq!(t["schema_version"], 2, "{t}");
+    }
+    first.kill();
+
+    let o = f.run(&["migrate"]);
+    assert!(o.status.success(), "{}", describe(&["migrate"], &o));
+    f.assert_all_at(3);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Kills at random moments.
+
+/// xorshift64*: enough randomness for kill timings without another dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    ^ u64::from(std::process::id())
+            });
+        eprintln!("kill timings seeded with CRASH_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn migrate_killed_at_random_moments_converges() {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(30);
+    f.add_migration("0003_x.sql", MIGRATION_0003);
+
+    let mut rng = Rng::seeded();
+    for round in 0..5 {
+        let delay = Duration::from_millis(rng.below(41));
+        let mut child = f
+            .command(&["migrate", "--concurrency", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tenancy");
+        thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().expect("reap");
+        // Every database is whole, whatever the moment of the kill.
+        let migrated = tenants
+            .iter()
+            .filter(|(_, id)| migrated_0003(&f.db_path(id)))
+            .count();
+        eprintln!("round {round}: killed after {delay:?} ({status}); {migrated}/30 migrated");
+    }
+
+    let o = f.run(&["migrate"]);
+    assert!(o.status.success(), "{}", describe(&["migrate"], &o));
+    f.assert_all_at(3);
+    for (_, id) in &tenants {
+        assert!(migrated_0003(&f.db_path(id)));
+    }
+    for name in f.tenant_files() {
+        if name.ends_with(".db") {
+            assert_integrity(&f.tenants_dir().join(name));
+        }
+    }
+    f.assert_files_match_catalog();
+    let status = f.json(&["status", "--json"]);
+    assert_eq!(
+        status["failed_migrations"],
+        serde_json::json!([]),
+        "{status}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. The CLI end to end.
+
+#[test]
+fn bad_slugs_are_refused_and_create_nothing() {
+    let f = Fleet::new();
+    for (slug, problem) in [
+        ("Acme", "lower case"),
+        ("a_b", "only a-z, 0-9 and '-'"),
+        ("-x", "must not start or end with '-'"),
+        ("www", "reserved"),
+        ("", "empty"),
+    ] {
+        // `--` so that "-x" reaches the slug check rather than the flag parser.
+        let args = ["tenant", "create", "--", slug];
+        let o = f.fails(&args);
+        let err = stderr(&o);
+        assert!(
+            err.contains("invalid slug") && err.contains(problem),
+            "{slug:?}: {}",
+            describe(&args, &o)
+        );
+        assert!(err.contains(&format!("{slug:?}")), "{slug:?}: {err}");
+    }
+    assert!(f.tenants().is_empty());
+    assert!(f.tenant_files().is_empty(), "{:?}", f.tenant_files());
+}
+
+#[test]
+fn duplicate_slug_is_refused() {
+    let f = Fleet::new();
+    let acme = f.create("acme");
+    let o = f.fails(&["tenant", "create", "acme"]);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let tenants = f.tenants();
+    assert_eq!(tenants.len(), 1, "{tenants:?}");
+    assert_eq!(tenants[0]["id"], acme["id"]);
+    f.assert_files_match_catalog();
+}
+
+#[test]
+fn show_unknown_tenant_fails() {
+    let f = Fleet::new();
+    f.create("acme");
+    let o = f.fails(&["tenant", "show", "unknown"]);
+    assert!(
+        stderr(&o).contains("no tenant with slug \"unknown\""),
+        "{}",
+        stderr(&o)
+    );
+    let shown = f.json(&["tenant", "show", "acme", "--json"]);
+    assert_eq!(shown["slug"], "acme");
+    assert!(
+        shown["journal"].as_array().is_some_and(|j| !j.is_empty()),
+        "{shown}"
+    );
+}
+
+#[test]
+fn init_writes_a_config_that_later_commands_use() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path().join("project");
+    let run = |args: &[&str]| {
+        let mut cmd = tenancy(work.path());
+        cmd.args(args);
+        output_of(cmd)
+    };
+    let dir_s = dir.to_str().unwrap();
+
+    let o = run(&["init", dir_s]);
+    assert!(o.status.success(), "{}", describe(&["init"], &o));
+    let config = dir.join("tenancy.toml");
+    assert!(config.is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("migrations/0001_roster.sql")).unwrap(),
+        GUILD_0001
+    );
+    assert!(dir.join("migrations/0002_auctions.sql").is_file());
+
+    // A second time: refused without --force, and the file is left alone.
+    std::fs::write(&config, "data_dir = \"elsewhere\"\n").unwrap();
+    let o = run(&["init", dir_s]);
+    assert!(!o.status.success(), "{}", describe(&["init"], &o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "data_dir = \"elsewhere\"\n"
+    );
+    let o = run(&["init", dir_s, "--force"]);
+    assert!(o.status.success(), "{}", describe(&["init", "--force"], &o));
+    assert_ne!(
+        std::fs::read_to_string(&config).unwrap(),
+        "data_dir = \"elsewhere\"\n"
+    );
+
+    // The data folder comes from the config, relative to the config's folder.
+    let config_s = config.to_str().unwrap();
+    let o = run(&["--config", config_s, "tenant", "create", "x", "--json"]);
+    assert!(
+        o.status.success(),
+        "{}",
+        describe(&["tenant", "create"], &o)
+    );
+    let x: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(x["schema_version"], 2, "{x}");
+    let data = dir.join("tenancy-data");
+    assert!(data.join("catalog.db").is_file());
+    assert!(data
+        .join("tenants")
+        .join(format!("{}.db", x["id"].as_str().unwrap()))
+        .is_file());
+    assert!(!work.path().join("tenancy-data").exists());
+    let o = run(&["--config", config_s, "tenant", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["slug"], "x", "{list}");
+}
+
+#[test]
+fn status_json_counts_tenants() {
+    let f = Fleet::new();
+    f.create_many(3);
+    f.ok(&["tenant", "suspend", "t01"]);
+    f.spawn_paused(&["tenant", "create", "broken"], "provision.file_built");
+
+    let status = f.json(&["status", "--json"]);
+    assert_eq!(status["total"], 4, "{status}");
+    assert_eq!(status["latest_version"], 2, "{status}");
+    let mut counts: Vec<(String, i64, u64)> = status["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["schema_version"].as_i64().unwrap(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![
+            ("active".to_owned(), 2, 2),
+            ("failed".to_owned(), 0, 1),
+            ("suspended".to_owned(), 2, 1),
+        ],
+        "{status}"
+    );
+    assert_eq!(status["failed_migrations"], serde_json::json!([]));
+}
+
+#[test]
+fn migration_with_a_syntax_error_fails_every_tenant_and_changes_nothing() {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(3);
+    f.add_migration(
+        "0003_bad.sql",
+        "CREATE TABLE oops (id INTEGER PRIMARY KEY,;\n",
+    );
+
+    let o = f.fails(&["migrate"]);
+    let out = stdout(&o);
+    for (slug, _) in &tenants {
+        assert!(
+            out.contains(slug.as_str()),
+            "{slug} not listed: {}",
+            describe(&["migrate"], &o)
+        );
+    }
+    assert!(out.contains("0003_bad.sql"), "{out}");
+    for t in f.tenants() {
+        assert_eq!(t["status"], "active", "{t}");
+        assert_eq!(t["schema_version"], 2, "{t}");
+    }
+    for (_, id) in &tenants {
+        let db = f.db_path(id);
+        assert_eq!(ledger_version(&db), 2);
+        assert!(!has_table(&db, "oops"));
+    }
+    let failed = f.json(&["status", "--failed", "--json"]);
+    assert_eq!(failed.as_array().map(Vec::len), Some(3), "{failed}");
+}
+
+#[test]
+fn data_dependent_migration_failure_fails_only_that_tenant() {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(4);
+    let (bad_slug, bad_id) = &tenants[2];
+    open_db(&f.db_path(bad_id))
+        .execute_batch(
+            "INSERT INTO members (id, name, class) VALUES ('m1', 'Alva', 'mage'), ('m2', 'Brim', 'mage');",
+        )
+        .unwrap();
+    f.add_migration(
+        "0003_unique_class.sql",
+        "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
+    );
+
+    let o = f.fails(&["migrate"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains(bad_slug.as_str()),
+        "{}",
+        describe(&["migrate"], &o)
+    );
+    for t in f.tenants() {
+        let expected = if t["slug"] == bad_slug.as_str() { 2 } else { 3 };
+        assert_eq!(t["status"], "active", "{t}");
+        assert_eq!(t["schema_version"], expected, "{t}");
+        assert_eq!(
+            ledger_version(&f.db_path(t["id"].as_str().unwrap())),
+            expected
+        );
+    }
+
+    let failed = f.ok(&["status", "--failed"]);
+    assert!(failed.contains(bad_slug.as_str()), "{failed}");
+    for (slug, _) in tenants.iter().filter(|(s, _)| s != bad_slug) {
+        assert!(!failed.contains(slug.as_str()), "{slug} listed: {failed}");
+    }
+    let failed = f.json(&["status", "--failed", "--json"]);
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    assert_eq!(failed[0]["slug"], bad_slug.as_str());
+
+    // Fix the data and rerun: only that tenant was pending.
+    open_db(&f.db_path(bad_id))
+        .execute("UPDATE members SET class = 'priest' WHERE id = 'm2'", [])
+        .unwrap();
+    let report = f.json(&["migrate", "--json"]);
+    assert_eq!(report["pending"], serde_json::json!([bad_slug]), "{report}");
+    f.assert_all_at(3);
+    assert_eq!(
+        f.json(&["status", "--failed", "--json"]),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn migration_edited_after_it_was_applied_is_refused() {
+    let f = Fleet::with_migrations();
+    f.create_many(2);
+    f.add_migration("0003_x.sql", MIGRATION_0003);
+    f.ok(&["migrate"]);
+    f.assert_all_at(3);
+
+    f.add_migration(
+        "0003_x.sql",
+        "CREATE TABLE x_notes (id INTEGER PRIMARY KEY);\n",
+    );
+    let o = f.fails(&["migrate"]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("0003_x.sql") && err.contains("changed after it was applied"),
+        "{err}"
+    );
+    // New tenants are refused too, and nothing changed.
+    let o = f.fails(&["tenant", "create", "late"]);
+    assert!(stderr(&o).contains("0003_x.sql"), "{}", stderr(&o));
+    f.add_migration("0003_x.sql", MIGRATION_0003);
+    f.assert_all_at(3);
+    assert!(f.tenant("late").is_none());
+}

@@ -1,0 +1,232 @@
+//! JSON ↔ SQL values, by column type, with errors that name the column.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use rusqlite::types::{Value as Sql, ValueRef};
+use serde_json::Value;
+
+use super::schema::{Column, ColumnType};
+use crate::error::{Error, Result};
+
+fn invalid(column: &Column, reason: impl Into<String>) -> Error {
+    Error::InvalidValue {
+        column: column.name.clone(),
+        reason: reason.into(),
+    }
+}
+
+/// Timestamps are stored as UTC `YYYY-MM-DD HH:MM:SS[.ffffff]`, the shape SQL's
+/// `CURRENT_TIMESTAMP` writes, so stored values compare and sort correctly as text.
+fn store_timestamp(t: DateTime<Utc>) -> String {
+    let s = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .map(|n| n.and_utc())
+}
+
+/// A JSON value for a column, as written by a client (insert, update).
+pub fn json_to_sql(column: &Column, value: &Value) -> Result<Sql> {
+    if value.is_null() {
+        return if column.nullable {
+            Ok(Sql::Null)
+        } else {
+            Err(invalid(column, "it cannot be null"))
+        };
+    }
+    match column.kind {
+        ColumnType::Integer => value
+            .as_i64()
+            .map(Sql::Integer)
+            .ok_or_else(|| invalid(column, "expected an integer (64-bit)")),
+        ColumnType::Real => match value.as_f64() {
+            Some(f) if f.is_finite() => Ok(Sql::Real(f)),
+            _ => Err(invalid(column, "expected a finite number")),
+        },
+        ColumnType::Text => value
+            .as_str()
+            .map(|s| Sql::Text(s.to_owned()))
+            .ok_or_else(|| invalid(column, "expected a string")),
+        ColumnType::Boolean => value
+            .as_bool()
+            .map(|b| Sql::Integer(b as i64))
+            .ok_or_else(|| invalid(column, "expected true or false")),
+        ColumnType::Timestamp => value
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| Sql::Text(store_timestamp(t.with_timezone(&Utc))))
+            .ok_or_else(|| {
+                invalid(
+                    column,
+                    "expected an RFC 3339 timestamp (2026-01-31T18:00:00Z)",
+                )
+            }),
+        ColumnType::Json => Ok(Sql::Text(value.to_string())),
+        ColumnType::Uuid => value
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .map(|u| Sql::Text(u.hyphenated().to_string()))
+            .ok_or_else(|| invalid(column, "expected a UUID")),
+        ColumnType::Bytes => value
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .map(Sql::Blob)
+            .ok_or_else(|| invalid(column, "expected base64")),
+    }
+}
+
+/// A filter operand from a query string, typed by its column.
+pub fn text_to_sql(column: &Column, raw: &str) -> Result<Sql> {
+    let bad = |what: &str| Error::InvalidFilter(format!("{}: {what}", column.name));
+    match column.kind {
+        ColumnType::Integer => raw
+            .parse::<i64>()
+            .map(Sql::Integer)
+            .map_err(|_| bad("expected an integer")),
+        ColumnType::Real => match raw.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Sql::Real(f)),
+            _ => Err(bad("expected a finite number")),
+        },
+        ColumnType::Text => Ok(Sql::Text(raw.to_owned())),
+        ColumnType::Boolean => match raw {
+            "true" => Ok(Sql::Integer(1)),
+            "false" => Ok(Sql::Integer(0)),
+            _ => Err(bad("expected true or false")),
+        },
+        ColumnType::Timestamp => DateTime::parse_from_rfc3339(raw)
+            .map(|t| Sql::Text(store_timestamp(t.with_timezone(&Utc))))
+            .map_err(|_| bad("expected an RFC 3339 timestamp")),
+        ColumnType::Json => Ok(Sql::Text(raw.to_owned())),
+        ColumnType::Uuid => uuid::Uuid::parse_str(raw)
+            .map(|u| Sql::Text(u.hyphenated().to_string()))
+            .map_err(|_| bad("expected a UUID")),
+        ColumnType::Bytes => STANDARD
+            .decode(raw)
+            .map(Sql::Blob)
+            .map_err(|_| bad("expected base64")),
+    }
+}
+
+/// A stored value as JSON.
+pub fn sql_to_json(column: &Column, value: ValueRef<'_>) -> Value {
+    match (column.kind, value) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColumnType::Boolean, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (ColumnType::Timestamp, ValueRef::Text(t)) => {
+            let s = String::from_utf8_lossy(t);
+            match parse_timestamp(&s) {
+                Some(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                None => Value::String(s.into_owned()),
+            }
+        }
+        (ColumnType::Json, ValueRef::Text(t)) => serde_json::from_slice(t)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(t).into_owned())),
+        (_, ValueRef::Integer(i)) => Value::from(i),
+        (_, ValueRef::Real(f)) => {
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+        (_, ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        (_, ValueRef::Blob(b)) => Value::String(STANDARD.encode(b)),
+    }
+}
+
+/// A stored value as it goes into a cursor (so it can be bound back exactly).
+pub fn sql_to_cursor(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => serde_json::json!({ "i": i }),
+        ValueRef::Real(f) => serde_json::json!({ "r": f }),
+        ValueRef::Text(t) => serde_json::json!({ "t": String::from_utf8_lossy(t) }),
+        ValueRef::Blob(b) => serde_json::json!({ "b": STANDARD.encode(b) }),
+    }
+}
+
+pub fn cursor_to_sql(value: &Value) -> Option<Sql> {
+    match value {
+        Value::Null => Some(Sql::Null),
+        Value::Object(m) if m.len() == 1 => {
+            let (k, v) = m.iter().next()?;
+            match k.as_str() {
+                "i" => v.as_i64().map(Sql::Integer),
+                "r" => v.as_f64().map(Sql::Real),
+                "t" => v.as_str().map(|s| Sql::Text(s.to_owned())),
+                "b" => v
+                    .as_str()
+                    .and_then(|s| STANDARD.decode(s).ok())
+                    .map(Sql::Blob),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(kind: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: "c".into(),
+            kind,
+            nullable,
+            has_default: false,
+            primary_key: false,
+        }
+    }
+
+    #[test]
+    fn converts_by_type() {
+        use serde_json::json;
+        let ts = col(ColumnType::Timestamp, false);
+        assert_eq!(
+            json_to_sql(&ts, &json!("2026-01-31T18:00:00+01:00")).unwrap(),
+            Sql::Text("2026-01-31 17:00:00".into())
+        );
+        assert_eq!(
+            sql_to_json(&ts, ValueRef::Text(b"2026-01-31 17:00:00")),
+            json!("2026-01-31T17:00:00Z")
+        );
+        assert_eq!(
+            json_to_sql(&col(ColumnType::Boolean, false), &json!(true)).unwrap(),
+            Sql::Integer(1)
+        );
+        assert_eq!(
+            json_to_sql(&col(ColumnType::Bytes, false), &json!("aGk=")).unwrap(),
+            Sql::Blob(b"hi".to_vec())
+        );
+        for (kind, bad) in [
+            (ColumnType::Integer, json!(1.5)),
+            (ColumnType::Integer, json!("1")),
+            (ColumnType::Text, json!(1)),
+            (ColumnType::Boolean, json!(1)),
+            (ColumnType::Timestamp, json!("yesterday")),
+            (ColumnType::Uuid, json!("x")),
+            (ColumnType::Bytes, json!("***")),
+            (ColumnType::Text, json!(null)),
+        ] {
+            assert!(
+                json_to_sql(&col(kind, false), &bad).is_err(),
+                "{kind:?} {bad}"
+            );
+        }
+        for bad in ["NaN", "inf", "-infinity", "1e999"] {
+            assert!(
+                text_to_sql(&col(ColumnType::Real, false), bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
