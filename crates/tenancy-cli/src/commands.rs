@@ -139,11 +139,12 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
         engine.migrations().latest()
     );
     let app = tenancy_http::router(tenancy_http::AppState {
-        engine,
+        engine: engine.clone(),
         admin_token,
         config: settings.http.clone(),
     });
     tenancy_http::serve(listener, app, shutdown_signal()).await?;
+    engine.flush().await?;
     Ok(ExitCode::SUCCESS)
 }
 

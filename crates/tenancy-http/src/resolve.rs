@@ -94,14 +94,13 @@ async fn by_slug(state: &AppState, raw: &str) -> ApiResult<Option<Tenant>> {
     let Ok(slug) = Slug::parse(raw) else {
         return Ok(None);
     };
-    Ok(state.engine.catalog().tenant_by_slug(&slug).await?)
+    Ok(state.engine.find_tenant(&slug).await?)
 }
 
 async fn by_id(state: &AppState, id: TenantId) -> ApiResult<Option<Tenant>> {
     Ok(state
         .engine
-        .catalog()
-        .tenant(id)
+        .tenant_by_id(id)
         .await?
         .filter(|t| t.status != TenantStatus::Deleted))
 }

@@ -18,7 +18,7 @@ use crate::identity::{
 };
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
-/// `last_used_at` is written at most this often per key, not on every request.
+/// `last_used_at` is recorded at most this often per key (and written in batches).
 const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 const INVITATION_TTL_DAYS: i64 = 7;
 
@@ -143,8 +143,7 @@ impl Engine {
         let claims = self.verify_access_token(bearer).await?;
         let user_id: UserId = claims.sub.parse().map_err(|_| Error::InvalidToken)?;
         let user = self
-            .catalog()
-            .user(user_id)
+            .lookup_user(user_id)
             .await?
             .ok_or(Error::InvalidToken)?;
         let token_tenant = claims
@@ -157,11 +156,7 @@ impl Engine {
     /// The key, if it exists, its secret matches, and it is neither revoked nor expired.
     pub async fn authenticate_api_key(&self, presented: &str) -> Result<ApiKey> {
         let (id, secret) = parse_api_key(presented).ok_or(Error::InvalidToken)?;
-        let (key, stored_hash) = self
-            .catalog()
-            .api_key(id)
-            .await?
-            .ok_or(Error::InvalidToken)?;
+        let (mut key, stored_hash) = self.lookup_api_key(id).await?.ok_or(Error::InvalidToken)?;
         let presented_hash = sha256_hex(secret);
         if !bool::from(presented_hash.as_bytes().ct_eq(stored_hash.as_bytes())) {
             return Err(Error::InvalidToken);
@@ -172,16 +167,17 @@ impl Engine {
         }
         if let Some(tenant) = key.tenant_id {
             // A key of a deleted tenant is dead with it.
-            let live = self.catalog().tenant(tenant).await?;
+            let live = self.tenant_by_id(tenant).await?;
             if live.is_none_or(|t| t.status == TenantStatus::Deleted) {
                 return Err(Error::InvalidToken);
             }
         }
-        let stale = key
-            .last_used_at
-            .is_none_or(|t| (now - t).to_std().unwrap_or_default() >= KEY_TOUCH_INTERVAL);
+        let last = self.pending_touch(&key.id).or(key.last_used_at);
+        let stale =
+            last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= KEY_TOUCH_INTERVAL);
         if stale {
-            self.catalog().touch_api_key(&key.id, now).await?;
+            self.buffer_touch(&key.id, now);
+            key.last_used_at = Some(now);
         }
         Ok(key)
     }
@@ -215,7 +211,7 @@ impl Engine {
                 if token_tenant.is_some_and(|t| t != tenant.id) {
                     None
                 } else {
-                    match self.catalog().membership_role(tenant.id, user.id).await? {
+                    match self.lookup_role(tenant.id, user.id).await? {
                         Some(role) => Some(Access {
                             role,
                             elevated: false,
@@ -273,8 +269,15 @@ impl Engine {
         Ok((key, format!("tny_{id}_{secret}")))
     }
 
+    /// Keys without secrets; `last_used_at` includes uses not yet written to the catalog.
     pub async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>> {
-        self.catalog().api_keys(tenant).await
+        let mut keys = self.catalog().api_keys(tenant).await?;
+        for key in &mut keys {
+            if let Some(t) = self.pending_touch(&key.id) {
+                key.last_used_at = Some(key.last_used_at.map_or(t, |l| l.max(t)));
+            }
+        }
+        Ok(keys)
     }
 
     /// Revokes a key; the very next request with it is refused.

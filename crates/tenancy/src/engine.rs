@@ -151,6 +151,7 @@ pub(crate) struct Inner {
     pub(crate) signer: std::sync::RwLock<Arc<TokenSigner>>,
     /// Introspected tenant schemas by schema version (one shape per version).
     pub(crate) schemas: std::sync::Mutex<HashMap<i64, Arc<crate::data::Schema>>>,
+    pub(crate) reads: crate::lookup::ReadCache,
     pub(crate) login_limits: LoginLimits,
 }
 
@@ -195,11 +196,12 @@ impl Engine {
             recovery: RecoveryReport::default(),
             signer: std::sync::RwLock::new(Arc::new(signer)),
             schemas: std::sync::Mutex::new(HashMap::new()),
+            reads: crate::lookup::ReadCache::new(),
         };
         inner.recovery = recover(&inner).await?;
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        crate::lookup::spawn_flusher(Arc::downgrade(&inner));
+        Ok(Engine { inner })
     }
 
     pub fn catalog(&self) -> &dyn Catalog {
@@ -337,8 +339,7 @@ impl Engine {
 
     /// The tenant holding `slug` (not `deleted`).
     pub async fn tenant(&self, slug: &Slug) -> Result<Tenant> {
-        self.catalog()
-            .tenant_by_slug(slug)
+        self.find_tenant(slug)
             .await?
             .ok_or_else(|| Error::TenantNotFound {
                 slug: slug.to_string(),

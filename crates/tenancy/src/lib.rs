@@ -26,6 +26,7 @@ mod engine;
 mod error;
 pub mod fault;
 pub mod identity;
+mod lookup;
 pub mod migrations;
 mod slug;
 pub mod store;

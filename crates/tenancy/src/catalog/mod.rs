@@ -154,6 +154,13 @@ pub trait Catalog: Send + Sync + 'static {
     /// long as the catalog value lives.
     fn owner(&self) -> &str;
 
+    /// A number that changes whenever any process commits a change to the catalog. Cheap
+    /// (no query): the engine reads it on every request to validate its read cache.
+    fn generation(&self) -> Result<u64>;
+
+    /// Writes buffered `last_used_at` times of API keys, in one transaction.
+    async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()>;
+
     /// Whether the process instance that wrote `owner` still runs. A dead owner's
     /// operations are resumed or rolled back by recovery.
     async fn is_alive(&self, owner: &str) -> Result<bool>;
@@ -242,8 +249,6 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// Revokes a key of that tenant (or platform); false if there is none.
     async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<bool>;
-
-    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
 
     async fn members(&self, tenant: TenantId) -> Result<Vec<Member>>;
 

@@ -202,6 +202,9 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 
 /// The embedded catalog.
 pub struct SqliteCatalog {
     conn: Arc<Mutex<Connection>>,
+    /// A second connection, only for `PRAGMA data_version`: it changes when any other
+    /// connection (our main one included) commits.
+    watch: Mutex<Connection>,
     run_dir: PathBuf,
     owner: String,
     /// Held for the life of this value: our liveness lock.
@@ -254,8 +257,12 @@ impl SqliteCatalog {
             ))
         })?;
 
+        let watch = Connection::open(path)
+            .map_err(|e| Error::Catalog(format!("cannot open {}: {e}", path.display())))?;
+        watch.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(SqliteCatalog {
             conn: Arc::new(Mutex::new(conn)),
+            watch: Mutex::new(watch),
             run_dir,
             owner,
             _liveness: liveness,
@@ -1194,13 +1201,29 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn touch_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
-        let id = id.to_owned();
+    fn generation(&self) -> Result<u64> {
+        let watch = self
+            .watch
+            .lock()
+            .map_err(|_| Error::Internal("catalog watch connection poisoned".into()))?;
+        let version: i64 = watch.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok(version as u64)
+    }
+
+    async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()> {
+        let touches: Vec<(String, String)> = touches
+            .iter()
+            .map(|(id, at)| (id.clone(), at.to_rfc3339_opts(SecondsFormat::Micros, true)))
+            .collect();
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
-                params![id, at.to_rfc3339_opts(SecondsFormat::Micros, true)],
-            )?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (id, at) in touches {
+                tx.execute(
+                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    params![id, at],
+                )?;
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

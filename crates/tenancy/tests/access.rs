@@ -1,0 +1,94 @@
+//! Access through the read cache: changes by another process are seen on the next request.
+
+use tenancy::identity::KeyScope;
+use tenancy::{Engine, EngineConfig, Role, Slug};
+
+#[tokio::test]
+async fn a_revocation_by_another_process_is_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let tenant = server
+        .create_tenant(Slug::parse("acme").unwrap(), None)
+        .await
+        .unwrap();
+    let (key, secret) = server
+        .create_api_key(
+            KeyScope::Tenant {
+                tenant_id: tenant.id,
+                role: Role::Member,
+            },
+            None,
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    // Warm the cache.
+    for _ in 0..3 {
+        server.authenticate_api_key(&secret).await.unwrap();
+    }
+    let cli = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    cli.revoke_api_key(Some(tenant.id), &key.id).await.unwrap();
+    assert!(server.authenticate_api_key(&secret).await.is_err());
+
+    // Suspension and deletion are seen at once too.
+    let (_, other) = server
+        .create_api_key(
+            KeyScope::Tenant {
+                tenant_id: tenant.id,
+                role: Role::Viewer,
+            },
+            None,
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    server.authenticate_api_key(&other).await.unwrap();
+    let found = server.find_tenant(&tenant.slug).await.unwrap().unwrap();
+    assert_eq!(found.status, tenancy::TenantStatus::Active);
+    cli.suspend_tenant(&found).await.unwrap();
+    let found = server.find_tenant(&tenant.slug).await.unwrap().unwrap();
+    assert_eq!(found.status, tenancy::TenantStatus::Suspended);
+    cli.delete_tenant(&tenant.slug).await.unwrap();
+    assert!(server.find_tenant(&tenant.slug).await.unwrap().is_none());
+    assert!(server.authenticate_api_key(&other).await.is_err());
+}
+
+#[tokio::test]
+async fn key_use_is_recorded_without_a_write_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let tenant = engine
+        .create_tenant(Slug::parse("acme").unwrap(), None)
+        .await
+        .unwrap();
+    let (key, secret) = engine
+        .create_api_key(
+            KeyScope::Tenant {
+                tenant_id: tenant.id,
+                role: Role::Member,
+            },
+            None,
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+    let before = engine.catalog().generation().unwrap();
+    for _ in 0..50 {
+        engine.authenticate_api_key(&secret).await.unwrap();
+    }
+    assert_eq!(
+        engine.catalog().generation().unwrap(),
+        before,
+        "no catalog write per use"
+    );
+    let listed = engine.api_keys(Some(tenant.id)).await.unwrap();
+    assert!(listed[0].last_used_at.is_some(), "the use shows at once");
+    engine.flush().await.unwrap();
+    let other = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let stored = other.api_keys(Some(tenant.id)).await.unwrap();
+    assert_eq!(stored[0].id, key.id);
+    assert!(stored[0].last_used_at.is_some(), "flushed to the catalog");
+}
