@@ -18,6 +18,7 @@ mod auth;
 pub mod config;
 pub mod error;
 mod json;
+mod openapi;
 mod resolve;
 mod routes;
 mod strict_json;
@@ -63,6 +64,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(crate::openapi::handler))
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))

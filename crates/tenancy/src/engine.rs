@@ -451,6 +451,28 @@ impl Engine {
         Ok(schema)
     }
 
+    /// The shape of the configured tenant schema (every migration applied), built once on
+    /// a private in-memory database: what `/openapi.json` describes.
+    pub async fn configured_schema(&self) -> Result<Arc<crate::data::Schema>> {
+        let latest = self.migrations().latest();
+        if let Some(schema) = self.cached_schema(latest) {
+            return Ok(schema);
+        }
+        let migrations = Arc::clone(&self.inner.migrations);
+        let schema = tokio::task::spawn_blocking(move || {
+            let mut conn = rusqlite::Connection::open_in_memory()
+                .map_err(|e| Error::TenantDb(e.to_string()))?;
+            apply_migrations(&mut conn, &migrations)?;
+            crate::data::schema::introspect(&conn, latest)
+        })
+        .await??;
+        let schema = Arc::new(schema);
+        if let Ok(mut cache) = self.inner.schemas.lock() {
+            cache.insert(latest, Arc::clone(&schema));
+        }
+        Ok(schema)
+    }
+
     fn cached_schema(&self, version: i64) -> Option<Arc<crate::data::Schema>> {
         self.inner.schemas.lock().ok()?.get(&version).cloned()
     }
