@@ -200,7 +200,12 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "constraint_violation", e.to_string())
             }
             E::RowNotFound => ApiError::new(StatusCode::NOT_FOUND, "row_not_found", e.to_string()),
-            E::Catalog(_) | E::Store { .. } | E::Io { .. } | E::TenantDb(_) | E::Internal(_) => {
+            E::Catalog(_)
+            | E::Sqlite(_)
+            | E::Store { .. }
+            | E::Io { .. }
+            | E::TenantDb(_)
+            | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::internal()
             }

@@ -129,6 +129,10 @@ pub enum Error {
     #[error("tenant database error: {0}")]
     TenantDb(String),
 
+    /// A SQLite error converted with `?` (in the catalog, or in a handler's closure).
+    #[error("database error: {0}")]
+    Sqlite(String),
+
     #[error("store error at {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 
@@ -161,7 +165,7 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Catalog(e.to_string())
+        Error::Sqlite(e.to_string())
     }
 }
 
