@@ -60,7 +60,7 @@ impl AppState {
 /// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
 /// [`with_path_resolution`].
 pub fn routes() -> Router<AppState> {
-    use routes::{admin, auth, data, health, members, tenant, tenants};
+    use routes::{admin, api_keys, auth, data, domains, health, members, tenant, tenants};
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -88,21 +88,21 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/tenants/{slug}/api-keys",
-            get(members::list_keys).post(members::create_key),
+            get(api_keys::list).post(api_keys::create),
         )
         .route(
             "/v1/tenants/{slug}/api-keys/{id}",
-            axum::routing::delete(members::revoke_key),
+            axum::routing::delete(api_keys::revoke),
         )
         .route(
             "/v1/tenants/{slug}/domains",
-            get(members::list_domains).post(members::add_domain),
+            get(domains::list).post(domains::add),
         )
         .route(
             "/v1/tenants/{slug}/domains/{domain}",
-            axum::routing::delete(members::remove_domain),
+            axum::routing::delete(domains::remove),
         )
-        .route("/v1/tenants/{slug}/audit", get(members::audit))
+        .route("/v1/tenants/{slug}/audit", get(domains::audit))
         .route(
             "/v1/data/{table}",
             get(data::list)

@@ -10,7 +10,16 @@ use crate::error::ApiResult;
 use crate::AppState;
 
 /// `(method, path, summary, request schema, success status, response schema)`.
-const CONTROL_PLANE: &[(&str, &str, &str, Option<&str>, u16, Option<&str>)] = &[
+type Route = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+    Option<&'static str>,
+);
+
+const CONTROL_PLANE: &[Route] = &[
     (
         "post",
         "/v1/auth/signup",
@@ -345,7 +354,10 @@ pub fn document(schema: &Schema) -> Value {
         let required: Vec<&str> = table
             .columns
             .iter()
-            .filter(|c| !c.nullable && !c.has_default && !(c.primary_key && table.key().is_some()))
+            .filter(|c| {
+                let generated = c.primary_key && table.key().is_some();
+                !(c.nullable || c.has_default || generated)
+            })
             .map(|c| c.name.as_str())
             .collect();
         components[name.as_str()] =

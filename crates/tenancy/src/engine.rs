@@ -411,14 +411,7 @@ impl Engine {
                 expected: "active",
             });
         }
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            inner
-                .store
-                .handle(tenant.id, &tenant.placement.location)?
-                .with_conn(f)
-        })
-        .await?
+        self.with_db(&tenant, f).await
     }
 
     /// Runs `f` on this tenant's database (status checks are the caller's), on a blocking

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -162,10 +162,4 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
             drop(inner);
         }
     });
-}
-
-/// For tests and callers that hold an `Arc<Inner>` only.
-#[allow(dead_code)]
-pub(crate) fn weak(inner: &Arc<Inner>) -> Weak<Inner> {
-    Arc::downgrade(inner)
 }

@@ -1,13 +1,11 @@
-//! A tenant's people and credentials: `/v1/tenants/{slug}/members`, `/api-keys`,
-//! `/domains` and `/audit`.
+//! `/v1/tenants/{slug}/members`: who belongs to a tenant, with which role, and
+//! invitations for people who have no account yet.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenancy::identity::KeyScope;
 use tenancy::{Role, UserId};
 
 use super::tenant_for;
@@ -16,7 +14,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::Json;
 use crate::AppState;
 
-fn parse_role(raw: &str) -> ApiResult<Role> {
+pub(crate) fn parse_role(raw: &str) -> ApiResult<Role> {
     Ok(raw.parse::<Role>()?)
 }
 
@@ -116,116 +114,4 @@ pub async fn remove(
     check_grant(access.role, current, None)?;
     state.engine.remove_member(tenant.id, user).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    role: String,
-    label: Option<String>,
-    expires_at: Option<DateTime<Utc>>,
-}
-
-/// Creates a tenant API key, with a role no higher than the caller's. The full key is in
-/// this answer only.
-pub async fn create_key(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(slug): Path<String>,
-    Json(body): Json<CreateKey>,
-) -> ApiResult<impl IntoResponse> {
-    let (tenant, access) =
-        tenant_for(&state, &principal, &slug, Role::Admin, "api_keys.create").await?;
-    let role = parse_role(&body.role)?;
-    if !access.role.allows(role) {
-        return Err(ApiError::forbidden(
-            "a key cannot have a higher role than its creator",
-        ));
-    }
-    let (key, secret) = state
-        .engine
-        .create_api_key(
-            KeyScope::Tenant {
-                tenant_id: tenant.id,
-                role,
-            },
-            body.label,
-            body.expires_at,
-            &principal.actor(),
-        )
-        .await?;
-    let mut value =
-        serde_json::to_value(&key).map_err(|e| tenancy::Error::Internal(e.to_string()))?;
-    value["key"] = json!(secret);
-    Ok((StatusCode::CREATED, axum::Json(value)))
-}
-
-pub async fn list_keys(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(slug): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "api_keys.list").await?;
-    Ok(axum::Json(
-        json!({ "data": state.engine.api_keys(Some(tenant.id)).await? }),
-    ))
-}
-
-pub async fn revoke_key(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path((slug, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "api_keys.revoke").await?;
-    state.engine.revoke_api_key(Some(tenant.id), &id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddDomain {
-    domain: String,
-}
-
-pub async fn add_domain(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(slug): Path<String>,
-    Json(body): Json<AddDomain>,
-) -> ApiResult<impl IntoResponse> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "domains.add").await?;
-    let domain = state.engine.add_domain(tenant.id, &body.domain).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "domain": domain }))))
-}
-
-pub async fn list_domains(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(slug): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "domains.list").await?;
-    Ok(axum::Json(
-        json!({ "data": state.engine.domains(tenant.id).await? }),
-    ))
-}
-
-pub async fn remove_domain(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path((slug, domain)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "domains.remove").await?;
-    state.engine.remove_domain(tenant.id, &domain).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn audit(
-    State(state): State<AppState>,
-    Authenticated(principal): Authenticated,
-    Path(slug): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
-    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "audit.list").await?;
-    Ok(axum::Json(
-        json!({ "data": state.engine.audit(tenant.id).await? }),
-    ))
 }

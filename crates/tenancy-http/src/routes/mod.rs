@@ -1,8 +1,10 @@
 //! Route handlers, one module per resource.
 
 pub mod admin;
+pub mod api_keys;
 pub mod auth;
 pub mod data;
+pub mod domains;
 pub mod health;
 pub mod members;
 pub mod tenant;
