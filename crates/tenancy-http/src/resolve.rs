@@ -40,9 +40,16 @@ pub fn strip_tenant_prefix(mut req: Request) -> Request {
 /// What the chain resolved, and the caller's access to it. Extract it in any handler of a
 /// tenant-resolved route.
 ///
-/// ```ignore
-/// async fn handler(ctx: TenantContext) -> ApiResult<Json<i64>> {
-///     let n = ctx.db(|db| Ok(db.query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))?)).await?;
+/// ```
+/// use axum::Json;
+/// use tenancy::Role;
+/// use tenancy_http::{ApiResult, TenantContext};
+///
+/// async fn member_count(ctx: TenantContext) -> ApiResult<Json<i64>> {
+///     ctx.require(Role::Viewer)?;
+///     let n = ctx
+///         .db(|db| Ok(db.query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))?))
+///         .await?;
 ///     Ok(Json(n))
 /// }
 /// ```
