@@ -1,0 +1,627 @@
+//! Data API throughput and latency: the full tenancy stack against a bare axum + rusqlite
+//! baseline serving the same tenant files, in one process, on loopback only.
+//!
+//! Both servers and the closed-loop client share one multi-thread tokio runtime (one worker
+//! per core); SQLite work runs on tokio's blocking pool on both sides. The human table goes
+//! to stdout, then as the last line one JSON object; progress goes to stderr.
+//! See bench/README.md.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Parser;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tenancy::identity::KeyScope;
+use tenancy::{Engine, EngineConfig, Role, Slug};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+
+/// Rows seeded in every tenant's `members` table; GETs cycle through their ids.
+const SEED_ROWS: u64 = 5;
+/// The baseline's queries, the same the data API runs for these calls.
+const SELECT: &str = "SELECT id, name, class, dkp, joined_at FROM members WHERE id = ?";
+const INSERT: &str = "INSERT INTO members (id, name, class, dkp) VALUES (?, ?, ?, ?) \
+                      RETURNING id, name, class, dkp, joined_at";
+
+#[derive(Parser)]
+#[command(about = "Data API: full tenancy stack vs a bare axum + rusqlite baseline")]
+struct Args {
+    /// Measured seconds per scenario and side.
+    #[arg(long, env = "BENCH_SECONDS", default_value_t = 5.0)]
+    seconds: f64,
+    /// Unrecorded warm-up seconds before each measurement.
+    #[arg(long, env = "BENCH_WARMUP", default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrent client workers (closed loop: one request in flight each).
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
+    concurrency: usize,
+    /// Tenants of the round-robin scenarios (the hot tenant is the first).
+    #[arg(long, env = "BENCH_TENANTS", default_value_t = 1000)]
+    tenants: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.seconds > 0.0 && args.warmup >= 0.0,
+        "durations must be positive"
+    );
+    ensure!(
+        args.concurrency > 0 && args.tenants > 0,
+        "need a worker and a tenant"
+    );
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<()> {
+    let dir = tempfile::tempdir().context("creating a temporary data folder")?;
+    let engine = Engine::open(EngineConfig::new(dir.path().join("data"))).await?;
+    let (admin_token, _) = engine.admin_token(None).await?;
+
+    let started = Instant::now();
+    let fleet = create_fleet(&engine, args.tenants).await?;
+    let setup_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} tenants provisioned, keyed and seeded in {setup_s:.1} s",
+        args.tenants
+    );
+
+    // The full stack, exactly as `tenancy serve` mounts it.
+    let full_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let full_addr = full_listener.local_addr()?;
+    let app = tenancy_http::router(tenancy_http::AppState::new(engine, admin_token));
+    let (stop_full, stopped) = oneshot::channel::<()>();
+    let full_server = tokio::spawn(tenancy_http::serve(full_listener, app, async {
+        let _ = stopped.await;
+    }));
+
+    // The baseline: its own connection to each of the same files.
+    let mut dbs = HashMap::with_capacity(fleet.len());
+    for (i, tenant) in fleet.iter().enumerate() {
+        dbs.insert(i, Mutex::new(open_baseline(&tenant.path)?));
+    }
+    let base_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base_addr = base_listener.local_addr()?;
+    let (stop_base, stopped) = oneshot::channel::<()>();
+    // Served like `tenancy_http::serve` does, without the tenancy router.
+    let base_app = baseline_router(dbs).into_make_service_with_connect_info::<SocketAddr>();
+    let base_server = tokio::spawn(async move {
+        axum::serve(base_listener, base_app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let load = Arc::new(Load {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?,
+        full: format!("http://{full_addr}"),
+        baseline: format!("http://{base_addr}"),
+        keys: fleet
+            .iter()
+            .map(|t| HeaderValue::from_str(&format!("Bearer {}", t.key)))
+            .collect::<Result<_, _>>()?,
+        names: AtomicU64::new(0),
+    });
+
+    let n = args.tenants;
+    let scenarios = [
+        Scenario::hot("get_hot", "GET, one hot tenant", Op::Get),
+        Scenario::hot("post_hot", "POST, one hot tenant", Op::Post),
+        Scenario::fleet("get_fleet", "GET, round-robin", Op::Get, n),
+        Scenario::fleet("post_fleet", "POST, round-robin", Op::Post, n),
+    ];
+    let measure = Duration::from_secs_f64(args.seconds);
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let mut results = Vec::new();
+    for sc in scenarios {
+        preflight(&load, sc).await?;
+        let mut pair = Vec::new();
+        // Alternating: the baseline, then the full stack, each warmed up first.
+        for side in [Side::Baseline, Side::Full] {
+            eprintln!("{}: {} …", sc.key, side.name());
+            run(&load, side, sc, warmup, args.concurrency).await?;
+            let stats = run(&load, side, sc, measure, args.concurrency).await?;
+            if stats.errors > 0 {
+                eprintln!("  warning: {} failed requests", stats.errors);
+            }
+            pair.push(stats);
+        }
+        results.push((sc, pair.remove(1), pair.remove(0)));
+    }
+
+    drop(load);
+    let _ = stop_full.send(());
+    let _ = stop_base.send(());
+    for server in [full_server, base_server] {
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(joined) => joined??,
+            Err(_) => eprintln!("a server did not stop within 5 s"),
+        }
+    }
+
+    report(&args, setup_s, &results);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+struct Fixture {
+    /// `<data_dir>/tenants/<tenant-id>.db`
+    path: std::path::PathBuf,
+    /// `tny_…`, a member-role key of this tenant.
+    key: String,
+}
+
+fn seed_id(row: u64) -> String {
+    format!("seed-{row}")
+}
+
+/// Creates `n` tenants (8 at a time), one member-role API key each, and seeds each
+/// tenant's `members` table with [`SEED_ROWS`] rows.
+async fn create_fleet(engine: &Engine, n: usize) -> Result<Vec<Fixture>> {
+    let gate = Arc::new(Semaphore::new(8));
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let (engine, gate) = (engine.clone(), Arc::clone(&gate));
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            Ok::<_, anyhow::Error>((i, create_tenant(&engine, i).await?))
+        });
+    }
+    let mut fleet = Vec::with_capacity(n);
+    while let Some(done) = set.join_next().await {
+        fleet.push(done??);
+    }
+    fleet.sort_by_key(|(i, _)| *i);
+    Ok(fleet.into_iter().map(|(_, f)| f).collect())
+}
+
+async fn create_tenant(engine: &Engine, i: usize) -> Result<Fixture> {
+    let slug = Slug::parse(&format!("bench-{i:04}"))?;
+    let tenant = engine.create_tenant(slug.clone(), None).await?;
+    let scope = KeyScope::Tenant {
+        tenant_id: tenant.id,
+        role: Role::Member,
+    };
+    let (_, key) = engine
+        .create_api_key(scope, Some("bench".into()), None, "bench")
+        .await?;
+    engine
+        .with_tenant_db(&slug, |db| {
+            let tx = db.transaction()?;
+            for row in 0..SEED_ROWS {
+                tx.execute(
+                    "INSERT INTO members (id, name, class, dkp) VALUES (?, ?, 'warrior', ?)",
+                    rusqlite::params![seed_id(row), format!("seed member {row}"), row * 10],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+    let path = engine.store().path(&tenant.placement.location);
+    ensure!(path.is_file(), "tenant file {} is missing", path.display());
+    Ok(Fixture { path, key })
+}
+
+// ---------------------------------------------------------------------------------------
+// Baseline: axum + rusqlite, no tenancy layer
+
+/// One connection per tenant file, by tenant index.
+#[derive(Clone)]
+struct Baseline {
+    dbs: Arc<HashMap<usize, Mutex<Connection>>>,
+}
+
+/// The same pragmas the engine sets on its tenant connections.
+fn open_baseline(path: &std::path::Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// `/members…` is the hot tenant (index 0); `/t/{index}/members…` any tenant.
+fn baseline_router(dbs: HashMap<usize, Mutex<Connection>>) -> Router {
+    Router::new()
+        .route("/members", post(hot_post))
+        .route("/members/{id}", get(hot_get))
+        .route("/t/{tenant}/members", post(fleet_post))
+        .route("/t/{tenant}/members/{id}", get(fleet_get))
+        .with_state(Baseline { dbs: Arc::new(dbs) })
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    name: String,
+    class: Option<String>,
+    #[serde(default)]
+    dkp: i64,
+}
+
+async fn hot_get(State(b): State<Baseline>, Path(id): Path<String>) -> Response {
+    get_member(b, 0, id).await
+}
+
+async fn fleet_get(State(b): State<Baseline>, Path((t, id)): Path<(usize, String)>) -> Response {
+    get_member(b, t, id).await
+}
+
+async fn hot_post(State(b): State<Baseline>, Json(m): Json<NewMember>) -> Response {
+    insert_member(b, 0, m).await
+}
+
+async fn fleet_post(
+    State(b): State<Baseline>,
+    Path(t): Path<usize>,
+    Json(m): Json<NewMember>,
+) -> Response {
+    insert_member(b, t, m).await
+}
+
+async fn get_member(b: Baseline, tenant: usize, id: String) -> Response {
+    let found = on_conn(b, tenant, move |c| {
+        c.prepare_cached(SELECT)?
+            .query_row([id], member_json)
+            .optional()
+    })
+    .await;
+    match found {
+        Ok(Some(row)) => Json(row).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(status) => status.into_response(),
+    }
+}
+
+/// One row in its own immediate transaction, with a UUIDv7 key, like the data API.
+async fn insert_member(b: Baseline, tenant: usize, m: NewMember) -> Response {
+    let id = uuid::Uuid::now_v7().to_string();
+    let created = on_conn(b, tenant, move |c| {
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = tx
+            .prepare_cached(INSERT)?
+            .query_row(rusqlite::params![id, m.name, m.class, m.dkp], member_json)?;
+        tx.commit()?;
+        Ok(row)
+    })
+    .await;
+    match created {
+        Ok(row) => (StatusCode::CREATED, Json(json!({ "data": [row] }))).into_response(),
+        Err(status) => status.into_response(),
+    }
+}
+
+fn member_json(r: &Row<'_>) -> rusqlite::Result<Value> {
+    Ok(json!({
+        "id": r.get::<_, String>(0)?,
+        "name": r.get::<_, String>(1)?,
+        "class": r.get::<_, Option<String>>(2)?,
+        "dkp": r.get::<_, i64>(3)?,
+        "joined_at": r.get::<_, String>(4)?,
+    }))
+}
+
+/// Runs `f` on the tenant's connection on the blocking pool: 404 for an unknown tenant,
+/// 500 for any database failure.
+async fn on_conn<T, F>(b: Baseline, tenant: usize, f: F) -> Result<T, StatusCode>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+{
+    if !b.dbs.contains_key(&tenant) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    tokio::task::spawn_blocking(move || {
+        let db = b.dbs.get(&tenant).ok_or(StatusCode::NOT_FOUND)?;
+        let mut conn = db.lock().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+        f(&mut conn).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+    })
+    .await
+    .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?
+}
+
+// ---------------------------------------------------------------------------------------
+// Load
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Post,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Full,
+    Baseline,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Full => "full stack",
+            Side::Baseline => "baseline",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    key: &'static str,
+    label: &'static str,
+    op: Op,
+    /// 1: the hot tenant only; more: request `i` goes to tenant `i % tenants`.
+    tenants: usize,
+    /// Routed by tenant index on the baseline (`/t/{i}/…`) rather than `/members…`.
+    fleet: bool,
+}
+
+impl Scenario {
+    fn hot(key: &'static str, label: &'static str, op: Op) -> Scenario {
+        Scenario {
+            key,
+            label,
+            op,
+            tenants: 1,
+            fleet: false,
+        }
+    }
+
+    fn fleet(key: &'static str, label: &'static str, op: Op, tenants: usize) -> Scenario {
+        Scenario {
+            key,
+            label,
+            op,
+            tenants,
+            fleet: true,
+        }
+    }
+
+    fn expected(self) -> reqwest::StatusCode {
+        match self.op {
+            Op::Get => reqwest::StatusCode::OK,
+            Op::Post => reqwest::StatusCode::CREATED,
+        }
+    }
+}
+
+struct Load {
+    client: reqwest::Client,
+    full: String,
+    baseline: String,
+    /// `Bearer tny_…` by tenant index.
+    keys: Vec<HeaderValue>,
+    /// Member names are unique per tenant: one counter for the whole run.
+    names: AtomicU64,
+}
+
+impl Load {
+    /// Request number `seq` of a scenario.
+    fn request(&self, side: Side, sc: Scenario, seq: u64) -> reqwest::RequestBuilder {
+        let tenants = sc.tenants as u64;
+        let tenant = (seq % tenants) as usize;
+        let url = match side {
+            Side::Full => format!("{}/v1/data/members", self.full),
+            Side::Baseline if sc.fleet => format!("{}/t/{tenant}/members", self.baseline),
+            Side::Baseline => format!("{}/members", self.baseline),
+        };
+        let builder = match sc.op {
+            Op::Get => {
+                let row = (seq / tenants) % SEED_ROWS;
+                self.client.get(format!("{url}/{}", seed_id(row)))
+            }
+            Op::Post => {
+                let n = self.names.fetch_add(1, Ordering::Relaxed);
+                self.client.post(url).json(
+                    &json!({ "name": format!("bench member {n}"), "class": "mage", "dkp": 10 }),
+                )
+            }
+        };
+        match side {
+            Side::Full => builder.header(AUTHORIZATION, self.keys[tenant].clone()),
+            Side::Baseline => builder,
+        }
+    }
+}
+
+/// One request per side before measuring: the expected status, and for GET the same row.
+async fn preflight(load: &Load, sc: Scenario) -> Result<()> {
+    let mut names = Vec::new();
+    for side in [Side::Full, Side::Baseline] {
+        let resp = load.request(side, sc, 0).send().await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        if status != sc.expected() {
+            bail!("{} {}: {status}: {body}", sc.key, side.name());
+        }
+        let value: Value = serde_json::from_str(&body)?;
+        names.push(value.get("name").cloned());
+    }
+    ensure!(
+        sc.op == Op::Post || names[0] == names[1],
+        "{}: the two sides answered different rows: {names:?}",
+        sc.key
+    );
+    Ok(())
+}
+
+struct Stats {
+    requests: usize,
+    errors: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Closed loop: `workers` tasks each send a request, wait for the whole response, and
+/// send the next, until `duration` is over. Latency is per successful request.
+async fn run(
+    load: &Arc<Load>,
+    side: Side,
+    sc: Scenario,
+    duration: Duration,
+    workers: usize,
+) -> Result<Stats> {
+    let seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut set = JoinSet::new();
+    for _ in 0..workers {
+        let (load, seq) = (Arc::clone(load), Arc::clone(&seq));
+        set.spawn(async move {
+            let (mut micros, mut errors) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let sent = Instant::now();
+                let ok = match load.request(side, sc, n).send().await {
+                    Ok(resp) => {
+                        let status_ok = resp.status() == sc.expected();
+                        resp.bytes().await.is_ok() && status_ok
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    micros.push(sent.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
+                }
+            }
+            (micros, errors)
+        });
+    }
+    let (mut micros, mut errors) = (Vec::new(), 0);
+    while let Some(done) = set.join_next().await {
+        let (m, e) = done?;
+        micros.extend(m);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    micros.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if micros.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p * micros.len() as f64).ceil() as usize).clamp(1, micros.len());
+        micros[rank - 1] as f64 / 1000.0
+    };
+    Ok(Stats {
+        requests: micros.len(),
+        errors,
+        rps: micros.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+fn round(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
+    let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "data API, {} tenants, {} workers, {} s per side after {} s warm-up, \
+         one shared tokio runtime ({workers} worker threads), loopback",
+        args.tenants, args.concurrency, args.seconds, args.warmup
+    );
+    println!(
+        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
+        "scenario",
+        "full rps",
+        "p50 ms",
+        "p99 ms",
+        "base rps",
+        "p50 ms",
+        "p99 ms",
+        "rps f/b",
+        "p50 f/b"
+    );
+    let mut scenarios = serde_json::Map::new();
+    for (sc, full, base) in results {
+        let label = if sc.fleet {
+            format!("{} ({})", sc.label, sc.tenants)
+        } else {
+            sc.label.to_owned()
+        };
+        let rps_ratio = full.rps / base.rps;
+        let p50_ratio = full.p50_ms / base.p50_ms;
+        let p99_ratio = full.p99_ms / base.p99_ms;
+        println!(
+            "{label:<30} {:>9.0} {:>7.2} {:>7.2} | {:>9.0} {:>7.2} {:>7.2} | {:>8.2} {:>8.2}",
+            full.rps,
+            full.p50_ms,
+            full.p99_ms,
+            base.rps,
+            base.p50_ms,
+            base.p99_ms,
+            rps_ratio,
+            p50_ratio
+        );
+        let side = |s: &Stats| {
+            json!({
+                "rps": round(s.rps, 1),
+                "p50_ms": round(s.p50_ms, 3),
+                "p99_ms": round(s.p99_ms, 3),
+                "requests": s.requests,
+                "errors": s.errors,
+            })
+        };
+        scenarios.insert(
+            sc.key.to_owned(),
+            json!({
+                "tenants": sc.tenants,
+                "full": side(full),
+                "baseline": side(base),
+                "rps_ratio": round(rps_ratio, 3),
+                "p50_ratio": round(p50_ratio, 3),
+                "p99_ratio": round(p99_ratio, 3),
+            }),
+        );
+    }
+    println!(
+        "ratios are full stack / baseline: rps below 1 and latency above 1 are the tenancy cost"
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "data_api",
+            "tenants": args.tenants,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "warmup_seconds": args.warmup,
+            "runtime": "shared",
+            "worker_threads": workers,
+            "setup_seconds": round(setup_s, 2),
+            "scenarios": scenarios,
+        })
+    );
+}
