@@ -678,8 +678,6 @@ fn migrate_killed_at_random_moments_converges() {
 }
 
 #[test]
-#[ignore = "bug: a `<owner>.lock.new` left in run/ by a process killed while opening the \
-            catalog is never removed: sweep_dead_lock_files only looks at `*.lock` files"]
 fn liveness_files_of_processes_killed_while_starting_are_swept() {
     let f = Fleet::new();
     f.ok(&["status"]);

@@ -227,22 +227,7 @@ impl SqliteCatalog {
             .map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
 
         sweep_dead_lock_files(&run_dir);
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-        let lock_path = run_dir.join(format!("{owner}.lock"));
-        // Lock under a temporary name, then rename: a `*.lock` file is always locked while
-        // its process lives, so nobody can mistake a process that is starting for a dead one.
-        let new_path = run_dir.join(format!("{owner}.lock.new"));
-        let liveness = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&new_path)
-            .map_err(|e| Error::io(format!("creating {}", new_path.display()), e))?;
-        liveness
-            .try_lock()
-            .map_err(|e| Error::Catalog(format!("cannot lock {}: {e}", new_path.display())))?;
-        std::fs::rename(&new_path, &lock_path)
-            .map_err(|e| Error::io(format!("creating {}", lock_path.display()), e))?;
+        let (owner, liveness) = create_liveness_file(&run_dir)?;
 
         let mut conn = Connection::open(path)
             .map_err(|e| Error::Catalog(format!("cannot open {}: {e}", path.display())))?;
@@ -299,14 +284,43 @@ impl Drop for SqliteCatalog {
     }
 }
 
-/// Removes the lock files of processes that died without tidying up (killed ones).
+/// Creates and locks this process's `<owner>.lock`. It is locked under a temporary name
+/// (`.lock.new`) and then renamed, so a `*.lock` file is always locked while its process
+/// lives. A sweeper may remove the temporary file in the instant before it is locked; the
+/// rename then fails and we start again.
+fn create_liveness_file(run_dir: &Path) -> Result<(String, File)> {
+    let mut last_error = None;
+    for _ in 0..5 {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let lock_path = run_dir.join(format!("{owner}.lock"));
+        let new_path = run_dir.join(format!("{owner}.lock.new"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&new_path)
+            .map_err(|e| Error::io(format!("creating {}", new_path.display()), e))?;
+        file.try_lock()
+            .map_err(|e| Error::Catalog(format!("cannot lock {}: {e}", new_path.display())))?;
+        match std::fs::rename(&new_path, &lock_path) {
+            Ok(()) => return Ok((owner, file)),
+            Err(e) => last_error = Some(Error::io(format!("creating {}", lock_path.display()), e)),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::Internal("no liveness file".into())))
+}
+
+/// Removes the lock files of processes that died without tidying up (killed ones), and
+/// the temporary files of processes killed while creating theirs.
 fn sweep_dead_lock_files(run_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(run_dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("lock") {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.ends_with(".lock") || name.ends_with(".lock.new")) {
             continue;
         }
         if let Ok(file) = OpenOptions::new().write(true).open(&path) {
