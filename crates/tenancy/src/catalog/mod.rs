@@ -154,8 +154,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// long as the catalog value lives.
     fn owner(&self) -> &str;
 
-    /// A number that changes whenever any process commits a change to the catalog. Cheap
-    /// (no query): the engine reads it on every request to validate its read cache.
+    /// A number that changes whenever the catalog changes: at once for changes made through
+    /// this value, within a few milliseconds for other processes'. Cheap: the engine
+    /// reads it on every request to validate its read cache.
     fn generation(&self) -> Result<u64>;
 
     /// Writes buffered `last_used_at` times of API keys, in one transaction.

@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -199,12 +200,21 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 
 "#,
 ];
 
+/// How stale another process's catalog change may be when the read cache is checked.
+const REMOTE_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The embedded catalog.
 pub struct SqliteCatalog {
     conn: Arc<Mutex<Connection>>,
-    /// A second connection, only for `PRAGMA data_version`: it changes when any other
-    /// connection (our main one included) commits.
+    /// A second connection, only for `PRAGMA data_version`: it changes when another
+    /// process commits.
     watch: Mutex<Connection>,
+    /// Commits made through this catalog value (seen at once by `generation`).
+    local_writes: Arc<AtomicU64>,
+    /// The last polled `data_version` and when it was polled (ns since `epoch`).
+    remote: AtomicU64,
+    polled_at: AtomicU64,
+    epoch: std::time::Instant,
     run_dir: PathBuf,
     owner: String,
     /// Held for the life of this value: our liveness lock.
@@ -248,6 +258,10 @@ impl SqliteCatalog {
         Ok(SqliteCatalog {
             conn: Arc::new(Mutex::new(conn)),
             watch: Mutex::new(watch),
+            local_writes: Arc::new(AtomicU64::new(0)),
+            remote: AtomicU64::new(0),
+            polled_at: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
             run_dir,
             owner,
             _liveness: liveness,
@@ -261,11 +275,17 @@ impl SqliteCatalog {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let local_writes = Arc::clone(&self.local_writes);
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| Error::Internal("catalog connection poisoned".into()))?;
-            f(&mut guard)
+            let before = guard.total_changes();
+            let result = f(&mut guard);
+            if guard.total_changes() != before {
+                local_writes.fetch_add(1, Ordering::SeqCst);
+            }
+            result
         })
         .await?
     }
@@ -1215,13 +1235,26 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    /// Our own commits count at once; other processes' commits are polled from
+    /// `PRAGMA data_version` at most every `REMOTE_POLL` (a poll costs file locking).
     fn generation(&self) -> Result<u64> {
-        let watch = self
-            .watch
-            .lock()
-            .map_err(|_| Error::Internal("catalog watch connection poisoned".into()))?;
-        let version: i64 = watch.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        Ok(version as u64)
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let polled = self.polled_at.load(Ordering::Acquire);
+        if polled == 0 || now.saturating_sub(polled) >= REMOTE_POLL.as_nanos() as u64 {
+            let watch = self
+                .watch
+                .lock()
+                .map_err(|_| Error::Internal("catalog watch connection poisoned".into()))?;
+            let version: i64 = watch
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?;
+            self.remote.store(version as u64, Ordering::Release);
+            self.polled_at.store(now.max(1), Ordering::Release);
+        }
+        Ok(self
+            .remote
+            .load(Ordering::Acquire)
+            .wrapping_add(self.local_writes.load(Ordering::SeqCst)))
     }
 
     async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()> {
