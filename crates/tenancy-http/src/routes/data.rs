@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query};
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
@@ -16,6 +17,71 @@ use crate::resolve::TenantContext;
 use crate::strict_json::StrictJson;
 
 type Params = Query<Vec<(String, String)>>;
+
+fn table_not_found() -> ApiError {
+    ApiError::from(tenancy::Error::TableNotFound {
+        table: String::new(),
+    })
+}
+
+/// `{table}` of a data path. A segment that does not decode (not UTF-8) names no table.
+pub struct TablePath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TablePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(table)) => Ok(TablePath(table)),
+            Err(_) => Err(table_not_found()),
+        }
+    }
+}
+
+/// `{table}/{id}` of a data path; an undecodable id names no row.
+pub struct RowPath(String, String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RowPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(Path((table, id))) => Ok(RowPath(table, id)),
+            Err(_) => {
+                let table_segment = parts.uri.path().rsplit('/').nth(1).unwrap_or("");
+                Err(if percent_decodes(table_segment) {
+                    ApiError::from(tenancy::Error::RowNotFound)
+                } else {
+                    table_not_found()
+                })
+            }
+        }
+    }
+}
+
+/// Whether a path segment percent-decodes to UTF-8.
+fn percent_decodes(segment: &str) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => return false,
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).is_ok()
+}
 
 async fn schema(ctx: &TenantContext) -> ApiResult<Arc<Schema>> {
     Ok(ctx.engine().data_schema(&ctx.tenant).await?)
@@ -34,7 +100,7 @@ fn object(value: Value) -> ApiResult<Object> {
 
 pub async fn list(
     ctx: TenantContext,
-    Path(table): Path<String>,
+    TablePath(table): TablePath,
     Query(params): Params,
 ) -> ApiResult<axum::Json<Page>> {
     ctx.require(Role::Viewer)?;
@@ -46,10 +112,7 @@ pub async fn list(
     Ok(axum::Json(page))
 }
 
-pub async fn get(
-    ctx: TenantContext,
-    Path((table, id)): Path<(String, String)>,
-) -> ApiResult<axum::Json<Object>> {
+pub async fn get(ctx: TenantContext, RowPath(table, id): RowPath) -> ApiResult<axum::Json<Object>> {
     ctx.require(Role::Viewer)?;
     let schema = schema(&ctx).await?;
     schema.table(&table)?;
@@ -62,7 +125,7 @@ pub async fn get(
 /// One object or an array of up to 1,000, inserted atomically; answers the created rows.
 pub async fn insert(
     ctx: TenantContext,
-    Path(table): Path<String>,
+    TablePath(table): TablePath,
     StrictJson(body): StrictJson,
 ) -> ApiResult<impl IntoResponse> {
     ctx.require(Role::Member)?;
@@ -80,7 +143,7 @@ pub async fn insert(
 
 pub async fn update(
     ctx: TenantContext,
-    Path((table, id)): Path<(String, String)>,
+    RowPath(table, id): RowPath,
     StrictJson(body): StrictJson,
 ) -> ApiResult<axum::Json<Object>> {
     ctx.require(Role::Member)?;
@@ -93,10 +156,7 @@ pub async fn update(
     Ok(axum::Json(row))
 }
 
-pub async fn delete(
-    ctx: TenantContext,
-    Path((table, id)): Path<(String, String)>,
-) -> ApiResult<StatusCode> {
+pub async fn delete(ctx: TenantContext, RowPath(table, id): RowPath) -> ApiResult<StatusCode> {
     ctx.require(Role::Member)?;
     let schema = schema(&ctx).await?;
     schema.table(&table)?;
@@ -108,7 +168,7 @@ pub async fn delete(
 /// `PATCH /v1/data/{table}?filters`: every matching row; at least one filter.
 pub async fn update_filtered(
     ctx: TenantContext,
-    Path(table): Path<String>,
+    TablePath(table): TablePath,
     Query(params): Params,
     StrictJson(body): StrictJson,
 ) -> ApiResult<axum::Json<Value>> {
@@ -125,7 +185,7 @@ pub async fn update_filtered(
 /// `DELETE /v1/data/{table}?filters`: every matching row; at least one filter.
 pub async fn delete_filtered(
     ctx: TenantContext,
-    Path(table): Path<String>,
+    TablePath(table): TablePath,
     Query(params): Params,
 ) -> ApiResult<axum::Json<Value>> {
     ctx.require(Role::Member)?;

@@ -28,9 +28,18 @@ impl Server {
 
     pub async fn start_with(config: HttpConfig) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(EngineConfig::new(dir.path()))
-            .await
-            .expect("engine");
+        let engine_config = EngineConfig::new(dir.path());
+        Self::start_with_engine_config(dir, engine_config, config).await
+    }
+
+    /// A server over an engine configured by the caller (its own migrations, say); `dir`
+    /// is kept alive as long as the server.
+    pub async fn start_with_engine_config(
+        dir: TempDir,
+        engine_config: EngineConfig,
+        config: HttpConfig,
+    ) -> Server {
+        let engine = Engine::open(engine_config).await.expect("engine");
         let (admin_token, _) = engine.admin_token(Some(ADMIN_TOKEN)).await.expect("token");
         let app = tenancy_http::router(AppState {
             engine: engine.clone(),

@@ -312,8 +312,9 @@ pub fn where_clause(filters: &[Filter], params: &mut Vec<Sql>) -> String {
                 Op::Like => format!("{c} LIKE ?"),
                 Op::In => format!("{c} IN ({})", vec!["?"; f.values.len()].join(", ")),
                 Op::IsNull => format!("{c} IS NULL"),
-                Op::IsTrue => format!("{c} = 1"),
-                Op::IsFalse => format!("{c} = 0"),
+                // `IS`, not `=`: so that `not.is.true` keeps NULL rows, as `IS NOT TRUE` does.
+                Op::IsTrue => format!("{c} IS 1"),
+                Op::IsFalse => format!("{c} IS 0"),
             };
             params.extend(f.values.iter().cloned());
             if f.negate {

@@ -73,7 +73,9 @@ pub fn json_to_sql(column: &Column, value: &Value) -> Result<Sql> {
                     "expected an RFC 3339 timestamp (2026-01-31T18:00:00Z)",
                 )
             }),
-        ColumnType::Json => Ok(Sql::Text(value.to_string())),
+        // As a blob: stored as text, SQLite's numeric affinity would turn a bare JSON
+        // number into a (lossy) float.
+        ColumnType::Json => Ok(Sql::Blob(value.to_string().into_bytes())),
         ColumnType::Uuid => value
             .as_str()
             .and_then(|s| uuid::Uuid::parse_str(s).ok())
@@ -108,7 +110,9 @@ pub fn text_to_sql(column: &Column, raw: &str) -> Result<Sql> {
         ColumnType::Timestamp => DateTime::parse_from_rfc3339(raw)
             .map(|t| Sql::Text(store_timestamp(t.with_timezone(&Utc))))
             .map_err(|_| bad("expected an RFC 3339 timestamp")),
-        ColumnType::Json => Ok(Sql::Text(raw.to_owned())),
+        ColumnType::Json => serde_json::from_str::<Value>(raw)
+            .map(|v| Sql::Blob(v.to_string().into_bytes()))
+            .map_err(|_| bad("expected JSON")),
         ColumnType::Uuid => uuid::Uuid::parse_str(raw)
             .map(|u| Sql::Text(u.hyphenated().to_string()))
             .map_err(|_| bad("expected a UUID")),
@@ -131,7 +135,7 @@ pub fn sql_to_json(column: &Column, value: ValueRef<'_>) -> Value {
                 None => Value::String(s.into_owned()),
             }
         }
-        (ColumnType::Json, ValueRef::Text(t)) => serde_json::from_slice(t)
+        (ColumnType::Json, ValueRef::Text(t) | ValueRef::Blob(t)) => serde_json::from_slice(t)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(t).into_owned())),
         (_, ValueRef::Integer(i)) => Value::from(i),
         (_, ValueRef::Real(f)) => {
@@ -147,7 +151,8 @@ pub fn sql_to_cursor(value: ValueRef<'_>) -> Value {
     match value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => serde_json::json!({ "i": i }),
-        ValueRef::Real(f) => serde_json::json!({ "r": f }),
+        // The exact bits: a decimal rendering could land one step off and break keyset order.
+        ValueRef::Real(f) => serde_json::json!({ "r": f.to_bits() }),
         ValueRef::Text(t) => serde_json::json!({ "t": String::from_utf8_lossy(t) }),
         ValueRef::Blob(b) => serde_json::json!({ "b": STANDARD.encode(b) }),
     }
@@ -160,7 +165,7 @@ pub fn cursor_to_sql(value: &Value) -> Option<Sql> {
             let (k, v) = m.iter().next()?;
             match k.as_str() {
                 "i" => v.as_i64().map(Sql::Integer),
-                "r" => v.as_f64().map(Sql::Real),
+                "r" => v.as_u64().map(|bits| Sql::Real(f64::from_bits(bits))),
                 "t" => v.as_str().map(|s| Sql::Text(s.to_owned())),
                 "b" => v
                     .as_str()

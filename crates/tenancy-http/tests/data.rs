@@ -1,0 +1,2461 @@
+//! The tenant data API (`/v1/data/{table}[/{id}]`) over real HTTP: the guild example end to
+//! end, the query language, keyset pagination, writes, every column type, hostile input,
+//! roles, resolvers and tenant isolation.
+
+mod common;
+
+use std::cmp::Reverse;
+
+use common::{Server, ADMIN_TOKEN};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tenancy::rusqlite::types::Value as SqlValue;
+use tenancy::{EngineConfig, MigrationSource, Slug};
+use tenancy_http::HttpConfig;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Filter parameters and the ids they select.
+type FilterCase<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+/// How a request names its tenant: label, path, bearer token, extra headers.
+type Way<'a> = (&'a str, String, &'a str, Vec<(&'a str, &'a str)>);
+
+/// Percent-encodes every byte but ASCII letters, digits and `-_.~`.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A query string from raw (unencoded) pairs.
+fn qs(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn b64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unb64url(s: &str) -> Vec<u8> {
+    let (mut bits, mut n, mut out) = (0u32, 0u32, Vec::new());
+    for c in s.bytes() {
+        let v = B64_URL.iter().position(|&a| a == c).expect("base64url") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    out
+}
+
+/// Asserts a problem+json answer and returns its `detail`.
+#[track_caller]
+fn problem(got: &(u16, Value), status: u16, code: &str, context: &str) -> String {
+    assert_eq!(
+        (got.0, got.1["code"].as_str()),
+        (status, Some(code)),
+        "{context}: {}",
+        got.1
+    );
+    got.1["detail"].as_str().unwrap_or_default().to_owned()
+}
+
+fn ids(rows: &[Value]) -> Vec<String> {
+    rows.iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Data API calls for one tenant, through `/t/{slug}`, as the platform admin (owner).
+struct Api<'a> {
+    s: &'a Server,
+    slug: String,
+}
+
+impl<'a> Api<'a> {
+    fn new(s: &'a Server, slug: &str) -> Api<'a> {
+        Api {
+            s,
+            slug: slug.to_owned(),
+        }
+    }
+
+    /// `rest` is the part after `/v1/data/`.
+    async fn call(&self, method: Method, rest: &str, body: Option<Value>) -> (u16, Value) {
+        self.s
+            .json(
+                method,
+                &format!("/t/{}/v1/data/{rest}", self.slug),
+                Some(ADMIN_TOKEN),
+                body,
+            )
+            .await
+    }
+
+    async fn get(&self, rest: &str) -> (u16, Value) {
+        self.call(Method::GET, rest, None).await
+    }
+
+    /// The rows of a successful list.
+    async fn rows(&self, table: &str, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("{table}?{query}")).await;
+        assert_eq!(status, 200, "GET {table}?{query}: {body}");
+        body["data"].as_array().expect("data").clone()
+    }
+
+    /// The created rows of a successful insert.
+    async fn insert(&self, table: &str, body: Value) -> Vec<Value> {
+        let (status, created) = self.call(Method::POST, table, Some(body)).await;
+        assert_eq!(status, 201, "POST {table}: {created}");
+        created["data"].as_array().expect("data").clone()
+    }
+
+    /// A raw request: any content type (or none), any bytes.
+    async fn raw(
+        &self,
+        method: Method,
+        rest: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Result<(u16, Value)> {
+        let mut req = self
+            .s
+            .client
+            .request(
+                method,
+                format!("{}/t/{}/v1/data/{rest}", self.s.base, self.slug),
+            )
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// Every row of every table of a tenant database (and its schema), read directly.
+async fn snapshot(s: &Server, slug: &str) -> Vec<String> {
+    s.engine
+        .with_tenant_db(&Slug::parse(slug).unwrap(), |db| {
+            let tables: Vec<String> = {
+                let mut stmt = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+                let names = stmt
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<Vec<String>, _>>()?;
+                names
+            };
+            let mut out = Vec::new();
+            for table in std::iter::once("sqlite_master".to_owned()).chain(tables) {
+                let mut stmt = db.prepare(&format!("SELECT * FROM \"{table}\""))?;
+                let n = stmt.column_count();
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let values = (0..n)
+                        .map(|i| row.get::<_, SqlValue>(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    out.push(format!("{table}: {}", values.join(" | ")));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .expect("snapshot")
+}
+
+async fn count(s: &Server, slug: &str, table: &'static str) -> i64 {
+    s.engine
+        .with_tenant_db(&Slug::parse(slug).unwrap(), move |db| {
+            Ok(
+                db.query_row(&format!("SELECT COUNT(*) FROM \"{table}\""), [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .await
+        .expect("count")
+}
+
+/// POSTs a JSON array of `len` bytes over a bare TCP connection, writing as long as the
+/// server reads, and answers the status and body of whatever the server replied.
+async fn post_huge(s: &Server, path: &str, len: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    let writing = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await?;
+        let open = br#"[{"name":""#;
+        let close = br#""}]"#;
+        writer.write_all(open).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = len - open.len() - close.len();
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).await?;
+            left -= n;
+        }
+        writer.write_all(close).await?;
+        writer.flush().await
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server neither answered nor closed");
+    writing.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// A server with the guild schema and one tenant, `g`.
+async fn guild() -> Server {
+    let s = Server::start().await;
+    s.create_tenant("g").await;
+    s
+}
+
+/// Eight members with ties, nulls and awkward names; ids `m1`…`m8`.
+fn roster() -> Value {
+    json!([
+        { "id": "m1", "name": "Aria", "class": "mage", "dkp": 10 },
+        { "id": "m2", "name": "Borin", "class": "warrior", "dkp": 20 },
+        { "id": "m3", "name": "Cyra", "class": null, "dkp": 30 },
+        { "id": "m4", "name": "Dax", "class": "mage", "dkp": 40 },
+        { "id": "m5", "name": "O'Neil", "class": "rogue", "dkp": 50 },
+        { "id": "m6", "name": "a,b", "class": "priest", "dkp": 20 },
+        { "id": "m7", "name": "Eve", "dkp": 0 },
+        { "id": "m8", "name": "The \"Q\"", "class": "bard", "dkp": 60 },
+    ])
+}
+
+/// A schema with every column type, nullable and not, and tables keyed in other ways.
+const TYPES_SQL: &str = r#"
+CREATE TABLE things (
+    id       UUID PRIMARY KEY,
+    n        INTEGER,
+    r        REAL,
+    t        TEXT,
+    flag     BOOLEAN,
+    at       TIMESTAMPTZ,
+    at_plain TIMESTAMP,
+    doc      JSON,
+    ref      UUID,
+    data     BLOB
+);
+
+CREATE TABLE strict (
+    id   INTEGER PRIMARY KEY,
+    n    INTEGER NOT NULL,
+    r    REAL NOT NULL,
+    t    TEXT NOT NULL,
+    flag BOOLEAN NOT NULL,
+    at   TIMESTAMPTZ NOT NULL,
+    doc  JSON NOT NULL,
+    ref  UUID NOT NULL,
+    data BLOB NOT NULL
+);
+"#;
+
+/// A server whose tenant schema is [`TYPES_SQL`], with one tenant, `typed`.
+async fn typed() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    std::fs::write(migrations.join("0001_types.sql"), TYPES_SQL).unwrap();
+    let mut config = EngineConfig::new(dir.path().join("data"));
+    config.migrations = MigrationSource::Folder(migrations);
+    let s = Server::start_with_engine_config(dir, config, HttpConfig::default()).await;
+    s.create_tenant("typed").await;
+    s
+}
+
+fn is_uuid_v7(v: &Value) -> bool {
+    v.as_str()
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+        .is_some_and(|u| {
+            u.get_version_num() == 7 && u.hyphenated().to_string() == v.as_str().unwrap()
+        })
+}
+
+fn is_rfc3339(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. The guild walkthrough
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guild_walkthrough_over_http() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+
+    let members = api
+        .insert(
+            "members",
+            json!([
+                { "name": "Aria", "class": "mage" },
+                { "name": "Borin", "class": "warrior" },
+                { "name": "Cyra" },
+            ]),
+        )
+        .await;
+    assert_eq!(members.len(), 3);
+    for m in &members {
+        assert!(is_uuid_v7(&m["id"]), "{m}");
+        assert_eq!(m["dkp"], 0, "default applied: {m}");
+        assert!(is_rfc3339(&m["joined_at"]), "{m}");
+    }
+    assert_eq!(members[2]["class"], Value::Null);
+    let (aria, borin, cyra) = (
+        members[0]["id"].as_str().unwrap(),
+        members[1]["id"].as_str().unwrap(),
+        members[2]["id"].as_str().unwrap(),
+    );
+
+    let item = api
+        .insert(
+            "items",
+            json!({ "name": "Thunderfury", "quality": "legendary" }),
+        )
+        .await
+        .remove(0);
+    let raid = api
+        .insert("raids", json!({ "name": "Molten Core" }))
+        .await
+        .remove(0);
+    let auction = api
+        .insert(
+            "auctions",
+            json!({
+                "item_id": item["id"],
+                "raid_id": raid["id"],
+                "closes_at": "2026-01-31T18:00:00Z",
+            }),
+        )
+        .await
+        .remove(0);
+    assert_eq!(auction["status"], "open", "{auction}");
+    assert_eq!(auction["min_bid"], 0);
+    assert_eq!(auction["closes_at"], "2026-01-31T18:00:00Z");
+    let auction_id = auction["id"].as_str().unwrap();
+
+    let bids = api
+        .insert(
+            "bids",
+            json!([
+                { "auction_id": auction_id, "member_id": aria, "amount": 50 },
+                { "auction_id": auction_id, "member_id": borin, "amount": 120 },
+                { "auction_id": auction_id, "member_id": cyra, "amount": 80 },
+            ]),
+        )
+        .await;
+    assert_eq!(bids.len(), 3);
+
+    // Constraints answer 409 and name themselves; nothing changes.
+    let before = snapshot(&s, "g").await;
+    let got = api
+        .call(
+            Method::POST,
+            "bids",
+            Some(json!({ "auction_id": auction_id, "member_id": aria, "amount": 0 })),
+        )
+        .await;
+    let detail = problem(&got, 409, "constraint_violation", "zero bid");
+    assert!(detail.contains("bids_amount_check"), "{detail}");
+    let got = api
+        .call(
+            Method::POST,
+            "bids",
+            Some(json!({ "auction_id": auction_id, "member_id": "ghost", "amount": 5 })),
+        )
+        .await;
+    problem(&got, 409, "constraint_violation", "unknown member");
+    let got = api
+        .call(Method::POST, "members", Some(json!({ "name": "Aria" })))
+        .await;
+    let detail = problem(&got, 409, "constraint_violation", "duplicate name");
+    assert!(detail.contains("members_name_key"), "{detail}");
+    let got = api
+        .call(
+            Method::POST,
+            "items",
+            Some(json!({ "name": "Stick", "quality": "shiny" })),
+        )
+        .await;
+    let detail = problem(&got, 409, "constraint_violation", "bad quality");
+    assert!(detail.contains("items_quality_check"), "{detail}");
+    assert_eq!(snapshot(&s, "g").await, before);
+
+    // The bids of the auction, highest first.
+    let ranked = api
+        .rows(
+            "bids",
+            &qs(&[
+                ("auction_id", &format!("eq.{auction_id}")),
+                ("order", "amount.desc"),
+            ]),
+        )
+        .await;
+    let amounts: Vec<i64> = ranked
+        .iter()
+        .map(|b| b["amount"].as_i64().unwrap())
+        .collect();
+    assert_eq!(amounts, vec![120, 80, 50]);
+    assert_eq!(ranked[0]["member_id"], borin);
+
+    // Close it: the winner pays.
+    let (status, closed) = api
+        .call(
+            Method::PATCH,
+            &format!("auctions/{auction_id}"),
+            Some(json!({ "status": "closed" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["id"], auction_id);
+    assert_eq!(closed["item_id"], item["id"]);
+    let (status, winner) = api
+        .call(
+            Method::PATCH,
+            &format!("members/{borin}"),
+            Some(json!({ "dkp": -120 })),
+        )
+        .await;
+    assert_eq!((status, &winner["dkp"]), (200, &json!(-120)), "{winner}");
+    let (status, shown) = api.get(&format!("auctions/{auction_id}")).await;
+    assert_eq!((status, &shown["status"]), (200, &json!("closed")));
+    let got = api
+        .call(
+            Method::PATCH,
+            &format!("auctions/{auction_id}"),
+            Some(json!({ "status": "sold" })),
+        )
+        .await;
+    let detail = problem(&got, 409, "constraint_violation", "bad status");
+    assert!(detail.contains("auctions_status_check"), "{detail}");
+    assert!(api.rows("auctions", "status=eq.open").await.is_empty());
+    assert_eq!(api.rows("auctions", "status=eq.closed").await.len(), 1);
+
+    // Deleting the auction cascades to its bids.
+    let (status, _) = api
+        .call(Method::DELETE, &format!("auctions/{auction_id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(count(&s, "g", "bids").await, 0);
+    assert_eq!(count(&s, "g", "members").await, 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The query language
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_filter_operator_select_order_and_count() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+
+    let cases: &[FilterCase] = &[
+        (&[("dkp", "eq.20")], &["m2", "m6"]),
+        (&[("dkp", "neq.20")], &["m1", "m3", "m4", "m5", "m7", "m8"]),
+        (&[("dkp", "lt.20")], &["m1", "m7"]),
+        (&[("dkp", "lte.20")], &["m1", "m2", "m6", "m7"]),
+        (&[("dkp", "gt.30")], &["m4", "m5", "m8"]),
+        (&[("dkp", "gte.30")], &["m3", "m4", "m5", "m8"]),
+        (&[("dkp", "not.gte.30")], &["m1", "m2", "m6", "m7"]),
+        (&[("dkp", "not.lt.50")], &["m5", "m8"]),
+        (&[("class", "eq.mage")], &["m1", "m4"]),
+        // NULL is neither equal nor unequal.
+        (&[("class", "neq.mage")], &["m2", "m5", "m6", "m8"]),
+        (&[("class", "not.eq.mage")], &["m2", "m5", "m6", "m8"]),
+        (&[("class", "is.null")], &["m3", "m7"]),
+        (
+            &[("class", "not.is.null")],
+            &["m1", "m2", "m4", "m5", "m6", "m8"],
+        ),
+        (&[("class", "in.(mage,rogue)")], &["m1", "m4", "m5"]),
+        (&[("class", "not.in.(mage,rogue)")], &["m2", "m6", "m8"]),
+        (&[("name", r#"in.("a,b","O'Neil")"#)], &["m5", "m6"]),
+        (&[("name", r#"in.("The ""Q""",Dax)"#)], &["m4", "m8"]),
+        (&[("name", "in.(a,b)")], &[]),
+        (&[("dkp", r#"in.(10,"60")"#)], &["m1", "m8"]),
+        (&[("name", "like.*y*")], &["m3"]),
+        (&[("name", "like.%y%")], &["m3"]),
+        (&[("name", "like.B*n")], &["m2"]),
+        (
+            &[("name", "not.like.*y*")],
+            &["m1", "m2", "m4", "m5", "m6", "m7", "m8"],
+        ),
+        (&[("name", "eq.O'Neil")], &["m5"]),
+        (&[("name", "eq.The \"Q\"")], &["m8"]),
+        (&[("name", "eq.a,b")], &["m6"]),
+        (&[("class", "eq.mage"), ("dkp", "gt.10")], &["m4"]),
+        (
+            &[("dkp", "gt.10"), ("dkp", "lt.50")],
+            &["m2", "m3", "m4", "m6"],
+        ),
+        (&[("id", "eq.m3")], &["m3"]),
+    ];
+    for (pairs, expected) in cases {
+        let query = qs(pairs);
+        let rows = api.rows("members", &query).await;
+        assert_eq!(ids(&rows), *expected, "{pairs:?}");
+    }
+
+    // select: only those columns, in the order asked.
+    let rows = api.rows("members", "select=dkp,name&id=eq.m1").await;
+    assert_eq!(rows.len(), 1);
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["dkp", "name"]);
+    assert_eq!(rows[0], json!({ "dkp": 10, "name": "Aria" }));
+    let rows = api.rows("members", "select=*&id=eq.m1").await;
+    assert_eq!(rows[0].as_object().unwrap().len(), 5);
+
+    // Several order keys; NULLs sort first ascending, last descending.
+    let rows = api.rows("members", "order=dkp.desc,name.asc").await;
+    assert_eq!(
+        ids(&rows),
+        ["m8", "m5", "m4", "m3", "m2", "m6", "m1", "m7"],
+        "dkp desc, then name (Borin < a,b)"
+    );
+    let rows = api.rows("members", "order=class.desc,dkp").await;
+    assert_eq!(ids(&rows), ["m2", "m5", "m6", "m1", "m4", "m8", "m7", "m3"]);
+    let rows = api.rows("members", "order=class,dkp.desc").await;
+    assert_eq!(ids(&rows), ["m3", "m7", "m8", "m4", "m1", "m6", "m5", "m2"]);
+    let rows = api.rows("members", "order=dkp.asc,id.desc").await;
+    assert_eq!(ids(&rows), ["m7", "m1", "m6", "m2", "m3", "m4", "m5", "m8"]);
+
+    // count=exact counts every match, not the page.
+    let (status, body) = api.get("members?class=eq.mage&limit=1&count=exact").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 2);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+    assert!(body["next"].is_string());
+    let (_, body) = api.get("members?count=exact").await;
+    assert_eq!(body["count"], 8);
+    assert_eq!(body["next"], Value::Null);
+    let (_, body) = api.get("members?dkp=gt.1000&count=exact").await;
+    assert_eq!((&body["count"], &body["data"]), (&json!(0), &json!([])));
+    let (_, body) = api.get("members").await;
+    assert!(body.get("count").is_none(), "{body}");
+
+    // Malformed filters.
+    for (query, code) in [
+        ("dkp=eq.abc", "invalid_filter"),
+        ("dkp=eq.1.5", "invalid_filter"),
+        ("dkp=eq", "invalid_filter"),
+        ("dkp=between.1", "invalid_filter"),
+        ("dkp=like.1*", "invalid_filter"),
+        ("dkp=is.true", "invalid_filter"),
+        ("class=is.nothing", "invalid_filter"),
+        ("class=in.mage", "invalid_filter"),
+        ("class=in.()", "invalid_filter"),
+        ("class=in.(\"mage)", "invalid_filter"),
+        ("count=maybe", "invalid_filter"),
+        ("order=dkp.up", "invalid_filter"),
+        ("order=dkp,dkp.desc", "invalid_filter"),
+        ("order=nope", "column_not_found"),
+        ("nope=eq.1", "column_not_found"),
+        ("select=nope", "column_not_found"),
+    ] {
+        let got = api.get(&format!("members?{query}")).await;
+        problem(&got, 400, code, query);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Keyset pagination
+// ---------------------------------------------------------------------------------------
+
+/// Follows `next` from the first page to the last; answers every row and the page count.
+async fn walk(api: &Api<'_>, table: &str, query: &str) -> (Vec<Value>, usize) {
+    let mut rows = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{table}?{query}&cursor={}", enc(c)),
+            None => format!("{table}?{query}"),
+        };
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        pages += 1;
+        assert!(pages < 500, "pagination does not end");
+        rows.extend(body["data"].as_array().unwrap().iter().cloned());
+        match body["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => {
+                assert!(body["next"].is_null(), "{body}");
+                return (rows, pages);
+            }
+        }
+    }
+}
+
+/// 250 members `p000`…`p249` with tied dkp and some null classes.
+fn crowd() -> Vec<(String, Option<&'static str>, i64)> {
+    (0..250)
+        .map(|i| {
+            let class = if i % 4 == 0 {
+                None
+            } else {
+                Some(["mage", "rogue", "priest"][i % 3])
+            };
+            (format!("p{i:03}"), class, ((i * 7) % 5) as i64)
+        })
+        .collect()
+}
+
+async fn insert_crowd(api: &Api<'_>) -> Vec<(String, Option<&'static str>, i64)> {
+    let crowd = crowd();
+    let body: Vec<Value> = crowd
+        .iter()
+        .map(|(id, class, dkp)| json!({ "id": id, "name": format!("name-{id}"), "class": class, "dkp": dkp }))
+        .collect();
+    assert_eq!(api.insert("members", Value::Array(body)).await.len(), 250);
+    crowd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pagination_sees_every_row_once_in_order() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    let mut crowd = insert_crowd(&api).await;
+
+    // Default order: the primary key.
+    let (rows, pages) = walk(&api, "members", "limit=100").await;
+    assert_eq!(pages, 3);
+    let mut expected: Vec<String> = crowd.iter().map(|c| c.0.clone()).collect();
+    expected.sort();
+    assert_eq!(ids(&rows), expected);
+    let (_, body) = api.get("members?limit=100").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 100);
+    let (_, body) = api.get("members?limit=250").await;
+    assert_eq!(body["next"], Value::Null, "exactly one full page");
+    let (_, body) = api.get("members?limit=249").await;
+    assert!(body["next"].is_string());
+    let (_, body) = api.get("members").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 100, "default limit");
+
+    // A nullable key ascending, a tied key descending, the primary key as tiebreaker.
+    crowd.sort_by(|a, b| (a.1, Reverse(a.2), &a.0).cmp(&(b.1, Reverse(b.2), &b.0)));
+    let expected: Vec<String> = crowd.iter().map(|c| c.0.clone()).collect();
+    for limit in [100, 7, 1000] {
+        let (rows, _) = walk(
+            &api,
+            "members",
+            &format!("order=class,dkp.desc&limit={limit}"),
+        )
+        .await;
+        assert_eq!(ids(&rows), expected, "limit {limit}");
+    }
+    // And the other way round: nulls last.
+    crowd.sort_by(|a, b| (Reverse(a.1), a.2, &a.0).cmp(&(Reverse(b.1), b.2, &b.0)));
+    let expected: Vec<String> = crowd.iter().map(|c| c.0.clone()).collect();
+    let (rows, pages) = walk(&api, "members", "order=class.desc,dkp&limit=9").await;
+    assert_eq!(ids(&rows), expected);
+    assert_eq!(pages, 28);
+    // With a filter and a selection that leaves the order keys out.
+    let mages = crowd.iter().filter(|c| c.1 == Some("mage")).count();
+    let (rows, _) = walk(
+        &api,
+        "members",
+        "class=eq.mage&order=dkp,id.desc&select=name&limit=11",
+    )
+    .await;
+    let mut seen: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.as_object().unwrap().len(), 1, "{r}");
+            r["name"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("name-")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(seen.len(), mages);
+    let mut by_order: Vec<&(String, Option<&str>, i64)> =
+        crowd.iter().filter(|c| c.1 == Some("mage")).collect();
+    by_order.sort_by(|a, b| (a.2, Reverse(&a.0)).cmp(&(b.2, Reverse(&b.0))));
+    assert_eq!(
+        seen,
+        by_order.iter().map(|c| c.0.clone()).collect::<Vec<_>>()
+    );
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), mages);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pagination_survives_inserts_between_pages() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    let crowd = insert_crowd(&api).await;
+
+    // By primary key: rows inserted before the cursor stay unseen, after it appear.
+    let (_, first) = api.get("members?limit=100").await;
+    let mut seen = ids(first["data"].as_array().unwrap());
+    assert_eq!(seen.last().unwrap(), "p099");
+    let mut cursor = first["next"].as_str().unwrap().to_owned();
+    api.insert(
+        "members",
+        json!([
+            { "id": "p050x", "name": "before" },
+            { "id": "p150x", "name": "after" },
+            { "id": "p999", "name": "last" },
+        ]),
+    )
+    .await;
+    loop {
+        let (status, page) = api
+            .get(&format!("members?limit=100&cursor={}", enc(&cursor)))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(page["data"].as_array().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+        // More rows land behind the reader while it pages.
+        api.insert(
+            "members",
+            json!({ "id": "p000x", "name": format!("behind-{}", seen.len()) }),
+        )
+        .await;
+        let (status, _) = api.call(Method::DELETE, "members/p000x", None).await;
+        assert_eq!(status, 204);
+    }
+    let mut expected: Vec<String> = crowd.iter().map(|c| c.0.clone()).collect();
+    expected.extend(["p150x".to_owned(), "p999".to_owned()]);
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    // By a tied, descending key: a row sorting first is behind the reader, one sorting
+    // last is ahead of it.
+    let (_, first) = api.get("members?order=dkp.desc&limit=100").await;
+    let mut seen = ids(first["data"].as_array().unwrap());
+    let mut cursor = first["next"].as_str().unwrap().to_owned();
+    api.insert(
+        "members",
+        json!([
+            { "id": "top", "name": "top", "dkp": 1000 },
+            { "id": "bottom", "name": "bottom", "dkp": -1 },
+            { "id": "zz-tied", "name": "tied", "dkp": 0 },
+        ]),
+    )
+    .await;
+    loop {
+        let (status, page) = api
+            .get(&format!(
+                "members?order=dkp.desc&limit=100&cursor={}",
+                enc(&cursor)
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(page["data"].as_array().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no row twice");
+    for (id, _, _) in &crowd {
+        assert!(seen.contains(id), "{id} skipped");
+    }
+    assert!(
+        !seen.contains(&"top".to_owned()),
+        "top sorts before the cursor"
+    );
+    assert!(seen.contains(&"bottom".to_owned()));
+    assert!(
+        seen.contains(&"zz-tied".to_owned()),
+        "ties after the cursor appear"
+    );
+    assert_eq!(seen.last().unwrap(), "bottom");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_are_bound_to_their_listing() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    insert_crowd(&api).await;
+    api.insert("raids", json!({ "name": "MC" })).await;
+
+    let (_, page) = api.get("members?class=eq.mage&order=dkp&limit=10").await;
+    let cursor = page["next"].as_str().unwrap().to_owned();
+    let c = enc(&cursor);
+
+    // The same listing takes it, whatever the limit, the selection or the parameter order.
+    for query in [
+        format!("class=eq.mage&order=dkp&limit=10&cursor={c}"),
+        format!("cursor={c}&limit=3&order=dkp&class=eq.mage"),
+        format!("class=eq.mage&order=dkp.asc&select=name&cursor={c}"),
+    ] {
+        let (status, body) = api.get(&format!("members?{query}")).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert!(!body["data"].as_array().unwrap().is_empty());
+    }
+    // Other filters, another order, another table: refused.
+    for path in [
+        format!("members?class=eq.rogue&order=dkp&cursor={c}"),
+        format!("members?order=dkp&cursor={c}"),
+        format!("members?class=eq.mage&dkp=gt.0&order=dkp&cursor={c}"),
+        format!("members?class=eq.mage&order=dkp.desc&cursor={c}"),
+        format!("members?class=eq.mage&order=name&cursor={c}"),
+        format!("members?class=eq.mage&cursor={c}"),
+        format!("raids?cursor={c}"),
+    ] {
+        let got = api.get(&path).await;
+        problem(&got, 400, "invalid_filter", &path);
+    }
+
+    // Garbage and forgeries.
+    let decoded: Value = serde_json::from_slice(&unb64url(&cursor)).expect("cursor is JSON");
+    let mut short = decoded.clone();
+    short["v"].as_array_mut().unwrap().pop();
+    let mut wrong_kind = decoded.clone();
+    wrong_kind["v"][0] = json!({ "x": 1 });
+    let forged = |v: &Value| b64(v.to_string().as_bytes(), B64_URL, false);
+    for garbage in [
+        "garbage".to_owned(),
+        String::new(),
+        "!!!!".to_owned(),
+        "%%%".to_owned(),
+        b64(b"{\"f\":\"0000\",\"v\":[]}", B64_URL, false),
+        b64(b"[1,2,3]", B64_URL, false),
+        forged(&short),
+        forged(&wrong_kind),
+        format!("{cursor}x"),
+        "A".repeat(10_000),
+    ] {
+        let path = format!("members?class=eq.mage&order=dkp&cursor={}", enc(&garbage));
+        let got = api.get(&path).await;
+        problem(&got, 400, "invalid_filter", &garbage);
+    }
+    let got = api
+        .get(&format!(
+            "members?class=eq.mage&order=dkp&cursor={c}&cursor={c}"
+        ))
+        .await;
+    problem(&got, 400, "invalid_filter", "two cursors");
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Writes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn array_inserts_are_atomic_and_bounded() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+    let before = snapshot(&s, "g").await;
+
+    for (body, status, code) in [
+        (
+            json!([{ "name": "ok1" }, { "name": "ok2" }, { "name": 5 }]),
+            400,
+            "invalid_value",
+        ),
+        (
+            json!([{ "name": "ok1" }, { "name": "ok1" }]),
+            409,
+            "constraint_violation",
+        ),
+        (
+            json!([{ "name": "ok1" }, { "name": "Aria" }]),
+            409,
+            "constraint_violation",
+        ),
+        (
+            json!([{ "name": "ok1" }, { "name": "ok2", "bogus": 1 }]),
+            400,
+            "column_not_found",
+        ),
+        (
+            json!([{ "name": "ok1" }, { "name": null }]),
+            400,
+            "invalid_value",
+        ),
+        (
+            json!([{ "name": "ok1" }, { "class": "mage" }]),
+            400,
+            "invalid_value",
+        ),
+        (json!([{ "name": "ok1" }, 5]), 400, "invalid_body"),
+        (
+            json!([{ "name": "ok1" }, [{ "name": "ok2" }]]),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!([{ "id": "n1", "name": "ok1" }, { "id": "n1", "name": "ok2" }]),
+            409,
+            "constraint_violation",
+        ),
+        (
+            json!([{ "id": "m1", "name": "ok1" }]),
+            409,
+            "constraint_violation",
+        ),
+    ] {
+        let got = api.call(Method::POST, "members", Some(body.clone())).await;
+        let detail = problem(&got, status, code, &body.to_string());
+        if code == "invalid_value" {
+            assert!(detail.contains("name"), "detail names the column: {detail}");
+        }
+        assert_eq!(snapshot(&s, "g").await, before, "{body}");
+    }
+    let got = api.call(Method::POST, "members", Some(json!([]))).await;
+    assert_eq!(got.0, 400, "{}", got.1);
+
+    // At most 1,000 rows at a time.
+    let rows = |n: usize, tag: &str| {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({ "name": format!("{tag}-{i}") }))
+                .collect(),
+        )
+    };
+    let got = api
+        .call(Method::POST, "members", Some(rows(1001, "big")))
+        .await;
+    assert_eq!(got.0, 400, "{}", got.1);
+    assert_eq!(snapshot(&s, "g").await, before);
+    let created = api.insert("members", rows(1000, "max")).await;
+    assert_eq!(created.len(), 1000);
+    assert_eq!(count(&s, "g", "members").await, 1008);
+    // Generated keys are distinct UUIDv7s, in insertion order of the array.
+    let mut keys: Vec<&str> = created.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(created.iter().all(|r| is_uuid_v7(&r["id"])));
+    for (i, r) in created.iter().enumerate() {
+        assert_eq!(r["name"], format!("max-{i}"));
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_and_bulk_writes() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+
+    // A single object: ids generated unless given, defaults applied.
+    let made = api.insert("members", json!({ "name": "Fen" })).await;
+    assert_eq!(made.len(), 1);
+    let fen = &made[0];
+    assert!(is_uuid_v7(&fen["id"]), "{fen}");
+    assert_eq!((&fen["dkp"], &fen["class"]), (&json!(0), &Value::Null));
+    let joined = chrono::DateTime::parse_from_rfc3339(fen["joined_at"].as_str().unwrap()).unwrap();
+    assert!(
+        (chrono::Utc::now() - joined.to_utc()).num_seconds().abs() < 120,
+        "{joined}"
+    );
+    let given = api
+        .insert(
+            "members",
+            json!({ "id": "custom-id", "name": "Gil", "dkp": 7 }),
+        )
+        .await;
+    assert_eq!(given[0]["id"], "custom-id");
+    let (status, shown) = api.get("members/custom-id").await;
+    assert_eq!((status, &shown), (200, &given[0]));
+    let item = api
+        .insert("items", json!({ "name": "Cloth" }))
+        .await
+        .remove(0);
+    assert_eq!(item["quality"], "common");
+    let auction = api
+        .insert("auctions", json!({ "item_id": item["id"] }))
+        .await
+        .remove(0);
+    assert_eq!(
+        (
+            &auction["status"],
+            &auction["min_bid"],
+            &auction["closes_at"]
+        ),
+        (&json!("open"), &json!(0), &Value::Null)
+    );
+    assert!(is_rfc3339(&auction["created_at"]));
+
+    // PATCH by key answers the whole updated row.
+    let (status, row) = api
+        .call(
+            Method::PATCH,
+            "members/m1",
+            Some(json!({ "dkp": 11, "class": null })),
+        )
+        .await;
+    assert_eq!(status, 200, "{row}");
+    assert_eq!(
+        row,
+        json!({ "id": "m1", "name": "Aria", "class": null, "dkp": 11, "joined_at": row["joined_at"] })
+    );
+    assert_eq!(api.get("members/m1").await.1, row);
+    // Naming the key with its own value is not a change.
+    let (status, row) = api
+        .call(
+            Method::PATCH,
+            "members/m1",
+            Some(json!({ "id": "m1", "dkp": 12 })),
+        )
+        .await;
+    assert_eq!((status, &row["dkp"]), (200, &json!(12)), "{row}");
+    for (method, path, body) in [
+        (Method::PATCH, "members/nobody", Some(json!({ "dkp": 1 }))),
+        (Method::DELETE, "members/nobody", None),
+        (Method::GET, "members/nobody", None),
+    ] {
+        let got = api.call(method.clone(), path, body).await;
+        problem(&got, 404, "row_not_found", &format!("{method} {path}"));
+    }
+    let got = api.call(Method::PATCH, "members/m1", Some(json!({}))).await;
+    assert_eq!(got.0, 400, "empty patch: {}", got.1);
+
+    // DELETE by key.
+    let (status, _) = api.call(Method::DELETE, "members/m7", None).await;
+    assert_eq!(status, 204);
+    problem(
+        &api.get("members/m7").await,
+        404,
+        "row_not_found",
+        "deleted",
+    );
+    problem(
+        &api.call(Method::DELETE, "members/m7", None).await,
+        404,
+        "row_not_found",
+        "deleted twice",
+    );
+
+    // Bulk PATCH: every match, answered; nothing else touched.
+    let before = api.rows("members", "class=neq.mage").await;
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "members?class=eq.mage",
+            Some(json!({ "dkp": 99 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = body["data"].as_array().unwrap();
+    assert_eq!(ids(changed), ["m4"]);
+    assert!(changed
+        .iter()
+        .all(|r| r["dkp"] == 99 && r["class"] == "mage"));
+    assert_eq!(api.rows("members", "class=neq.mage").await, before);
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "members?dkp=gte.20&dkp=lte.50",
+            Some(json!({ "class": "tank" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut changed = ids(body["data"].as_array().unwrap());
+    changed.sort();
+    assert_eq!(changed, ["m2", "m3", "m5", "m6"]);
+    assert_eq!(api.rows("members", "class=eq.tank").await.len(), 4);
+    let (status, body) = api
+        .call(
+            Method::PATCH,
+            "members?dkp=gt.5000",
+            Some(json!({ "class": "x" })),
+        )
+        .await;
+    assert_eq!((status, &body), (200, &json!({ "data": [] })));
+    // A bulk change that breaks a constraint on the second row changes none.
+    let snap = snapshot(&s, "g").await;
+    let got = api
+        .call(
+            Method::PATCH,
+            "members?class=eq.tank",
+            Some(json!({ "name": "Same" })),
+        )
+        .await;
+    let detail = problem(&got, 409, "constraint_violation", "bulk rename");
+    assert!(detail.contains("members_name_key"), "{detail}");
+    assert_eq!(snapshot(&s, "g").await, snap);
+
+    // Bulk DELETE answers how many.
+    let (status, body) = api
+        .call(Method::DELETE, "members?class=eq.tank&dkp=lt.30", None)
+        .await;
+    assert_eq!((status, &body), (200, &json!({ "deleted": 2 })));
+    let (status, body) = api.call(Method::DELETE, "members?dkp=gt.5000", None).await;
+    assert_eq!((status, &body), (200, &json!({ "deleted": 0 })));
+
+    // Without a filter: refused, even with only reserved parameters, and nothing changes.
+    let snap = snapshot(&s, "g").await;
+    for query in [
+        "",
+        "?",
+        "?limit=1",
+        "?order=name",
+        "?select=id",
+        "?count=exact",
+    ] {
+        let got = api
+            .call(
+                Method::PATCH,
+                &format!("members{query}"),
+                Some(json!({ "dkp": 0 })),
+            )
+            .await;
+        problem(&got, 400, "invalid_filter", &format!("PATCH {query}"));
+        let got = api
+            .call(Method::DELETE, &format!("members{query}"), None)
+            .await;
+        problem(&got, 400, "invalid_filter", &format!("DELETE {query}"));
+    }
+    assert_eq!(snapshot(&s, "g").await, snap);
+    assert!(count(&s, "g", "members").await > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Types
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_round_trips() {
+    let s = typed().await;
+    let api = Api::new(&s, "typed");
+    let all_bytes: Vec<u8> = (0..=255).collect();
+    let row = json!({
+        "id": "0190a5e4-7c2b-7d4e-8f00-000000000001",
+        "n": 9007199254740993_i64,
+        "r": -2.5,
+        "t": "héllo ✓ 'single' \"double\" \\ ; -- \u{0} end",
+        "flag": true,
+        "at": "2026-01-31T18:00:00Z",
+        "at_plain": "1999-12-31T23:59:59Z",
+        "doc": { "a": [1, 2.5, { "b": null }], "s": "x", "t": true },
+        "ref": "3f2504e0-4f89-11d3-9a0c-0305e82c3301",
+        "data": b64(&all_bytes, B64_STD, true),
+    });
+    let created = api.insert("things", row.clone()).await;
+    assert_eq!(created, vec![row.clone()]);
+    let (status, shown) = api.get("things/0190a5e4-7c2b-7d4e-8f00-000000000001").await;
+    assert_eq!((status, &shown), (200, &row));
+
+    // Edges of each type, and nulls everywhere.
+    let edges = [
+        json!({ "n": i64::MAX, "r": 1e300, "t": "", "flag": false, "doc": [], "data": "" }),
+        json!({ "n": i64::MIN, "r": 0.1, "t": "0042", "doc": "42", "data": "aGk=" }),
+        json!({ "n": 0, "r": 3, "t": "null", "doc": 42 }),
+        json!({ "n": -1, "r": -0.0, "doc": "a \"quoted\" string" }),
+        json!({ "doc": { "nested": { "deeper": [[[["x"]]]] } } }),
+        json!({ "doc": true }),
+        json!({ "n": null, "r": null, "t": null, "flag": null, "at": null, "at_plain": null, "doc": null, "ref": null, "data": null }),
+    ];
+    for edge in edges {
+        let made = api.insert("things", edge.clone()).await.remove(0);
+        assert!(is_uuid_v7(&made["id"]), "generated UUID key: {made}");
+        let (status, shown) = api
+            .get(&format!("things/{}", made["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(shown, made);
+        for (k, v) in edge.as_object().unwrap() {
+            if k == "r" && v == &json!(3) {
+                assert_eq!(made[k].as_f64(), Some(3.0));
+            } else {
+                assert_eq!(&made[k], v, "{k} of {edge}");
+            }
+        }
+    }
+
+    // Inputs that normalise: offsets to UTC, fractions kept, UUIDs lowercased.
+    let made = api
+        .insert(
+            "things",
+            json!({
+                "at": "2026-01-31T19:00:00+01:00",
+                "at_plain": "2026-01-31T18:00:00.25Z",
+                "ref": "3F2504E0-4F89-11D3-9A0C-0305E82C3301",
+            }),
+        )
+        .await
+        .remove(0);
+    assert_eq!(made["at"], "2026-01-31T18:00:00Z");
+    let frac = chrono::DateTime::parse_from_rfc3339(made["at_plain"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        frac,
+        chrono::DateTime::parse_from_rfc3339("2026-01-31T18:00:00.25Z").unwrap()
+    );
+    assert_eq!(made["ref"], "3f2504e0-4f89-11d3-9a0c-0305e82c3301");
+
+    // The INTEGER-keyed table numbers its rows.
+    let strict_row = json!({
+        "n": 1, "r": 1.5, "t": "x", "flag": false, "at": "2026-01-31T18:00:00Z",
+        "doc": {}, "ref": "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "data": "AA==",
+    });
+    let made = api.insert("strict", strict_row.clone()).await.remove(0);
+    assert_eq!(made["id"], 1);
+    let mut expected = strict_row.clone();
+    expected["id"] = json!(1);
+    assert_eq!(api.get("strict/1").await.1, expected);
+    problem(&api.get("strict/2").await, 404, "row_not_found", "strict/2");
+    problem(
+        &api.get("strict/abc").await,
+        404,
+        "row_not_found",
+        "strict/abc",
+    );
+
+    // Filters by every type, values typed by their column.
+    let key = "0190a5e4-7c2b-7d4e-8f00-000000000001";
+    let hi = "aGk=";
+    for (pairs, expect_key) in [
+        (vec![("n", "eq.9007199254740993")], true),
+        (
+            vec![("n", "gt.9007199254740992"), ("n", "lt.9007199254740994")],
+            true,
+        ),
+        (vec![("r", "lt.-2.4"), ("r", "gte.-2.5")], true),
+        (vec![("r", "eq.-2.5")], true),
+        (vec![("t", "like.héllo*")], true),
+        (vec![("flag", "is.true")], true),
+        (vec![("flag", "eq.true")], true),
+        (vec![("at", "eq.2026-01-31T19:00:00+01:00")], true),
+        (
+            vec![
+                ("at", "gt.2026-01-31T17:59:59.999Z"),
+                ("at", "lt.2026-01-31T18:00:00.001Z"),
+            ],
+            true,
+        ),
+        (vec![("at_plain", "lt.2000-01-01T00:00:00Z")], true),
+        (
+            vec![
+                ("ref", "eq.3F2504E0-4F89-11D3-9A0C-0305E82C3301"),
+                ("id", &format!("eq.{key}")),
+            ],
+            true,
+        ),
+        (
+            vec![(
+                "id",
+                &format!(
+                    "in.({},00000000-0000-0000-0000-000000000000)",
+                    key.to_uppercase()
+                ),
+            )],
+            true,
+        ),
+        (
+            vec![("data", &format!("eq.{}", b64(&all_bytes, B64_STD, true)))],
+            true,
+        ),
+        (vec![("data", "eq.aGk=")], false),
+        (vec![("flag", "is.false")], false),
+        (vec![("doc", "is.null")], false),
+    ] {
+        let rows = api.rows("things", &qs(&pairs)).await;
+        let keys = ids(&rows);
+        assert_eq!(
+            keys.iter().any(|k| k == key),
+            expect_key,
+            "{pairs:?}: {keys:?}"
+        );
+        assert!(!rows.is_empty() || !expect_key);
+    }
+    let rows = api
+        .rows(
+            "things",
+            &qs(&[("t", &format!("eq.{}", row["t"].as_str().unwrap()))]),
+        )
+        .await;
+    assert_eq!(ids(&rows), [key], "text with NUL and quotes matches itself");
+    let rows = api
+        .rows("things", &qs(&[("data", &format!("eq.{hi}"))]))
+        .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["data"], hi);
+    let rows = api.rows("things", "flag=is.false").await;
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_values_round_trip_exactly() {
+    let s = typed().await;
+    let api = Api::new(&s, "typed");
+    for r in [
+        0.011000000000000001_f64,
+        0.020900000000000002,
+        1.0715660391465826e-75,
+    ] {
+        let resp = s
+            .call(
+                Method::POST,
+                "/t/typed/v1/data/things",
+                Some(ADMIN_TOKEN),
+                &[],
+                Some(json!({ "r": r })),
+            )
+            .await;
+        assert_eq!(resp.status(), 201);
+        // Read the answer as text: the client's own JSON parser is the lossy one too.
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains(&format!("\"r\":{r:?}")),
+            "sent {r:?}, got {text}"
+        );
+        let rows = api
+            .rows("things", &qs(&[("r", &format!("eq.{r:?}"))]))
+            .await;
+        assert_eq!(rows.len(), 1, "stored value equals what was sent: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_pagination_by_real_values() {
+    let s = typed().await;
+    // Stored exactly, straight through SQL, so only the cursor's round trip is tested.
+    let down = 1.0715660391465826e-75_f64;
+    let up = 1.7802719962921167e-19_f64;
+    let values = [0.0, down, down, down, up, up, up, 1.0];
+    s.engine
+        .with_tenant_db(&Slug::parse("typed").unwrap(), move |db| {
+            let mut stmt = db.prepare("INSERT INTO things (id, r) VALUES (?, ?)")?;
+            for (i, r) in values.iter().enumerate() {
+                stmt.execute((format!("00000000-0000-7000-8000-00000000000{i}"), r))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let api = Api::new(&s, "typed");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..20 {
+        let path = match &cursor {
+            Some(c) => format!("things?order=r&limit=1&select=id,r&cursor={}", enc(c)),
+            None => "things?order=r&limit=1&select=id,r".to_owned(),
+        };
+        let (status, page) = api.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(ids(page["data"].as_array().unwrap()));
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..8)
+        .map(|i| format!("00000000-0000-7000-8000-00000000000{i}"))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_numbers_round_trip() {
+    let s = typed().await;
+    let api = Api::new(&s, "typed");
+    for number in ["12345678901234567890", "18446744073709551615"] {
+        let body = format!(r#"{{"doc":{number}}}"#);
+        let (status, _) = api
+            .raw(
+                Method::POST,
+                "things",
+                Some("application/json"),
+                body.into_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+        // Compare text: the client's parser would round a float to the same value.
+        let text = s
+            .client
+            .get(format!("{}/t/typed/v1/data/things?doc=not.is.null", s.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            text.contains(&format!(r#""doc":{number}"#)),
+            "{number}: {text}"
+        );
+        let (status, _) = api
+            .call(Method::DELETE, "things?doc=not.is.null", None)
+            .await;
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negated_is_true_and_false_keep_nulls() {
+    let s = typed().await;
+    let api = Api::new(&s, "typed");
+    let rows = api
+        .insert(
+            "things",
+            json!([
+                { "id": "00000000-0000-7000-8000-000000000001", "flag": true },
+                { "id": "00000000-0000-7000-8000-000000000002", "flag": false },
+                { "id": "00000000-0000-7000-8000-000000000003", "flag": null },
+            ]),
+        )
+        .await;
+    let [t, f, n] = [0, 1, 2].map(|i| rows[i]["id"].as_str().unwrap().to_owned());
+    assert_eq!(ids(&api.rows("things", "flag=is.true").await), [t.as_str()]);
+    assert_eq!(
+        ids(&api.rows("things", "flag=is.false").await),
+        [f.as_str()]
+    );
+    assert_eq!(ids(&api.rows("things", "flag=is.null").await), [n.as_str()]);
+    assert_eq!(
+        ids(&api.rows("things", "flag=not.is.true").await),
+        [f.clone(), n.clone()]
+    );
+    assert_eq!(ids(&api.rows("things", "flag=not.is.false").await), [t, n]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifiers_that_are_not_utf8_are_problems() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+    let before = snapshot(&s, "g").await;
+    for (method, path, body, code) in [
+        (Method::GET, "%FF", None, "table_not_found"),
+        (Method::GET, "members%FF%FE", None, "table_not_found"),
+        (
+            Method::POST,
+            "%FF",
+            Some(json!({ "name": "x" })),
+            "table_not_found",
+        ),
+        (
+            Method::PATCH,
+            "%FF?name=eq.x",
+            Some(json!({ "name": "x" })),
+            "table_not_found",
+        ),
+        (Method::DELETE, "%FF?name=eq.x", None, "table_not_found"),
+        (Method::GET, "%FF/m1", None, "table_not_found"),
+        (Method::GET, "members/%FF", None, "row_not_found"),
+        (
+            Method::PATCH,
+            "members/%FF",
+            Some(json!({ "dkp": 1 })),
+            "row_not_found",
+        ),
+        (Method::DELETE, "members/m1%C0", None, "row_not_found"),
+    ] {
+        let resp = s
+            .call(
+                method.clone(),
+                &format!("/t/g/v1/data/{path}"),
+                Some(ADMIN_TOKEN),
+                &[],
+                body,
+            )
+            .await;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp.text().await.unwrap();
+        assert_eq!(
+            content_type, "application/problem+json",
+            "{method} {path}: {text}"
+        );
+        let got = (status, serde_json::from_str(&text).unwrap_or(Value::Null));
+        problem(&got, 404, code, &format!("{method} {path}"));
+    }
+    assert_eq!(snapshot(&s, "g").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_values_name_their_column_and_change_nothing() {
+    let s = typed().await;
+    let api = Api::new(&s, "typed");
+    api.insert(
+        "things",
+        json!({ "id": "0190a5e4-7c2b-7d4e-8f00-000000000001", "n": 1 }),
+    )
+    .await;
+    let before = snapshot(&s, "typed").await;
+
+    for (column, value) in [
+        ("n", json!("1")),
+        ("n", json!(1.5)),
+        ("n", json!(1e3)),
+        ("n", json!(9223372036854775808_u64)),
+        ("n", json!(true)),
+        ("n", json!([1])),
+        ("r", json!("2.5")),
+        ("r", json!("NaN")),
+        ("r", json!("inf")),
+        ("t", json!(5)),
+        ("t", json!({ "a": 1 })),
+        ("flag", json!(1)),
+        ("flag", json!("true")),
+        ("at", json!("yesterday")),
+        ("at", json!("2026-01-31")),
+        ("at", json!("2026-13-01T00:00:00Z")),
+        ("at", json!("2026-01-31T18:00:00")),
+        ("at", json!(1769882400)),
+        ("ref", json!("not-a-uuid")),
+        ("ref", json!("3f2504e0-4f89-11d3-9a0c-0305e82c330")),
+        ("ref", json!(5)),
+        ("id", json!("x")),
+        ("data", json!("***")),
+        ("data", json!("aGk")),
+        ("data", json!([104, 105])),
+    ] {
+        let body = json!({ column: value });
+        let got = api.call(Method::POST, "things", Some(body.clone())).await;
+        let detail = problem(&got, 400, "invalid_value", &body.to_string());
+        assert!(
+            detail.contains(&format!("for {column}:")),
+            "{body}: detail names the column: {detail}"
+        );
+        if column != "id" {
+            let got = api
+                .call(
+                    Method::PATCH,
+                    "things/0190a5e4-7c2b-7d4e-8f00-000000000001",
+                    Some(body.clone()),
+                )
+                .await;
+            let detail = problem(&got, 400, "invalid_value", &format!("PATCH {body}"));
+            assert!(detail.contains(&format!("for {column}:")), "{detail}");
+            let got = api
+                .call(Method::PATCH, "things?n=eq.1", Some(body.clone()))
+                .await;
+            problem(&got, 400, "invalid_value", &format!("bulk PATCH {body}"));
+        }
+        assert_eq!(snapshot(&s, "typed").await, before, "{body}");
+    }
+
+    // NaN and infinities are not JSON numbers at all.
+    for raw in [
+        r#"{"r": NaN}"#,
+        r#"{"r": Infinity}"#,
+        r#"{"r": 1e400}"#,
+        r#"{"n": 0x10}"#,
+    ] {
+        let got = api
+            .raw(Method::POST, "things", Some("application/json"), raw.into())
+            .await
+            .unwrap();
+        assert_eq!(got.0, 400, "{raw}: {}", got.1);
+        assert_eq!(snapshot(&s, "typed").await, before, "{raw}");
+    }
+
+    // Filters: the same refusals as invalid_filter.
+    for query in [
+        "r=gt.NaN",
+        "r=gt.nan",
+        "r=gt.inf",
+        "r=lt.-infinity",
+        "r=gt.1e999",
+        "r=eq.abc",
+        "n=gt.1.5",
+        "n=eq.99999999999999999999",
+        "n=is.true",
+        "flag=eq.yes",
+        "flag=eq.1",
+        "flag=is.maybe",
+        "at=gt.yesterday",
+        "at=gt.2026-01-31",
+        "ref=eq.nope",
+        "id=in.(0190a5e4-7c2b-7d4e-8f00-000000000001,nope)",
+        "data=eq.***",
+        "doc=like.x*",
+    ] {
+        let got = api.get(&format!("things?{query}")).await;
+        problem(&got, 400, "invalid_filter", query);
+        let got = api
+            .call(Method::DELETE, &format!("things?{query}"), None)
+            .await;
+        problem(&got, 400, "invalid_filter", &format!("DELETE {query}"));
+    }
+    assert_eq!(snapshot(&s, "typed").await, before);
+
+    // Null into NOT NULL, given or left out, names the column.
+    let full = json!({
+        "n": 1, "r": 1.5, "t": "x", "flag": false, "at": "2026-01-31T18:00:00Z",
+        "doc": {}, "ref": "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "data": "AA==",
+    });
+    for column in ["n", "r", "t", "flag", "at", "doc", "ref", "data"] {
+        let mut with_null = full.clone();
+        with_null[column] = Value::Null;
+        let got = api.call(Method::POST, "strict", Some(with_null)).await;
+        let detail = problem(&got, 400, "invalid_value", &format!("{column}: null"));
+        assert!(detail.contains(&format!("for {column}:")), "{detail}");
+        let mut without = full.clone();
+        without.as_object_mut().unwrap().remove(column);
+        let got = api.call(Method::POST, "strict", Some(without)).await;
+        let detail = problem(&got, 400, "invalid_value", &format!("{column}: missing"));
+        assert!(detail.contains(&format!("for {column}:")), "{detail}");
+    }
+    assert_eq!(count(&s, "typed", "strict").await, 0);
+    let made = api.insert("strict", full).await.remove(0);
+    let got = api
+        .call(
+            Method::PATCH,
+            &format!("strict/{}", made["id"]),
+            Some(json!({ "t": null })),
+        )
+        .await;
+    problem(&got, 400, "invalid_value", "PATCH null");
+    // Primary keys are never null.
+    let got = api
+        .call(Method::POST, "things", Some(json!({ "id": null })))
+        .await;
+    problem(&got, 400, "invalid_value", "null key");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Hostile input
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_refused_and_changes_nothing() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+    let before = snapshot(&s, "g").await;
+    let unchanged = |context: String| {
+        let s = &s;
+        let before = &before;
+        async move { assert_eq!(&snapshot(s, "g").await, before, "{context}") }
+    };
+
+    // SQL in filter values is data.
+    for value in [
+        "eq.x' OR '1'='1",
+        "eq.x;DROP TABLE members",
+        "eq.x\"; DROP TABLE members; --",
+        "in.(x') OR 1=1 --,y)",
+        "like.%' OR 1=1 --",
+        "lt.' OR 1=1 --",
+    ] {
+        let query = qs(&[("name", value)]);
+        let (status, body) = api.get(&format!("members?{query}")).await;
+        assert_eq!(
+            (status, &body["data"]),
+            (200, &json!([])),
+            "{value}: {body}"
+        );
+        let (status, body) = api
+            .call(
+                Method::PATCH,
+                &format!("members?{query}"),
+                Some(json!({ "dkp": 1 })),
+            )
+            .await;
+        assert_eq!((status, &body), (200, &json!({ "data": [] })), "{value}");
+        let (status, body) = api
+            .call(Method::DELETE, &format!("members?{query}"), None)
+            .await;
+        assert_eq!((status, &body), (200, &json!({ "deleted": 0 })), "{value}");
+        unchanged(format!("filter {value}")).await;
+    }
+    let exact_members = || async { api.rows("members", "select=id,name,class,dkp").await };
+    let members_before = exact_members().await;
+
+    // Unknown operators and malformed filters.
+    for value in [
+        "regex.x",
+        "ilike.x",
+        "EQ.Aria",
+        "eq",
+        "not.x",
+        "not.not.eq.Aria",
+        "= 'Aria'",
+        "eq.Aria) OR (1=1",
+        "in.(Aria",
+        "is.Aria",
+        "is.true",
+        "like",
+    ] {
+        let query = qs(&[("name", value)]);
+        let expected = if value.starts_with("eq.") { 200 } else { 400 };
+        let got = api.get(&format!("members?{query}")).await;
+        if expected == 200 {
+            assert_eq!(got.1["data"], json!([]), "{value}");
+        } else {
+            problem(&got, 400, "invalid_filter", value);
+            let got = api
+                .call(Method::DELETE, &format!("members?{query}"), None)
+                .await;
+            problem(&got, 400, "invalid_filter", value);
+        }
+    }
+
+    // Identifiers that are not the schema's: columns and tables, encoded.
+    let weird = [
+        "na\"me",
+        "name\"",
+        "\"name\"",
+        "name;--",
+        "name; DROP TABLE members",
+        "name\0",
+        "\0",
+        "näme",
+        "名前",
+        "NAME",
+        "name ",
+        "rowid",
+        "oid",
+        "*",
+        "members.name",
+        "",
+    ];
+    for column in weird {
+        let query = format!("{}=eq.x", enc(column));
+        let got = api.get(&format!("members?{query}")).await;
+        let detail = problem(&got, 400, "column_not_found", &format!("filter {column:?}"));
+        assert!(
+            detail.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+            "echoed names are printable: {detail:?}"
+        );
+        let got = api
+            .call(Method::DELETE, &format!("members?{query}"), None)
+            .await;
+        problem(
+            &got,
+            400,
+            "column_not_found",
+            &format!("delete filter {column:?}"),
+        );
+        let got = api
+            .call(
+                Method::POST,
+                "members",
+                Some(json!({ "name": "Zed", column: "x" })),
+            )
+            .await;
+        problem(&got, 400, "column_not_found", &format!("insert {column:?}"));
+        let got = api
+            .call(Method::PATCH, "members/m1", Some(json!({ column: "x" })))
+            .await;
+        problem(&got, 400, "column_not_found", &format!("patch {column:?}"));
+        // (`select` trims spaces around names; `*` is every column.)
+        if !["", "*", "name "].contains(&column) {
+            let got = api.get(&format!("members?select={}", enc(column))).await;
+            problem(&got, 400, "column_not_found", &format!("select {column:?}"));
+        }
+        if !column.is_empty() {
+            // `a.b` reads as column `a`, direction `b`.
+            let code = if column.contains('.') {
+                "invalid_filter"
+            } else {
+                "column_not_found"
+            };
+            let got = api.get(&format!("members?order={}", enc(column))).await;
+            problem(&got, 400, code, &format!("order {column:?}"));
+        }
+    }
+    unchanged("columns".into()).await;
+    for table in [
+        "mem\"bers",
+        "members\"",
+        "\"members\"",
+        "members;",
+        "members; DROP TABLE members",
+        "members\0",
+        "\0",
+        "mémbers",
+        "メンバー",
+        "MEMBERS",
+        "members ",
+        "members--",
+        "_tenancy_migrations",
+        "_anything",
+        "sqlite_master",
+        "sqlite_schema",
+        "sqlite_sequence",
+        "pragma_table_info",
+        "main.members",
+        "members/../items",
+    ] {
+        let t = enc(table);
+        for (method, path, body) in [
+            (Method::GET, t.clone(), None),
+            (Method::GET, format!("{t}?name=eq.x"), None),
+            (Method::GET, format!("{t}/m1"), None),
+            (
+                Method::POST,
+                t.clone(),
+                Some(json!({ "name": "x", "version": 99 })),
+            ),
+            (
+                Method::PATCH,
+                format!("{t}/m1"),
+                Some(json!({ "name": "x" })),
+            ),
+            (Method::DELETE, format!("{t}/m1"), None),
+            (
+                Method::PATCH,
+                format!("{t}?name=eq.x"),
+                Some(json!({ "name": "x" })),
+            ),
+            (Method::DELETE, format!("{t}?name=eq.x"), None),
+            (Method::DELETE, format!("{t}?version=gt.0"), None),
+        ] {
+            let got = api.call(method.clone(), &path, body).await;
+            let detail = problem(&got, 404, "table_not_found", &format!("{method} {table:?}"));
+            assert!(
+                detail.chars().all(|c| c.is_ascii_graphic() || c == ' '),
+                "{detail:?}"
+            );
+        }
+    }
+    unchanged("tables".into()).await;
+
+    // Selection and order tricks.
+    for (query, code) in [
+        ("select=name,(SELECT 1)", "column_not_found"),
+        ("select=*,rowid", "column_not_found"),
+        ("select=rowid", "column_not_found"),
+        ("select=name;DROP TABLE members", "column_not_found"),
+        ("select=count(*)", "column_not_found"),
+        ("select=name as x", "column_not_found"),
+        ("select=name,", "column_not_found"),
+        ("select=sqlite_version()", "column_not_found"),
+        ("select=name&select=id", "invalid_filter"),
+        ("order=name;DROP TABLE members", "column_not_found"),
+        ("order=(SELECT 1)", "column_not_found"),
+        ("order=random()", "column_not_found"),
+        ("order=1", "column_not_found"),
+        ("order=name.desc;--", "invalid_filter"),
+        ("order=name.desc nulls first", "invalid_filter"),
+        ("order=name&order=id", "invalid_filter"),
+        (
+            "order=id,name,class,dkp,joined_at,id.desc",
+            "invalid_filter",
+        ),
+    ] {
+        let encoded: String = query
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                format!("{k}={}", enc(v))
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let got = api.get(&format!("members?{encoded}")).await;
+        problem(&got, 400, code, query);
+    }
+
+    // Limits.
+    for limit in [
+        "99999999999999999999999",
+        "18446744073709551616",
+        "1001",
+        "0",
+        "-1",
+        "-0",
+        "abc",
+        "1.5",
+        "1e3",
+        "",
+        " 10",
+        "10;",
+        "0x10",
+    ] {
+        let got = api.get(&format!("members?limit={}", enc(limit))).await;
+        problem(&got, 400, "invalid_filter", &format!("limit {limit:?}"));
+    }
+    for limit in ["1", "1000"] {
+        let (status, _) = api.get(&format!("members?limit={limit}")).await;
+        assert_eq!(status, 200, "limit {limit}");
+    }
+    let got = api.get("members?limit=1&limit=2").await;
+    problem(&got, 400, "invalid_filter", "two limits");
+
+    // Bodies.
+    let deep_array = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let deep_object = format!("{}\"x\"{}", "{\"name\":".repeat(200), "}".repeat(200));
+    let deep_value = format!(r#"{{"name":"Zed","class":{}}}"#, deep_array);
+    for (body, status, code) in [
+        (deep_array.clone(), 400, "malformed_json"),
+        (deep_object, 400, "malformed_json"),
+        (deep_value, 400, "malformed_json"),
+        (r#"{"name":"#.to_owned(), 400, "malformed_json"),
+        (r#"{"name":"Zed"} x"#.to_owned(), 400, "malformed_json"),
+        (r#"{'name':'Zed'}"#.to_owned(), 400, "malformed_json"),
+        ("".to_owned(), 400, "malformed_json"),
+        (
+            r#"{"name":"Zed","name":"Yan"}"#.to_owned(),
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"[{"name":"Zed"},{"name":"Yan","name":"Yan"}]"#.to_owned(),
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"name":"Zed","dkp":1,"dkp":1}"#.to_owned(),
+            400,
+            "invalid_body",
+        ),
+        (r#""Zed""#.to_owned(), 400, "invalid_body"),
+        ("5".to_owned(), 400, "invalid_body"),
+        ("null".to_owned(), 400, "invalid_body"),
+        ("[1]".to_owned(), 400, "invalid_body"),
+    ] {
+        let got = api
+            .raw(
+                Method::POST,
+                "members",
+                Some("application/json"),
+                body.clone().into_bytes(),
+            )
+            .await
+            .unwrap();
+        problem(
+            &got,
+            status,
+            code,
+            &body.chars().take(60).collect::<String>(),
+        );
+        if code == "invalid_body" && body.starts_with('{') {
+            let got = api
+                .raw(
+                    Method::PATCH,
+                    "members/m1",
+                    Some("application/json"),
+                    body.clone().into_bytes(),
+                )
+                .await
+                .unwrap();
+            problem(&got, status, code, &format!("PATCH {body}"));
+        }
+    }
+    let got = api
+        .raw(
+            Method::PATCH,
+            "members?dkp=gt.0",
+            Some("application/json"),
+            deep_array.into_bytes(),
+        )
+        .await
+        .unwrap();
+    problem(&got, 400, "malformed_json", "deep bulk patch");
+    unchanged("bodies".into()).await;
+
+    // Wrong or missing content types.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/xml"),
+        None,
+    ] {
+        for (method, path) in [
+            (Method::POST, "members"),
+            (Method::PATCH, "members/m1"),
+            (Method::PATCH, "members?dkp=gt.0"),
+        ] {
+            let got = api
+                .raw(
+                    method.clone(),
+                    path,
+                    content_type,
+                    br#"{"name":"Zed"}"#.to_vec(),
+                )
+                .await
+                .unwrap();
+            problem(
+                &got,
+                415,
+                "unsupported_media_type",
+                &format!("{method} {path} {content_type:?}"),
+            );
+        }
+    }
+    unchanged("content types".into()).await;
+
+    // Over the size limit: 10 MB, and one byte over 2 MiB.
+    let limit = 2 * 1024 * 1024;
+    let frame = r#"{"name":""}"#.len();
+    let just_over = format!(r#"{{"name":"{}"}}"#, "x".repeat(limit + 1 - frame));
+    assert_eq!(just_over.len(), limit + 1);
+    let got = api
+        .raw(
+            Method::POST,
+            "members",
+            Some("application/json"),
+            just_over.into_bytes(),
+        )
+        .await
+        .unwrap();
+    problem(&got, 413, "body_too_large", "2 MiB + 1");
+    // 10 MB over a bare socket: the server answers once it has read past the limit and
+    // closes without reading the rest, which a full HTTP client reports as a broken pipe.
+    let (status, body) = post_huge(&s, "/t/g/v1/data/members", 10 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("body_too_large"), "{body}");
+    let (status, _) = api.get("members?limit=1").await;
+    assert_eq!(status, 200, "the server is still up");
+    unchanged("large bodies".into()).await;
+
+    // Primary keys do not change, alone or in bulk.
+    for (path, body) in [
+        ("members/m1", json!({ "id": "m9" })),
+        ("members/m1", json!({ "id": "m2" })),
+        ("members/m1", json!({ "dkp": 1, "id": "M1" })),
+        ("members/m1", json!({ "id": null })),
+        ("members?id=eq.m1", json!({ "id": "m9" })),
+        ("members?id=eq.m1", json!({ "id": "m1" })),
+        ("members?dkp=gte.0", json!({ "id": "same" })),
+    ] {
+        let got = api.call(Method::PATCH, path, Some(body.clone())).await;
+        let detail = problem(&got, 400, "invalid_value", &format!("{path} {body}"));
+        assert!(detail.contains("id"), "{detail}");
+    }
+    unchanged("primary keys".into()).await;
+    assert_eq!(exact_members().await, members_before);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Roles and resolvers
+// ---------------------------------------------------------------------------------------
+
+async fn api_key(s: &Server, slug: &str, role: &str) -> String {
+    let (status, key) = s
+        .json(
+            Method::POST,
+            &format!("/v1/tenants/{slug}/api-keys"),
+            Some(ADMIN_TOKEN),
+            Some(json!({ "role": role, "label": format!("data:{role}") })),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+async fn add_member(s: &Server, slug: &str, email: &str, role: &str) {
+    let (status, body) = s
+        .json(
+            Method::POST,
+            &format!("/v1/tenants/{slug}/members"),
+            Some(ADMIN_TOKEN),
+            Some(json!({ "email": email, "role": role })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_read_members_write() {
+    let s = guild().await;
+    let api = Api::new(&s, "g");
+    api.insert("members", roster()).await;
+    s.signup("viewer@g.gg").await;
+    s.signup("member@g.gg").await;
+    add_member(&s, "g", "viewer@g.gg", "viewer").await;
+    add_member(&s, "g", "member@g.gg", "member").await;
+    let viewer_key = api_key(&s, "g", "viewer").await;
+    let member_key = api_key(&s, "g", "member").await;
+    let viewer_user = s.login("viewer@g.gg", None).await;
+    let member_user = s.login("member@g.gg", Some("g")).await;
+
+    let before = snapshot(&s, "g").await;
+    for token in [&viewer_key, &viewer_user] {
+        let (status, body) = s
+            .json(
+                Method::GET,
+                "/t/g/v1/data/members?order=id",
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 8);
+        let (status, body) = s
+            .json(Method::GET, "/t/g/v1/data/members/m1", Some(token), None)
+            .await;
+        assert_eq!((status, &body["name"]), (200, &json!("Aria")));
+        for (method, path, body) in [
+            (
+                Method::POST,
+                "/t/g/v1/data/members",
+                Some(json!({ "name": "Zed" })),
+            ),
+            (
+                Method::POST,
+                "/t/g/v1/data/members",
+                Some(json!([{ "name": "Zed" }])),
+            ),
+            (
+                Method::PATCH,
+                "/t/g/v1/data/members/m1",
+                Some(json!({ "dkp": 1 })),
+            ),
+            (Method::DELETE, "/t/g/v1/data/members/m1", None),
+            (
+                Method::PATCH,
+                "/t/g/v1/data/members?dkp=gte.0",
+                Some(json!({ "dkp": 1 })),
+            ),
+            (Method::DELETE, "/t/g/v1/data/members?dkp=gte.0", None),
+        ] {
+            let got = s.json(method.clone(), path, Some(token), body).await;
+            problem(&got, 403, "forbidden", &format!("viewer {method} {path}"));
+        }
+    }
+    assert_eq!(snapshot(&s, "g").await, before, "viewers changed nothing");
+
+    for token in [&member_key, &member_user] {
+        let (status, body) = s
+            .json(
+                Method::POST,
+                "/t/g/v1/data/members",
+                Some(token),
+                Some(json!({ "id": "new", "name": "Zed" })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = s
+            .json(
+                Method::PATCH,
+                "/t/g/v1/data/members/new",
+                Some(token),
+                Some(json!({ "dkp": 5 })),
+            )
+            .await;
+        assert_eq!((status, &body["dkp"]), (200, &json!(5)));
+        let (status, body) = s
+            .json(
+                Method::PATCH,
+                "/t/g/v1/data/members?id=eq.new",
+                Some(token),
+                Some(json!({ "dkp": 6 })),
+            )
+            .await;
+        assert_eq!((status, &body["data"][0]["dkp"]), (200, &json!(6)));
+        let (status, _) = s
+            .json(
+                Method::DELETE,
+                "/t/g/v1/data/members/new",
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204);
+        let (status, body) = s
+            .json(
+                Method::DELETE,
+                "/t/g/v1/data/members?id=eq.new",
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!((status, &body), (200, &json!({ "deleted": 0 })));
+    }
+    assert_eq!(snapshot(&s, "g").await, before);
+
+    // Nobody anonymous.
+    let got = s
+        .json(Method::GET, "/t/g/v1/data/members", None, None)
+        .await;
+    assert_eq!(got.0, 401);
+    let got = s
+        .json(
+            Method::GET,
+            "/t/g/v1/data/members",
+            Some("not-a-token"),
+            None,
+        )
+        .await;
+    assert_eq!(got.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_resolver_reaches_the_data() {
+    let s = Server::start().await;
+    s.create_tenant("a").await;
+    s.create_tenant("b").await;
+    Api::new(&s, "a")
+        .insert("members", json!({ "id": "a1", "name": "Aria of A" }))
+        .await;
+    Api::new(&s, "b")
+        .insert("members", json!({ "id": "b1", "name": "Borin of B" }))
+        .await;
+    s.signup("m@a.gg").await;
+    add_member(&s, "a", "m@a.gg", "member").await;
+    let unscoped = s.login("m@a.gg", None).await;
+    let scoped = s.login("m@a.gg", Some("a")).await;
+    let key = api_key(&s, "a", "member").await;
+
+    let ways: Vec<Way> = vec![
+        (
+            "path",
+            "/t/a/v1/data/members".into(),
+            unscoped.as_str(),
+            vec![],
+        ),
+        (
+            "subdomain",
+            "/v1/data/members".into(),
+            unscoped.as_str(),
+            vec![("host", "a.localhost")],
+        ),
+        (
+            "header",
+            "/v1/data/members".into(),
+            unscoped.as_str(),
+            vec![("x-tenant", "a")],
+        ),
+        ("token", "/v1/data/members".into(), scoped.as_str(), vec![]),
+        ("api key", "/v1/data/members".into(), key.as_str(), vec![]),
+        (
+            "admin by path",
+            "/t/a/v1/data/members".into(),
+            ADMIN_TOKEN,
+            vec![],
+        ),
+        (
+            "admin by header",
+            "/v1/data/members".into(),
+            ADMIN_TOKEN,
+            vec![("x-tenant", "a")],
+        ),
+    ];
+    for (how, path, token, headers) in &ways {
+        let resp = s.call(Method::GET, path, Some(token), headers, None).await;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 200, "{how}: {body}");
+        assert_eq!(ids(body["data"].as_array().unwrap()), ["a1"], "{how}");
+        let resp = s
+            .call(
+                Method::GET,
+                &format!("{path}/a1"),
+                Some(token),
+                headers,
+                None,
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{how} by id");
+        let resp = s
+            .call(
+                Method::GET,
+                &format!("{path}/b1"),
+                Some(token),
+                headers,
+                None,
+            )
+            .await;
+        assert_eq!(resp.status(), 404, "{how}: b's row is not in a");
+        let resp = s
+            .call(
+                Method::PATCH,
+                &format!("{path}/a1"),
+                Some(token),
+                headers,
+                Some(json!({ "dkp": 3 })),
+            )
+            .await;
+        assert_eq!(resp.status(), 200, "{how} writes");
+    }
+    // An unscoped user must name a tenant; bound principals cannot name another.
+    let got = s
+        .json(Method::GET, "/v1/data/members", Some(&unscoped), None)
+        .await;
+    problem(&got, 400, "tenant_required", "unscoped");
+    for token in [&scoped, &key] {
+        let got = s
+            .json(Method::GET, "/t/b/v1/data/members", Some(token), None)
+            .await;
+        problem(&got, 403, "tenant_conflict", "bound principal naming b");
+    }
+    let got = s
+        .json(Method::GET, "/t/b/v1/data/members", Some(&unscoped), None)
+        .await;
+    problem(&got, 404, "tenant_not_found", "not a member of b");
+    let (_, b) = Api::new(&s, "b").get("members/b1").await;
+    assert_eq!(b["dkp"], 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. Isolation
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_see_each_others_rows() {
+    let s = Server::start().await;
+    s.create_tenant("a").await;
+    s.create_tenant("b").await;
+    let a = Api::new(&s, "a");
+    let b = Api::new(&s, "b");
+    let a_rows = a.insert("members", roster()).await;
+    let item = a
+        .insert("items", json!({ "name": "Sword of A" }))
+        .await
+        .remove(0);
+    let generated = a
+        .insert("members", json!({ "name": "Generated" }))
+        .await
+        .remove(0);
+    // The same name is fine in another tenant: constraints are per tenant.
+    let b_row = b
+        .insert("members", json!({ "id": "b1", "name": "Aria" }))
+        .await
+        .remove(0);
+    let a_before = snapshot(&s, "a").await;
+    let b_key = api_key(&s, "b", "owner").await;
+    let item_id = item["id"].as_str().unwrap().to_owned();
+    let generated_id = generated["id"].as_str().unwrap().to_owned();
+
+    let mut a_ids: Vec<String> = ids(&a_rows);
+    a_ids.push(generated_id.clone());
+    for (how, prefix, token, headers) in [
+        ("path", "/t/b/v1/data", ADMIN_TOKEN, vec![]),
+        ("header", "/v1/data", ADMIN_TOKEN, vec![("x-tenant", "b")]),
+        (
+            "subdomain",
+            "/v1/data",
+            ADMIN_TOKEN,
+            vec![("host", "b.localhost")],
+        ),
+        ("api key", "/v1/data", b_key.as_str(), vec![]),
+    ] {
+        let call = |method: Method, rest: String, body: Option<Value>| {
+            let headers = headers.clone();
+            let s = &s;
+            async move {
+                let resp = s
+                    .call(
+                        method,
+                        &format!("{prefix}/{rest}"),
+                        Some(token),
+                        &headers,
+                        body,
+                    )
+                    .await;
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+        };
+        let (status, body) = call(Method::GET, "members?limit=1000&count=exact".into(), None).await;
+        assert_eq!(status, 200, "{how}: {body}");
+        assert_eq!(ids(body["data"].as_array().unwrap()), ["b1"], "{how}");
+        assert_eq!(body["count"], 1);
+        let (_, body) = call(Method::GET, "items".into(), None).await;
+        assert_eq!(body["data"], json!([]), "{how}");
+        for id in a_ids.iter().chain([&item_id]) {
+            let table = if id == &item_id { "items" } else { "members" };
+            let got = call(Method::GET, format!("{table}/{id}"), None).await;
+            problem(&got, 404, "row_not_found", &format!("{how} GET {id}"));
+            let got = call(
+                Method::PATCH,
+                format!("{table}/{id}"),
+                Some(json!({ "name": "hijacked" })),
+            )
+            .await;
+            problem(&got, 404, "row_not_found", &format!("{how} PATCH {id}"));
+            let got = call(Method::DELETE, format!("{table}/{id}"), None).await;
+            problem(&got, 404, "row_not_found", &format!("{how} DELETE {id}"));
+            let (status, body) = call(Method::GET, format!("{table}?id=eq.{id}"), None).await;
+            assert_eq!((status, &body["data"]), (200, &json!([])), "{how}");
+            let (status, body) = call(
+                Method::PATCH,
+                format!("{table}?id=eq.{id}"),
+                Some(json!({ "name": "hijacked" })),
+            )
+            .await;
+            assert_eq!((status, &body), (200, &json!({ "data": [] })), "{how}");
+            let (status, body) = call(Method::DELETE, format!("{table}?id=eq.{id}"), None).await;
+            assert_eq!((status, &body), (200, &json!({ "deleted": 0 })), "{how}");
+        }
+        // Every row b can match, by any filter, is b's.
+        let (_, body) = call(Method::GET, "members?name=like.*".into(), None).await;
+        assert_eq!(ids(body["data"].as_array().unwrap()), ["b1"]);
+    }
+    assert_eq!(snapshot(&s, "a").await, a_before, "a is intact");
+    let (status, shown) = b.get("members/b1").await;
+    assert_eq!((status, &shown), (200, &b_row));
+    // And the other way: a does not see b's row.
+    problem(&a.get("members/b1").await, 404, "row_not_found", "a GET b1");
+    let rows = a.rows("members", "name=eq.Aria").await;
+    assert_eq!(ids(&rows), ["m1"]);
+    // b's key cannot be pointed at a.
+    let got = s
+        .json(Method::GET, "/t/a/v1/data/members", Some(&b_key), None)
+        .await;
+    problem(&got, 403, "tenant_conflict", "b's key naming a");
+}
