@@ -37,10 +37,7 @@ pub async fn create_key(
             &principal.actor(),
         )
         .await?;
-    let mut value =
-        serde_json::to_value(&key).map_err(|e| tenancy::Error::Internal(e.to_string()))?;
-    value["key"] = json!(secret);
-    Ok((StatusCode::CREATED, axum::Json(value)))
+    super::api_keys::created(&key, secret)
 }
 
 pub async fn list_keys(

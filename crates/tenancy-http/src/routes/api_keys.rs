@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenancy::identity::KeyScope;
+use tenancy::identity::{ApiKey, KeyScope};
 use tenancy::Role;
 
 use super::members::parse_role;
@@ -52,10 +52,7 @@ pub async fn create(
             &principal.actor(),
         )
         .await?;
-    let mut value =
-        serde_json::to_value(&key).map_err(|e| tenancy::Error::Internal(e.to_string()))?;
-    value["key"] = json!(secret);
-    Ok((StatusCode::CREATED, axum::Json(value)))
+    created(&key, secret)
 }
 
 pub async fn list(
@@ -77,4 +74,12 @@ pub async fn revoke(
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "api_keys.revoke").await?;
     state.engine.revoke_api_key(Some(tenant.id), &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `201` with the key's listing and, this once, the full key.
+pub(crate) fn created(key: &ApiKey, secret: String) -> ApiResult<impl IntoResponse + use<>> {
+    let mut value =
+        serde_json::to_value(key).map_err(|e| tenancy::Error::Internal(e.to_string()))?;
+    value["key"] = json!(secret);
+    Ok((StatusCode::CREATED, axum::Json(value)))
 }
