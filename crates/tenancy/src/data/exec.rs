@@ -178,20 +178,23 @@ fn key_of(table: &Table, raw: &str) -> Result<(String, Sql)> {
 }
 
 pub fn get(conn: &Connection, table: &Table, id: &str) -> Result<Object> {
-    let (key, value) = key_of(table, id)?;
-    let columns = all_columns(table);
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {} = ?",
-        select_list(&columns),
-        quote(&table.name),
-        quote(&key)
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(|e| db_error(table, e))?;
+    let (_, value) = key_of(table, id)?;
+    let sql = table.select_by_key.as_deref().ok_or(Error::RowNotFound)?;
+    let mut stmt = conn.prepare_cached(sql).map_err(|e| db_error(table, e))?;
     let mut rows = stmt.query([value]).map_err(|e| db_error(table, e))?;
     match rows.next().map_err(|e| db_error(table, e))? {
-        Some(row) => row_object(table, row, &columns).map_err(|e| db_error(table, e)),
+        Some(row) => all_columns_object(table, row).map_err(|e| db_error(table, e)),
         None => Err(Error::RowNotFound),
     }
+}
+
+/// A row selected with every column, in table order.
+fn all_columns_object(table: &Table, row: &Row<'_>) -> rusqlite::Result<Object> {
+    let mut object = Map::with_capacity(table.columns.len());
+    for (i, col) in table.columns.iter().enumerate() {
+        object.insert(col.name.clone(), sql_to_json(col, row.get_ref(i)?));
+    }
+    Ok(object)
 }
 
 /// Checks an object's keys and converts its values, in column order.

@@ -74,10 +74,9 @@ impl SqliteStore {
 
     /// The tenant's cached handle, opening the file if needed. Never creates a file.
     pub fn handle(&self, id: TenantId, location: &str) -> Result<std::sync::Arc<TenantDb>> {
-        let path = self.path(location);
         self.handles.get_or_open(id, || {
             Ok(TenantDb {
-                conn: Mutex::new(open_existing(&path)?),
+                conn: Mutex::new(open_existing(&self.path(location))?),
             })
         })
     }
