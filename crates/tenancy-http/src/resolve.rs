@@ -254,9 +254,10 @@ fn subdomain<'a>(host: Option<&'a str>, bases: &[String]) -> Option<&'a str> {
 
 /// A host that may be a custom domain: not a base domain or under one, not an IP.
 fn is_custom_host(host: &str, bases: &[String]) -> bool {
-    let under_base = bases
-        .iter()
-        .any(|b| host == b || host.ends_with(&format!(".{b}")));
+    let under_base = bases.iter().any(|b| {
+        host.strip_suffix(b.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    });
     !under_base && host.parse::<std::net::IpAddr>().is_err() && host.contains('.')
 }
 

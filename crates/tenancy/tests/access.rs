@@ -1,8 +1,35 @@
 //! Access through the read cache: changes by another process are seen within the catalog's
 //! poll interval (2 ms); changes through the same engine at once.
 
-use tenancy::identity::KeyScope;
-use tenancy::{Engine, EngineConfig, Role, Slug};
+use tenancy::identity::{ApiKey, KeyScope};
+use tenancy::{Engine, EngineConfig, Role, Slug, Tenant};
+
+/// An engine on a fresh folder with tenant `acme` and one key of it with `role`.
+async fn acme_with_key(role: Role) -> (tempfile::TempDir, Engine, Tenant, ApiKey, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
+    let tenant = engine
+        .create_tenant(Slug::parse("acme").unwrap(), None)
+        .await
+        .unwrap();
+    let (key, secret) = new_key(&engine, &tenant, role).await;
+    (dir, engine, tenant, key, secret)
+}
+
+async fn new_key(engine: &Engine, tenant: &Tenant, role: Role) -> (ApiKey, String) {
+    engine
+        .create_api_key(
+            KeyScope::Tenant {
+                tenant_id: tenant.id,
+                role,
+            },
+            None,
+            None,
+            "test",
+        )
+        .await
+        .unwrap()
+}
 
 /// Longer than the catalog's poll interval for other processes' changes.
 async fn settle() {
@@ -11,24 +38,7 @@ async fn settle() {
 
 #[tokio::test]
 async fn a_revocation_through_this_engine_is_seen_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
-    let tenant = engine
-        .create_tenant(Slug::parse("acme").unwrap(), None)
-        .await
-        .unwrap();
-    let (key, secret) = engine
-        .create_api_key(
-            KeyScope::Tenant {
-                tenant_id: tenant.id,
-                role: Role::Member,
-            },
-            None,
-            None,
-            "test",
-        )
-        .await
-        .unwrap();
+    let (_dir, engine, tenant, key, secret) = acme_with_key(Role::Member).await;
     for _ in 0..3 {
         engine.authenticate_api_key(&secret).await.unwrap();
     }
@@ -44,24 +54,7 @@ async fn a_revocation_through_this_engine_is_seen_at_once() {
 
 #[tokio::test]
 async fn a_revocation_by_another_process_is_seen_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
-    let tenant = server
-        .create_tenant(Slug::parse("acme").unwrap(), None)
-        .await
-        .unwrap();
-    let (key, secret) = server
-        .create_api_key(
-            KeyScope::Tenant {
-                tenant_id: tenant.id,
-                role: Role::Member,
-            },
-            None,
-            None,
-            "test",
-        )
-        .await
-        .unwrap();
+    let (dir, server, tenant, key, secret) = acme_with_key(Role::Member).await;
     // Warm the cache.
     for _ in 0..3 {
         server.authenticate_api_key(&secret).await.unwrap();
@@ -72,18 +65,7 @@ async fn a_revocation_by_another_process_is_seen_at_once() {
     assert!(server.authenticate_api_key(&secret).await.is_err());
 
     // Suspension and deletion are seen at once too.
-    let (_, other) = server
-        .create_api_key(
-            KeyScope::Tenant {
-                tenant_id: tenant.id,
-                role: Role::Viewer,
-            },
-            None,
-            None,
-            "test",
-        )
-        .await
-        .unwrap();
+    let (_, other) = new_key(&server, &tenant, Role::Viewer).await;
     server.authenticate_api_key(&other).await.unwrap();
     let found = server.find_tenant(&tenant.slug).await.unwrap().unwrap();
     assert_eq!(found.status, tenancy::TenantStatus::Active);
@@ -99,24 +81,7 @@ async fn a_revocation_by_another_process_is_seen_at_once() {
 
 #[tokio::test]
 async fn key_use_is_recorded_without_a_write_per_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(EngineConfig::new(dir.path())).await.unwrap();
-    let tenant = engine
-        .create_tenant(Slug::parse("acme").unwrap(), None)
-        .await
-        .unwrap();
-    let (key, secret) = engine
-        .create_api_key(
-            KeyScope::Tenant {
-                tenant_id: tenant.id,
-                role: Role::Member,
-            },
-            None,
-            None,
-            "test",
-        )
-        .await
-        .unwrap();
+    let (dir, engine, tenant, key, secret) = acme_with_key(Role::Member).await;
     let before = engine.catalog().generation().unwrap();
     for _ in 0..50 {
         engine.authenticate_api_key(&secret).await.unwrap();
