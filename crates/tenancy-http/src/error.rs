@@ -39,6 +39,19 @@ impl ApiError {
         self
     }
 
+    /// The one 404 for a tenant that does not exist, may not be seen, or whose name is not
+    /// even a slug: all alike, so tenants cannot be enumerated.
+    pub fn tenant_not_found(raw_slug: &str) -> ApiError {
+        ApiError::from(tenancy::Error::TenantNotFound {
+            slug: raw_slug.chars().take(63).collect(),
+        })
+    }
+
+    /// A slug a client sent: an invalid one names no tenant (the same 404).
+    pub fn slug_or_not_found(raw: &str) -> ApiResult<tenancy::Slug> {
+        tenancy::Slug::parse(raw).map_err(|_| ApiError::tenant_not_found(raw))
+    }
+
     pub fn forbidden(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }

@@ -90,12 +90,6 @@ impl TenantContext {
     }
 }
 
-fn not_found(slug: &str) -> ApiError {
-    ApiError::from(tenancy::Error::TenantNotFound {
-        slug: slug.chars().take(63).collect(),
-    })
-}
-
 /// The live tenant with this slug, `None` if there is none (or the slug is not valid).
 async fn by_slug(state: &AppState, raw: &str) -> ApiResult<Option<Tenant>> {
     let Ok(slug) = Slug::parse(raw) else {
@@ -196,12 +190,12 @@ impl FromRequestParts<AppState> for TenantContext {
                 ),
             ));
         }
-        let tenant = first.ok_or_else(|| not_found(""))?;
+        let tenant = first.ok_or_else(|| ApiError::tenant_not_found(""))?;
         let access = state
             .engine
             .access(&principal, &tenant, "tenant.request")
             .await?
-            .ok_or_else(|| not_found(tenant.slug.as_str()))?;
+            .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
         check_status(&tenant)?;
         let ctx = TenantContext {
             resolved_by: named.iter().map(|(r, _)| r.as_str()).collect(),
@@ -239,7 +233,9 @@ pub fn check_status(tenant: &Tenant) -> ApiResult<()> {
             ),
         )
         .retry_after(60)),
-        TenantStatus::Deleting | TenantStatus::Deleted => Err(not_found(tenant.slug.as_str())),
+        TenantStatus::Deleting | TenantStatus::Deleted => {
+            Err(ApiError::tenant_not_found(tenant.slug.as_str()))
+        }
     }
 }
 

@@ -1,64 +1,45 @@
 //! The control plane over real HTTP: the server runs in-process on 127.0.0.1:0 with a
 //! fresh data folder per test, and every request goes through reqwest.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::Server;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tenancy::{Engine, EngineConfig};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "s3cret-Admin-Token";
 
-/// One server on its own port and its own data folder; stops when dropped.
+/// One server on its own port and its own data folder (see `common::Server`), with the
+/// helpers of this suite; stops when dropped.
 struct TestServer {
-    base_url: String,
+    server: Server,
     token: String,
-    _dir: TempDir,
-    engine: Engine,
-    client: Client,
-    _shutdown: oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Server;
+    fn deref(&self) -> &Server {
+        &self.server
+    }
 }
 
 impl TestServer {
     async fn start() -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(EngineConfig::new(dir.path()))
-            .await
-            .expect("engine opens");
-        let (admin_token, shown) = engine.admin_token(Some(TOKEN)).await.expect("admin token");
-        assert!(shown.is_none(), "a configured token is never shown back");
-        let app = tenancy_http::router(tenancy_http::AppState::new(engine.clone(), admin_token));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            tenancy_http::serve(listener, app, async move {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
-        });
         TestServer {
-            base_url: format!("http://{addr}"),
+            server: Server::start_with_admin_token(TOKEN).await,
             token: TOKEN.to_owned(),
-            _dir: dir,
-            engine,
-            client: Client::new(),
-            _shutdown: tx,
         }
     }
 
     fn data_dir(&self) -> &Path {
-        self._dir.path()
+        self.server.dir.path()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+        format!("{}{path}", self.base)
     }
 
     fn bearer(&self) -> String {

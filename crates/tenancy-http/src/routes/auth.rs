@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenancy::{Principal, Session, Slug};
+use tenancy::{Principal, Session};
 
 use crate::auth::{Authenticated, ClientAddr};
 use crate::error::{ApiError, ApiResult};
@@ -63,11 +63,7 @@ pub async fn login(
     Json(body): Json<Login>,
 ) -> ApiResult<axum::Json<Session>> {
     let tenant = match &body.tenant {
-        Some(raw) => Some(Slug::parse(raw).map_err(|_| {
-            ApiError::from(tenancy::Error::TenantNotFound {
-                slug: raw.chars().take(63).collect(),
-            })
-        })?),
+        Some(raw) => Some(ApiError::slug_or_not_found(raw)?),
         None => None,
     };
     let session = state

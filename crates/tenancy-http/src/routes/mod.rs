@@ -10,7 +10,7 @@ pub mod members;
 pub mod tenant;
 pub mod tenants;
 
-use tenancy::{Access, Principal, Role, Slug, Tenant};
+use tenancy::{Access, Principal, Role, Tenant};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -24,12 +24,8 @@ pub(crate) async fn tenant_for(
     needed: Role,
     action: &str,
 ) -> ApiResult<(Tenant, Access)> {
-    let not_found = || {
-        ApiError::from(tenancy::Error::TenantNotFound {
-            slug: raw_slug.chars().take(63).collect(),
-        })
-    };
-    let slug = Slug::parse(raw_slug).map_err(|_| not_found())?;
+    let not_found = || ApiError::tenant_not_found(raw_slug);
+    let slug = ApiError::slug_or_not_found(raw_slug)?;
     let tenant = state.engine.tenant(&slug).await?;
     let access = state
         .engine

@@ -39,8 +39,25 @@ impl Server {
         engine_config: EngineConfig,
         config: HttpConfig,
     ) -> Server {
+        Self::start_full(dir, engine_config, config, ADMIN_TOKEN).await
+    }
+
+    /// A default server whose admin token is `admin_token`.
+    pub async fn start_with_admin_token(admin_token: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine_config = EngineConfig::new(dir.path());
+        Self::start_full(dir, engine_config, HttpConfig::default(), admin_token).await
+    }
+
+    async fn start_full(
+        dir: TempDir,
+        engine_config: EngineConfig,
+        config: HttpConfig,
+        admin_token: &str,
+    ) -> Server {
         let engine = Engine::open(engine_config).await.expect("engine");
-        let (admin_token, _) = engine.admin_token(Some(ADMIN_TOKEN)).await.expect("token");
+        let (admin_token, shown) = engine.admin_token(Some(admin_token)).await.expect("token");
+        assert!(shown.is_none(), "a configured token is never shown back");
         let app = tenancy_http::router(AppState {
             engine: engine.clone(),
             admin_token,
