@@ -31,6 +31,7 @@ pub mod migrations;
 mod slug;
 pub mod store;
 mod tenant;
+pub mod transform;
 
 pub use access::{Access, AddedMember, Principal};
 pub use accounts::Session;

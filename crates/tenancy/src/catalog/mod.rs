@@ -6,6 +6,7 @@
 //! with a journal row in the same transaction, so that concurrent processes on one catalog
 //! cannot both win a transition and every transition leaves a trace.
 
+pub mod postgres;
 mod sqlite;
 
 pub use sqlite::SqliteCatalog;

@@ -2,6 +2,7 @@
 //! HTTP routes in `tenancy-http` call these through [`crate::Engine`].
 
 pub mod exec;
+pub mod pg;
 pub mod query;
 pub mod schema;
 pub mod value;
