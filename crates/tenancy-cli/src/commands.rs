@@ -181,16 +181,30 @@ const TENANT_HEADERS: &[&str] = &["SLUG", "NAME", "STATUS", "MODE", "VERSION", "
 
 async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
     match command {
-        TenantCommand::Create { slug, name, json } => {
+        TenantCommand::Create {
+            slug,
+            name,
+            mode,
+            store,
+            json,
+        } => {
+            let place = tenancy::PlaceOptions {
+                mode: mode.as_deref().map(crate::config::parse_mode).transpose()?,
+                store,
+            };
             let started = Instant::now();
-            let tenant = engine.create_tenant(Slug::parse(&slug)?, name).await?;
+            let tenant = engine
+                .create_tenant_with(Slug::parse(&slug)?, name, None, &place)
+                .await?;
             if json {
                 output::json(&tenant)?;
             } else {
                 println!(
-                    "created {} ({}) at schema version {} in {:.1} ms",
+                    "created {} ({}, {} mode in store {}) at schema version {} in {:.1} ms",
                     tenant.slug,
                     tenant.id,
+                    tenant.placement.mode,
+                    tenant.placement.store,
                     tenant.placement.schema_version,
                     started.elapsed().as_secs_f64() * 1000.0
                 );

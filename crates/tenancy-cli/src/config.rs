@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use tenancy::{CacheConfig, EngineConfig, MigrationSource};
+use tenancy::secrets::SecretKey;
+use tenancy::store::PoolLimits;
+use tenancy::{CacheConfig, EngineConfig, MigrationSource, Mode, StoreSpec};
 use tenancy_http::{HttpConfig, Resolver};
 
 pub const DEFAULT_DATA_DIR: &str = "./tenancy-data";
@@ -40,6 +42,77 @@ struct FileConfig {
     auth: AuthSection,
     #[serde(default)]
     resolution: ResolutionSection,
+    #[serde(default)]
+    catalog: CatalogSection,
+    #[serde(default)]
+    tenants: TenantsSection,
+    #[serde(default)]
+    secrets: SecretsSection,
+    #[serde(default)]
+    stores: Vec<StoreSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogSection {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsSection {
+    default_store: Option<String>,
+    default_mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsSection {
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    name: String,
+    url: String,
+    data_url: Option<String>,
+    data_role: Option<String>,
+    database_prefix: Option<String>,
+    max_connections: Option<usize>,
+    acquire_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    query_timeout_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+}
+
+impl StoreSection {
+    fn spec(self) -> Result<StoreSpec> {
+        let mut spec = StoreSpec::new(self.name, self.url);
+        if !spec.url.starts_with("postgres://") && !spec.url.starts_with("postgresql://") {
+            bail!("store {:?}: url must start with postgres://", spec.name);
+        }
+        spec.data_url = self.data_url;
+        if let Some(role) = self.data_role {
+            spec.data_role = role;
+        }
+        if let Some(prefix) = self.database_prefix {
+            spec.database_prefix = prefix;
+        }
+        let d = PoolLimits::default();
+        let ms = Duration::from_millis;
+        spec.limits = PoolLimits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            acquire_timeout: self.acquire_timeout_ms.map_or(d.acquire_timeout, ms),
+            connect_timeout: self.connect_timeout_ms.map_or(d.connect_timeout, ms),
+            query_timeout: self.query_timeout_ms.map_or(d.query_timeout, ms),
+            idle_timeout: self.idle_timeout_secs.map_or(d.idle_timeout, Duration::from_secs),
+        };
+        if spec.limits.max_connections == 0 {
+            bail!("store {:?}: max_connections must be at least 1", spec.name);
+        }
+        Ok(spec)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +276,46 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         }
         engine.tokens.access_ttl = Duration::from_secs(ttl);
     }
+    engine.catalog_url = env("TENANCY_CATALOG_URL").or(file.catalog.url);
+    let mut stores = file
+        .stores
+        .into_iter()
+        .map(StoreSection::spec)
+        .collect::<Result<Vec<_>>>()?;
+    // One PostgreSQL store from the environment, for a deployment without a file.
+    if let Some(url) = env("TENANCY_STORE_URL") {
+        let name = env("TENANCY_STORE_NAME").unwrap_or_else(|| "pg".to_owned());
+        stores.retain(|s| s.name != name);
+        stores.push(
+            StoreSection {
+                name,
+                url,
+                data_url: env("TENANCY_STORE_DATA_URL"),
+                data_role: None,
+                database_prefix: None,
+                max_connections: None,
+                acquire_timeout_ms: None,
+                connect_timeout_ms: None,
+                query_timeout_ms: None,
+                idle_timeout_secs: None,
+            }
+            .spec()?,
+        );
+    }
+    engine.stores = stores;
+    if let Some(store) = env("TENANCY_DEFAULT_STORE").or(file.tenants.default_store) {
+        engine.default_store = store;
+    }
+    if let Some(mode) = env("TENANCY_DEFAULT_MODE").or(file.tenants.default_mode) {
+        engine.default_mode = parse_mode(&mode)?;
+    }
+    engine.secret_key = match env("TENANCY_SECRET_KEY") {
+        Some(hex) => Some(SecretKey::from_hex(&hex).context("TENANCY_SECRET_KEY")?),
+        None => match file.secrets.key_file.map(relative) {
+            Some(path) => Some(SecretKey::load_or_create(&path)?),
+            None => None,
+        },
+    };
     engine.migrations = migrations;
     engine.cache = cache;
     engine.migrate_concurrency = concurrency;
@@ -213,6 +326,11 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         http,
         source,
     })
+}
+
+pub fn parse_mode(mode: &str) -> Result<Mode> {
+    mode.parse::<Mode>()
+        .map_err(|_| anyhow::anyhow!("unknown mode {mode:?}; use database, schema or shared"))
 }
 
 /// The commented `tenancy.toml` that `tenancy init` writes.
@@ -261,4 +379,28 @@ resolvers = ["api_key", "token", "path", "subdomain", "domain", "header"]
 base_domains = ["localhost"]
 #                                                              env: TENANCY_TENANT_HEADER
 tenant_header = "X-Tenant"
+
+# The catalog on PostgreSQL instead of catalog.db in data_dir.  env: TENANCY_CATALOG_URL
+# [catalog]
+# url = "postgres://tenancy@db.internal/tenancy_catalog"
+
+# PostgreSQL stores. Their URLs are kept in the catalog sealed with the secret key
+# (env TENANCY_SECRET_KEY: 64 hex digits; else [secrets] key_file; else
+# <data_dir>/secret.key, created on first need).
+# [[stores]]
+# name = "pg"
+# url = "postgres://tenancy@db.internal/tenancy"   # creates databases, schemas, tables
+# max_connections = 20          # to this server, across every tenant database
+# acquire_timeout_ms = 5000     # a request waits this long for a connection, then 503
+# query_timeout_ms = 10000
+# data_role = "tenancy_data"    # the role shared-mode requests run as (created)
+# database_prefix = "tenancy"   # database-mode tenants: <prefix>_<tenant id>
+
+[tenants]
+# Where new tenants go: "default" is the SQLite store in data_dir.
+#                                                              env: TENANCY_DEFAULT_STORE
+default_store = "default"
+# database (SQLite file or PostgreSQL database), schema or shared.
+#                                                              env: TENANCY_DEFAULT_MODE
+default_mode = "database"
 "#;

@@ -139,6 +139,12 @@ enum TenantCommand {
         slug: String,
         #[arg(long)]
         name: Option<String>,
+        /// database, schema or shared (default: [tenants] default_mode).
+        #[arg(long)]
+        mode: Option<String>,
+        /// A store name from [[stores]], or "default" (the SQLite store).
+        #[arg(long)]
+        store: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -213,11 +213,34 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "constraint_violation", e.to_string())
             }
             E::RowNotFound => ApiError::new(StatusCode::NOT_FOUND, "row_not_found", e.to_string()),
+            // The store's address and the driver's words stay in the log.
+            E::StoreUnavailable { store, .. } => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("the database holding this tenant ({store}) is unavailable; retry shortly"),
+                )
+                .retry_after(5)
+            }
+            E::StoreBusy { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_busy",
+                "every database connection stayed busy; retry shortly",
+            )
+            .retry_after(1),
+            E::UnknownStore { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_store", e.to_string())
+            }
+            E::ModeNotSupported { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "mode_not_supported", e.to_string())
+            }
             E::Catalog(_)
             | E::Sqlite(_)
             | E::Store { .. }
             | E::Io { .. }
             | E::TenantDb(_)
+            | E::Secrets(_)
             | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::internal()

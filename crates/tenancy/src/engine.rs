@@ -23,7 +23,8 @@ use crate::fault::{self, points};
 use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, UserId};
 use crate::migrations::{Dialect, MigrationSet};
 use crate::slug::Slug;
-use crate::store::{apply_migrations, CacheConfig, SqliteStore};
+use crate::secrets::SecretKey;
+use crate::store::{apply_migrations, CacheConfig, PgStore, PoolLimits, SqliteStore};
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
 use TenantStatus::*;
@@ -56,6 +57,43 @@ pub struct EngineConfig {
     pub login_limit_per_email: LimitConfig,
     /// Failed logins per client address.
     pub login_limit_per_client: LimitConfig,
+    /// `postgres://…`: the catalog on PostgreSQL. `None`: `catalog.db` in `data_dir`.
+    pub catalog_url: Option<String>,
+    /// PostgreSQL stores, by name (the SQLite store `default` always exists).
+    pub stores: Vec<StoreSpec>,
+    /// Where new tenants go unless told otherwise.
+    pub default_store: String,
+    pub default_mode: Mode,
+    /// Seals secrets kept in the catalog. `None`: `<data_dir>/secret.key`, created on
+    /// first need.
+    pub secret_key: Option<SecretKey>,
+}
+
+/// A PostgreSQL store as configured (`[[stores]]`).
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub name: String,
+    pub url: String,
+    /// Connects as the data role of `shared` tenants; `None`: the engine creates
+    /// `data_role` with a generated password.
+    pub data_url: Option<String>,
+    pub data_role: String,
+    /// Tenant databases are named `<prefix>_<tenant id hex>`.
+    pub database_prefix: String,
+    pub limits: PoolLimits,
+}
+
+impl StoreSpec {
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> StoreSpec {
+        StoreSpec {
+            name: name.into(),
+            url: url.into(),
+            data_url: None,
+            data_role: "tenancy_data".into(),
+            database_prefix: "tenancy".into(),
+            limits: PoolLimits::default(),
+        }
+    }
 }
 
 impl EngineConfig {
@@ -74,6 +112,11 @@ impl EngineConfig {
                 max_failures: 30,
                 window: std::time::Duration::from_secs(15 * 60),
             },
+            catalog_url: None,
+            stores: Vec::new(),
+            default_store: DEFAULT_STORE.to_owned(),
+            default_mode: Mode::Database,
+            secret_key: None,
         }
     }
 }
@@ -98,6 +141,13 @@ impl RecoveryReport {
             && self.deleted.is_empty()
             && self.orphans_removed == 0
     }
+}
+
+/// Where a new tenant goes: `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct PlaceOptions {
+    pub store: Option<String>,
+    pub mode: Option<Mode>,
 }
 
 /// Options of a fleet migration.
@@ -145,12 +195,14 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) catalog: Arc<dyn Catalog>,
     pub(crate) store: SqliteStore,
+    pub(crate) pg_stores: HashMap<String, Arc<PgStore>>,
     pub(crate) migrations: Arc<MigrationSet>,
     pub(crate) recovery: RecoveryReport,
     /// Reloaded from the catalog when a token names a key this process has not seen.
     pub(crate) signer: std::sync::RwLock<Arc<TokenSigner>>,
     /// Introspected tenant schemas by schema version (one shape per version).
-    pub(crate) schemas: std::sync::Mutex<HashMap<i64, Arc<crate::data::Schema>>>,
+    /// Introspected tenant schemas by shape (`sqlite`, `pg-schema`, …) and version.
+    pub(crate) schemas: std::sync::Mutex<HashMap<(&'static str, i64), Arc<crate::data::Schema>>>,
     pub(crate) reads: crate::lookup::ReadCache,
     pub(crate) login_limits: LoginLimits,
 }
@@ -176,13 +228,19 @@ impl Engine {
             MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
         };
         migrations.scripts(Dialect::Sqlite)?;
-        let catalog = SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?;
+        let catalog: Arc<dyn Catalog> = match &config.catalog_url {
+            Some(_url) => return Err(Error::Internal("PENDING pg catalog".into())),
+            None => Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?),
+        };
         let store = SqliteStore::open(
             DEFAULT_STORE,
             &config.data_dir.join("tenants"),
             config.cache,
         )?;
-        let catalog: Arc<dyn Catalog> = Arc::new(catalog);
+        let pg_stores = crate::stores::open_pg_stores(&config, catalog.as_ref()).await?;
+        if !pg_stores.is_empty() {
+            migrations.scripts(Dialect::Postgres)?;
+        }
         let signer = crate::accounts::load_signer(catalog.as_ref(), &config.tokens).await?;
         let mut inner = Inner {
             login_limits: LoginLimits {
@@ -192,6 +250,7 @@ impl Engine {
             config,
             catalog,
             store,
+            pg_stores,
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
             signer: std::sync::RwLock::new(Arc::new(signer)),
@@ -220,6 +279,19 @@ impl Engine {
         &self.inner.store
     }
 
+    /// A transaction on a PostgreSQL tenant's data with its context set: `search_path`
+    /// pinned to its schema, and in `shared` mode `tenancy.tenant_id` set, both local to
+    /// the transaction. Commit it, or drop it to roll back (the connection is then closed,
+    /// not pooled). SQLite tenants use [`Engine::with_db`].
+    pub async fn session(&self, tenant: &Tenant) -> Result<crate::store::TenantSession> {
+        self.inner.session(tenant).await
+    }
+
+    /// A PostgreSQL store by name.
+    pub fn pg_store(&self, name: &str) -> Option<&Arc<PgStore>> {
+        self.inner.pg_stores.get(name)
+    }
+
     /// What recovery did when this engine opened.
     pub fn recovery(&self) -> &RecoveryReport {
         &self.inner.recovery
@@ -239,10 +311,26 @@ impl Engine {
         name: Option<String>,
         owner: Option<UserId>,
     ) -> Result<Tenant> {
+        self.create_tenant_with(slug, name, owner, &PlaceOptions::default())
+            .await
+    }
+
+    /// Creates a tenant in the given store and mode (the configured defaults where `None`).
+    pub async fn create_tenant_with(
+        &self,
+        slug: Slug,
+        name: Option<String>,
+        owner: Option<UserId>,
+        place: &PlaceOptions,
+    ) -> Result<Tenant> {
         let name = name.unwrap_or_else(|| slug.to_string());
         validate_name(&name)?;
-        self.check_migrations_unchanged().await?;
+        let config = &self.inner.config;
+        let store = place.store.as_deref().unwrap_or(&config.default_store);
+        let mode = place.mode.unwrap_or(config.default_mode);
         let id = TenantId::generate();
+        let location = self.inner.location_for(store, mode, id)?;
+        self.check_migrations_unchanged().await?;
         let tenant = self
             .catalog()
             .insert_tenant(&NewTenant {
@@ -250,9 +338,9 @@ impl Engine {
                 slug,
                 name,
                 placement: Placement {
-                    store: DEFAULT_STORE.to_owned(),
-                    mode: Mode::Database,
-                    location: SqliteStore::location_for(id),
+                    store: store.to_owned(),
+                    mode,
+                    location,
                     schema_version: 0,
                 },
                 owner,
@@ -283,23 +371,16 @@ impl Engine {
     }
 
     async fn provision(&self, tenant: Tenant) -> Result<Tenant> {
-        let inner = Arc::clone(&self.inner);
-        let location = tenant.placement.location.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            fault::pause(points::PROVISION_CATALOG_WRITTEN);
-            let version = inner.store.build(&location, &inner.migrations)?;
-            fault::pause(points::PROVISION_FILE_PLACED);
-            Ok::<_, Error>(version)
-        })
-        .await
-        .map_err(Error::from)
-        .and_then(|r| r);
+        tokio::task::spawn_blocking(|| fault::pause(points::PROVISION_CATALOG_WRITTEN)).await?;
+        let built = self.inner.build(&tenant).await;
+        tokio::task::spawn_blocking(|| fault::pause(points::PROVISION_FILE_PLACED)).await?;
         let owner = self.catalog().owner().to_owned();
         match built {
             Ok(version) => {
-                let scripts = self.migrations().scripts(Dialect::Sqlite)?;
+                let dialect = self.dialect_of(&tenant)?;
+                let scripts = self.migrations().scripts(dialect)?;
                 self.catalog()
-                    .register_migrations(Dialect::Sqlite, &scripts)
+                    .register_migrations(dialect, &scripts)
                     .await?;
                 self.catalog()
                     .transition(Transition {
@@ -372,15 +453,9 @@ impl Engine {
     }
 
     async fn finish_delete(&self, tenant: Tenant, expect_owner: Option<String>) -> Result<Tenant> {
-        let inner = Arc::clone(&self.inner);
-        let (id, location) = (tenant.id, tenant.placement.location.clone());
-        tokio::task::spawn_blocking(move || {
-            fault::pause(points::DELETE_MARKED);
-            inner.store.remove(id, &location)?;
-            fault::pause(points::DELETE_FILE_REMOVED);
-            Ok::<_, Error>(())
-        })
-        .await??;
+        tokio::task::spawn_blocking(|| fault::pause(points::DELETE_MARKED)).await?;
+        self.inner.remove_data(&tenant).await?;
+        tokio::task::spawn_blocking(|| fault::pause(points::DELETE_FILE_REMOVED)).await?;
         self.catalog()
             .transition(Transition {
                 id: tenant.id,
@@ -421,34 +496,23 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
     {
+        if self.inner.pg_store_of(tenant)?.is_some() {
+            return Err(Error::ModeNotSupported {
+                store: tenant.placement.store.clone(),
+                kind: "postgres",
+                mode: "a SQLite connection (use Engine::session)".into(),
+            });
+        }
         let inner = Arc::clone(&self.inner);
         let (id, location) = (tenant.id, tenant.placement.location.clone());
         tokio::task::spawn_blocking(move || inner.store.handle(id, &location)?.with_conn(f)).await?
-    }
-
-    /// The tables and columns of the tenant's schema, introspected once per schema version.
-    pub async fn data_schema(&self, tenant: &Tenant) -> Result<Arc<crate::data::Schema>> {
-        let version = tenant.placement.schema_version;
-        if let Some(schema) = self.cached_schema(version) {
-            return Ok(schema);
-        }
-        let schema = Arc::new(
-            self.with_db(tenant, move |conn| {
-                crate::data::schema::introspect(conn, version)
-            })
-            .await?,
-        );
-        if let Ok(mut cache) = self.inner.schemas.lock() {
-            cache.insert(version, Arc::clone(&schema));
-        }
-        Ok(schema)
     }
 
     /// The shape of the configured tenant schema (every migration applied), built once on
     /// a private in-memory database: what `/openapi.json` describes.
     pub async fn configured_schema(&self) -> Result<Arc<crate::data::Schema>> {
         let latest = self.migrations().latest();
-        if let Some(schema) = self.cached_schema(latest) {
+        if let Some(schema) = self.cached_schema("sqlite", latest) {
             return Ok(schema);
         }
         let migrations = Arc::clone(&self.inner.migrations);
@@ -461,21 +525,38 @@ impl Engine {
         .await??;
         let schema = Arc::new(schema);
         if let Ok(mut cache) = self.inner.schemas.lock() {
-            cache.insert(latest, Arc::clone(&schema));
+            cache.insert(("sqlite", latest), Arc::clone(&schema));
         }
         Ok(schema)
     }
 
-    fn cached_schema(&self, version: i64) -> Option<Arc<crate::data::Schema>> {
-        self.inner.schemas.lock().ok()?.get(&version).cloned()
+    pub(crate) fn cached_schema(
+        &self,
+        shape: &'static str,
+        version: i64,
+    ) -> Option<Arc<crate::data::Schema>> {
+        self.inner.schemas.lock().ok()?.get(&(shape, version)).cloned()
+    }
+
+    /// The dialect of the store holding the tenant.
+    pub(crate) fn dialect_of(&self, tenant: &Tenant) -> Result<Dialect> {
+        Ok(match self.inner.pg_store_of(tenant)? {
+            Some(_) => Dialect::Postgres,
+            None => Dialect::Sqlite,
+        })
     }
 
     /// Refuses a migration set in which a file that was already applied somewhere changed.
     pub async fn check_migrations_unchanged(&self) -> Result<()> {
-        let registered = self
-            .catalog()
-            .registered_migrations(Dialect::Sqlite)
-            .await?;
+        self.check_dialect_unchanged(Dialect::Sqlite).await?;
+        if !self.inner.pg_stores.is_empty() {
+            self.check_dialect_unchanged(Dialect::Postgres).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_dialect_unchanged(&self, dialect: Dialect) -> Result<()> {
+        let registered = self.catalog().registered_migrations(dialect).await?;
         for applied in registered {
             let Some(migration) = self.migrations().get(applied.version) else {
                 if applied.version > self.migrations().latest() {
@@ -490,7 +571,7 @@ impl Engine {
                     self.migrations().origin
                 )));
             };
-            let script = migration.script(Dialect::Sqlite)?;
+            let script = migration.script(dialect)?;
             if script.checksum != applied.checksum {
                 return Err(Error::MigrationChanged {
                     file: script.file.to_owned(),
@@ -568,7 +649,7 @@ impl Engine {
             .unwrap_or(self.inner.config.migrate_concurrency)
             .max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
-        let registered = Arc::new(AtomicBool::new(false));
+        let registered = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
         let mut tasks = JoinSet::new();
         for tenant in tenants {
             let permit = Arc::clone(&permits)
@@ -620,19 +701,36 @@ impl Engine {
         &self,
         run_id: i64,
         tenant: &Tenant,
-        registered: &AtomicBool,
+        registered: &[AtomicBool; 2],
     ) -> Result<TenantMigrationResult> {
         let inner = Arc::clone(&self.inner);
         let (id, location) = (tenant.id, tenant.placement.location.clone());
-        let applied = tokio::task::spawn_blocking(move || {
-            inner
-                .store
-                .with_tenant_conn(id, &location, |conn| {
-                    apply_migrations(conn, &inner.migrations)
+        let dialect = self.dialect_of(tenant)?;
+        let applied = match inner.pg_store_of(tenant)? {
+            Some(pg) => {
+                let migrated = pg
+                    .migrate(tenant.placement.mode, &location, &inner.migrations)
+                    .await;
+                if migrated.is_ok() {
+                    tokio::task::spawn_blocking(|| {
+                        fault::pause(points::MIGRATE_TENANT_COMMITTED)
+                    })
+                    .await?;
+                }
+                migrated
+            }
+            None => {
+                tokio::task::spawn_blocking(move || {
+                    inner
+                        .store
+                        .with_tenant_conn(id, &location, |conn| {
+                            apply_migrations(conn, &inner.migrations)
+                        })
+                        .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
                 })
-                .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
-        })
-        .await?;
+                .await?
+            }
+        };
         let mut result = TenantMigrationResult {
             run_id,
             tenant_id: tenant.id,
@@ -646,10 +744,11 @@ impl Engine {
             Ok((from, to)) => {
                 result.from_version = from;
                 result.to_version = to;
-                if !registered.swap(true, Ordering::SeqCst) {
-                    let scripts = self.migrations().scripts(Dialect::Sqlite)?;
+                let flag = &registered[usize::from(dialect == Dialect::Postgres)];
+                if !flag.swap(true, Ordering::SeqCst) {
+                    let scripts = self.migrations().scripts(dialect)?;
                     self.catalog()
-                        .register_migrations(Dialect::Sqlite, &scripts)
+                        .register_migrations(dialect, &scripts)
                         .await?;
                 }
                 self.catalog().set_schema_version(tenant.id, to).await?;
@@ -745,7 +844,7 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
         match tenant.status {
             Provisioning => recover_provisioning(inner, tenant, &mut report).await?,
             Deleting => {
-                inner.store.remove(tenant.id, &tenant.placement.location)?;
+                remove_data(inner, tenant).await?;
                 catalog
                     .transition(Transition {
                         id: tenant.id,
@@ -771,7 +870,9 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
             // In transition: a live owner's files are its business; a dead owner's were
             // settled above.
             Some(_) if live_ops.contains_key(&id) => true,
-            Some(t) => !is_tmp && matches!(t.status, Active | Suspended),
+            Some(t) => {
+                !is_tmp && t.placement.store == DEFAULT_STORE && matches!(t.status, Active | Suspended)
+            }
         };
         if !keep {
             let location = SqliteStore::location_for(id);
@@ -789,19 +890,30 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
     Ok(report)
 }
 
+/// Removes a tenant's data during recovery (before the engine's `Arc` exists).
+async fn remove_data(inner: &Inner, tenant: &Tenant) -> Result<()> {
+    match inner.pg_store_of(tenant)? {
+        Some(pg) => {
+            pg.remove(tenant.placement.mode, &tenant.placement.location, tenant.id)
+                .await
+        }
+        None => inner.store.remove(tenant.id, &tenant.placement.location),
+    }
+}
+
 async fn recover_provisioning(
     inner: &Inner,
     tenant: &Tenant,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let location = &tenant.placement.location;
     // A placed file is complete by construction (built under a temporary name, renamed
-    // last); anything else is rolled back.
-    let placed = inner.store.inspect(location).unwrap_or(None);
+    // last), as is a PostgreSQL database or schema with a ledger (created with it in one
+    // transaction); anything else is rolled back.
+    let placed = inner.inspect(tenant).await.unwrap_or(None);
     let (to, error, version, event) = match placed {
         Some(version) if version > 0 => (Active, None, Some(version), "recover.provision_done"),
         _ => {
-            inner.store.remove(tenant.id, location)?;
+            remove_data(inner, tenant).await?;
             (
                 Failed,
                 Some(format!(

@@ -133,6 +133,28 @@ pub enum Error {
     #[error("database error: {0}")]
     Sqlite(String),
 
+    #[error("store {store:?} is unavailable: {reason}")]
+    StoreUnavailable { store: String, reason: String },
+
+    /// Every connection of the store's budget stayed busy for the whole wait.
+    #[error("store {store:?} is busy: no connection became free within {waited_ms} ms")]
+    StoreBusy { store: String, waited_ms: u64 },
+
+    #[error("no store named {store:?} is configured")]
+    UnknownStore { store: String },
+
+    /// A mode the store cannot hold (e.g. `schema` on a SQLite store).
+    #[error("store {store:?} ({kind}) cannot hold tenants in {mode} mode")]
+    ModeNotSupported {
+        store: String,
+        kind: &'static str,
+        mode: String,
+    },
+
+    /// The key that encrypts secrets in the catalog is missing or wrong.
+    #[error("secrets: {0}")]
+    Secrets(String),
+
     #[error("store error at {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 

@@ -28,9 +28,12 @@ pub mod fault;
 pub mod identity;
 mod lookup;
 pub mod migrations;
+pub mod secrets;
 mod slug;
+mod stores;
 pub mod store;
 mod tenant;
+// PENDING pub mod tenant_data;
 pub mod transform;
 
 pub use access::{Access, AddedMember, Principal};
@@ -39,7 +42,7 @@ pub use auth::AdminToken;
 pub use domain::Domain;
 pub use engine::{
     Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
-    MigrationSource, RecoveryReport, DEFAULT_STORE,
+    MigrationSource, PlaceOptions, RecoveryReport, StoreSpec, DEFAULT_STORE,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};

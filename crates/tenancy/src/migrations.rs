@@ -223,6 +223,50 @@ impl MigrationSet {
 }
 
 /// Hex SHA-256 of a migration's text, exactly as stored on disk.
+/// Checks a tenant's ledger (`(version, name, checksum)` rows, by version) against the
+/// scripts: every applied migration still exists unchanged, and no older one was added
+/// later. Returns the applied version.
+pub fn check_applied(applied: &[(i64, String, String)], scripts: &[Script<'_>]) -> Result<i64> {
+    let short = |c: &str| c.chars().take(12).collect::<String>();
+    let from = applied.last().map_or(0, |(v, _, _)| *v);
+    let latest = scripts.last().map_or(0, |s| s.version);
+    if from > latest {
+        return Err(Error::UnknownSchemaVersion {
+            applied: from,
+            latest,
+        });
+    }
+    let applied_versions: std::collections::HashSet<i64> =
+        applied.iter().map(|(v, _, _)| *v).collect();
+    for (version, _name, checksum) in applied {
+        match scripts.iter().find(|s| s.version == *version) {
+            None => {
+                return Err(Error::InvalidMigrations(format!(
+                    "migration {version:04} is applied to this tenant but missing from the migrations folder"
+                )))
+            }
+            Some(s) if s.checksum != checksum => {
+                return Err(Error::MigrationChanged {
+                    file: s.file.to_owned(),
+                    applied: short(checksum),
+                    current: short(s.checksum),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(gap) = scripts
+        .iter()
+        .find(|s| s.version < from && !applied_versions.contains(&s.version))
+    {
+        return Err(Error::InvalidMigrations(format!(
+            "migration {} is older than the applied version {from:04} but was never applied; give it a version above {from:04}",
+            gap.file
+        )));
+    }
+    Ok(from)
+}
+
 pub fn checksum(sql: &str) -> String {
     hex::encode(Sha256::digest(sql.as_bytes()))
 }

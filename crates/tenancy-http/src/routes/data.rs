@@ -9,7 +9,8 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
-use tenancy::data::{exec, parse_filters, parse_list, Object, Page, Schema};
+use tenancy::data::{parse_filters, parse_list, Object, Page, Schema};
+use tenancy::tenant_data::{DataOp, DataOutput};
 use tenancy::Role;
 
 use crate::error::{ApiError, ApiResult};
@@ -87,6 +88,22 @@ async fn schema(ctx: &TenantContext) -> ApiResult<Arc<Schema>> {
     Ok(ctx.engine().data_schema(&ctx.tenant).await?)
 }
 
+/// Runs one operation on the resolved tenant, whichever store holds it.
+async fn run(
+    ctx: &TenantContext,
+    schema: Arc<Schema>,
+    table: String,
+    op: DataOp,
+) -> ApiResult<DataOutput> {
+    Ok(ctx.engine().data(&ctx.tenant, schema, table, op).await?)
+}
+
+fn unexpected() -> ApiError {
+    ApiError::from(tenancy::Error::Internal(
+        "a data operation answered the wrong shape".into(),
+    ))
+}
+
 fn object(value: Value) -> ApiResult<Object> {
     match value {
         Value::Object(o) => Ok(o),
@@ -106,20 +123,19 @@ pub async fn list(
     ctx.require(Role::Viewer)?;
     let schema = schema(&ctx).await?;
     let query = parse_list(schema.table(&table)?, &params)?;
-    let page = ctx
-        .db(move |db| exec::list(db, schema.table(&table)?, &query))
-        .await?;
-    Ok(axum::Json(page))
+    match run(&ctx, schema, table, DataOp::List(query)).await? {
+        DataOutput::Page(page) => Ok(axum::Json(page)),
+        _ => Err(unexpected()),
+    }
 }
 
 pub async fn get(ctx: TenantContext, RowPath(table, id): RowPath) -> ApiResult<axum::Json<Object>> {
     ctx.require(Role::Viewer)?;
     let schema = schema(&ctx).await?;
-    schema.table(&table)?;
-    let row = ctx
-        .db(move |db| exec::get(db, schema.table(&table)?, &id))
-        .await?;
-    Ok(axum::Json(row))
+    match run(&ctx, schema, table, DataOp::Get(id)).await? {
+        DataOutput::Row(row) => Ok(axum::Json(row)),
+        _ => Err(unexpected()),
+    }
 }
 
 /// One object or an array of up to 1,000, inserted atomically; answers the created rows.
@@ -135,10 +151,12 @@ pub async fn insert(
         Value::Array(items) => items.into_iter().map(object).collect::<ApiResult<_>>()?,
         other => vec![object(other)?],
     };
-    let created = ctx
-        .db(move |db| exec::insert(db, schema.table(&table)?, &rows))
-        .await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "data": created }))))
+    match run(&ctx, schema, table, DataOp::Insert(rows)).await? {
+        DataOutput::Rows(created) => {
+            Ok((StatusCode::CREATED, axum::Json(json!({ "data": created }))))
+        }
+        _ => Err(unexpected()),
+    }
 }
 
 pub async fn update(
@@ -150,18 +168,16 @@ pub async fn update(
     let schema = schema(&ctx).await?;
     schema.table(&table)?;
     let patch = object(body)?;
-    let row = ctx
-        .db(move |db| exec::update(db, schema.table(&table)?, &id, &patch))
-        .await?;
-    Ok(axum::Json(row))
+    match run(&ctx, schema, table, DataOp::Update(id, patch)).await? {
+        DataOutput::Row(row) => Ok(axum::Json(row)),
+        _ => Err(unexpected()),
+    }
 }
 
 pub async fn delete(ctx: TenantContext, RowPath(table, id): RowPath) -> ApiResult<StatusCode> {
     ctx.require(Role::Member)?;
     let schema = schema(&ctx).await?;
-    schema.table(&table)?;
-    ctx.db(move |db| exec::delete(db, schema.table(&table)?, &id))
-        .await?;
+    run(&ctx, schema, table, DataOp::Delete(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,10 +192,10 @@ pub async fn update_filtered(
     let schema = schema(&ctx).await?;
     let filters = parse_filters(schema.table(&table)?, &params)?;
     let patch = object(body)?;
-    let rows = ctx
-        .db(move |db| exec::update_filtered(db, schema.table(&table)?, &filters, &patch))
-        .await?;
-    Ok(axum::Json(json!({ "data": rows })))
+    match run(&ctx, schema, table, DataOp::UpdateFiltered(filters, patch)).await? {
+        DataOutput::Rows(rows) => Ok(axum::Json(json!({ "data": rows }))),
+        _ => Err(unexpected()),
+    }
 }
 
 /// `DELETE /v1/data/{table}?filters`: every matching row; at least one filter.
@@ -191,8 +207,8 @@ pub async fn delete_filtered(
     ctx.require(Role::Member)?;
     let schema = schema(&ctx).await?;
     let filters = parse_filters(schema.table(&table)?, &params)?;
-    let deleted = ctx
-        .db(move |db| exec::delete_filtered(db, schema.table(&table)?, &filters))
-        .await?;
-    Ok(axum::Json(json!({ "deleted": deleted })))
+    match run(&ctx, schema, table, DataOp::DeleteFiltered(filters)).await? {
+        DataOutput::Deleted(deleted) => Ok(axum::Json(json!({ "deleted": deleted }))),
+        _ => Err(unexpected()),
+    }
 }

@@ -18,6 +18,10 @@ use crate::AppState;
 pub struct CreateTenant {
     slug: String,
     name: Option<String>,
+    /// `database`, `schema` or `shared`; platform administrators only.
+    mode: Option<String>,
+    /// A configured store; platform administrators only.
+    store: Option<String>,
 }
 
 /// Platform administrators create tenants; so do logged-in users when self-service is on,
@@ -36,10 +40,29 @@ pub async fn create(
             ))
         }
     };
+    if (body.mode.is_some() || body.store.is_some()) && !principal.is_platform() {
+        return Err(ApiError::forbidden(
+            "choosing a tenant's mode or store needs a platform administrator",
+        ));
+    }
+    let mode = match body.mode.as_deref() {
+        None => None,
+        Some(m) => Some(m.parse::<tenancy::Mode>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_mode",
+                "mode must be database, schema or shared",
+            )
+        })?),
+    };
     let slug = Slug::parse(&body.slug)?;
+    let place = tenancy::PlaceOptions {
+        mode,
+        store: body.store,
+    };
     let tenant = state
         .engine
-        .create_tenant_owned_by(slug, body.name, owner)
+        .create_tenant_with(slug, body.name, owner, &place)
         .await?;
     let location = format!("/v1/tenants/{}", tenant.slug);
     Ok((

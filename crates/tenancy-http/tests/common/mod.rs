@@ -1,27 +1,129 @@
 //! A real server for tests: in-process on 127.0.0.1:0, a fresh data folder, reqwest.
+//! [`Backend`] picks where tenants live; PostgreSQL backends get a database of their own
+//! (dropped with the server) and skip, with a notice, where PostgreSQL is unreachable.
 
 #![allow(dead_code)]
+
+#[path = "../../../tenancy/tests/common/pg.rs"]
+pub mod pg;
 
 use reqwest::header::AUTHORIZATION;
 use reqwest::{Client, Method, Response};
 use serde_json::Value;
 use tempfile::TempDir;
-use tenancy::{Engine, EngineConfig};
+use tenancy::{Engine, EngineConfig, Mode, StoreSpec};
 use tenancy_http::{AppState, HttpConfig};
 use tokio::sync::oneshot;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PASSWORD: &str = "correct horse battery";
 
+/// Where a test's tenants live: the four instantiations of the behavioural suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `database` mode on the embedded SQLite store.
+    Sqlite,
+    /// `database` mode on PostgreSQL: a database per tenant.
+    PgDatabase,
+    /// A PostgreSQL schema per tenant.
+    PgSchema,
+    /// Shared PostgreSQL tables behind row-level security.
+    PgShared,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 4] = [
+        Backend::Sqlite,
+        Backend::PgDatabase,
+        Backend::PgSchema,
+        Backend::PgShared,
+    ];
+
+    pub fn mode(self) -> Mode {
+        match self {
+            Backend::Sqlite | Backend::PgDatabase => Mode::Database,
+            Backend::PgSchema => Mode::Schema,
+            Backend::PgShared => Mode::Shared,
+        }
+    }
+
+    /// Points `config` at this backend. `None`: PostgreSQL is unreachable (skip).
+    pub async fn configure(self, config: &mut EngineConfig) -> Option<Option<pg::TestDb>> {
+        if self == Backend::Sqlite {
+            return Some(None);
+        }
+        let db = pg::TestDb::create().await?;
+        let mut store = StoreSpec::new("pg", db.url.clone());
+        store.data_role = format!("{}_data", db.prefix);
+        store.database_prefix = db.prefix.clone();
+        config.stores = vec![store];
+        config.default_store = "pg".into();
+        config.default_mode = self.mode();
+        Some(Some(db))
+    }
+}
+
+/// Expands to one test per backend: `name::sqlite`, `name::pg_database`, `name::pg_schema`
+/// and `name::pg_shared`, each calling `name(backend)`.
+#[macro_export]
+macro_rules! four_modes {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            use super::common::Backend;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg_database() {
+                super::$name(Backend::PgDatabase).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg_schema() {
+                super::$name(Backend::PgSchema).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg_shared() {
+                super::$name(Backend::PgShared).await
+            }
+        }
+    )+};
+}
+
 pub struct Server {
     pub base: String,
     pub engine: Engine,
     pub client: Client,
     pub dir: TempDir,
+    pub backend: Backend,
     _shutdown: oneshot::Sender<()>,
+    /// Declared last: dropped after the engine, so its connections are gone first.
+    _pg: Option<pg::TestDb>,
 }
 
 impl Server {
+    /// A default server whose tenants live in `backend`; `None` (skip) where the backend
+    /// is PostgreSQL and PostgreSQL is unreachable.
+    pub async fn start_on(backend: Backend) -> Option<Server> {
+        Self::start_on_with(backend, HttpConfig::default(), |_| {}).await
+    }
+
+    /// Like [`Server::start_on`], with the HTTP config and a last say on the engine config.
+    pub async fn start_on_with(
+        backend: Backend,
+        config: HttpConfig,
+        adjust: impl FnOnce(&mut EngineConfig),
+    ) -> Option<Server> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut engine_config = EngineConfig::new(dir.path());
+        let pg = backend.configure(&mut engine_config).await?;
+        adjust(&mut engine_config);
+        let mut server = Self::start_full(dir, engine_config, config, ADMIN_TOKEN).await;
+        server.backend = backend;
+        server._pg = pg;
+        Some(server)
+    }
+
     pub async fn start() -> Server {
         Self::start_with(HttpConfig::default()).await
     }
@@ -79,7 +181,9 @@ impl Server {
             engine,
             client: Client::new(),
             dir,
+            backend: Backend::Sqlite,
             _shutdown: tx,
+            _pg: None,
         }
     }
 

@@ -1,1 +1,1627 @@
-//! The catalog on PostgreSQL.
+//! The catalog on PostgreSQL, shared by any number of `tenancy serve` processes on any
+//! number of machines. Same behaviour as [`super::SqliteCatalog`], method for method.
+//!
+//! Concurrency: a slug is unique among live tenants by a partial unique index; a
+//! transition locks the tenant's row and applies as a compare-and-set on its status, with
+//! its journal row in the same transaction; every other read-then-write locks what it read.
+//!
+//! Liveness: each [`PgCatalog`] value keeps one dedicated session that holds a
+//! session-level advisory lock derived from its owner id. The server drops the lock when
+//! the session ends, however the process ends (killed; or its machine gone, once TCP
+//! keepalives give up), so "is this owner alive?" is a non-blocking attempt on that lock.
+//!
+//! Generation: every transaction that wrote something sends a notification on
+//! `tenancy_catalog` as it commits; the same dedicated session listens, and counts other
+//! processes' notifications. While that session is down, [`Catalog::generation`] returns a
+//! new number on every call, so that nothing cached is trusted until it is back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
+    TenantMigrationResult, Transition,
+};
+use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
+use crate::error::{Error, Result};
+use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
+use crate::migrations::{Dialect, Script};
+use crate::slug::Slug;
+use crate::tenant::{Placement, Tenant, TenantId};
+
+/// The catalog's own schema, one entry per version. Append only. Text that is sorted is
+/// `COLLATE "C"`: byte order, as in SQLite, whatever the database's locale.
+const CATALOG_MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE tenants (
+    id          uuid PRIMARY KEY,
+    slug        text COLLATE "C" NOT NULL,
+    name        text NOT NULL,
+    status      text COLLATE "C" NOT NULL,
+    error       text,
+    op_owner    text,
+    created_at  timestamptz NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    deleted_at  timestamptz
+);
+-- A slug is unique among tenants that are not deleted: deleting frees it.
+CREATE UNIQUE INDEX tenants_live_slug_key ON tenants (slug) WHERE status <> 'deleted';
+CREATE INDEX tenants_status_idx ON tenants (status);
+
+CREATE TABLE placements (
+    tenant_id      uuid PRIMARY KEY REFERENCES tenants (id),
+    store          text NOT NULL,
+    mode           text NOT NULL,
+    location       text NOT NULL,
+    schema_version bigint NOT NULL DEFAULT 0,
+    updated_at     timestamptz NOT NULL
+);
+CREATE INDEX placements_schema_version_idx ON placements (schema_version);
+
+CREATE TABLE journal (
+    seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   uuid NOT NULL,
+    event       text NOT NULL,
+    from_status text,
+    to_status   text NOT NULL,
+    owner       text,
+    detail      text,
+    at          timestamptz NOT NULL
+);
+CREATE INDEX journal_tenant_idx ON journal (tenant_id, seq);
+
+CREATE TABLE migration_runs (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    owner          text NOT NULL,
+    target_version bigint NOT NULL,
+    started_at     timestamptz NOT NULL,
+    finished_at    timestamptz,
+    ok             bigint,
+    failed         bigint
+);
+
+CREATE TABLE tenant_migrations (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    run_id       bigint NOT NULL REFERENCES migration_runs (id),
+    tenant_id    uuid NOT NULL,
+    slug         text COLLATE "C" NOT NULL,
+    from_version bigint NOT NULL,
+    to_version   bigint NOT NULL,
+    ok           boolean NOT NULL,
+    error        text,
+    finished_at  timestamptz NOT NULL
+);
+CREATE INDEX tenant_migrations_tenant_idx ON tenant_migrations (tenant_id, id);
+
+CREATE TABLE tenant_schema (
+    dialect          text NOT NULL,
+    version          bigint NOT NULL,
+    file             text NOT NULL,
+    checksum         text NOT NULL,
+    first_applied_at timestamptz NOT NULL,
+    PRIMARY KEY (dialect, version)
+);
+
+CREATE TABLE locks (
+    name        text PRIMARY KEY,
+    owner       text NOT NULL,
+    acquired_at timestamptz NOT NULL
+);
+
+CREATE TABLE settings (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE users (
+    id            uuid PRIMARY KEY,
+    email         text NOT NULL,
+    email_norm    text COLLATE "C" NOT NULL,
+    password_hash text NOT NULL,
+    is_superadmin boolean NOT NULL DEFAULT false,
+    created_at    timestamptz NOT NULL,
+    updated_at    timestamptz NOT NULL,
+    CONSTRAINT users_email_norm_key UNIQUE (email_norm)
+);
+
+CREATE TABLE memberships (
+    tenant_id  uuid NOT NULL REFERENCES tenants (id),
+    user_id    uuid NOT NULL REFERENCES users (id),
+    role       text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
+CREATE INDEX memberships_user_idx ON memberships (user_id);
+
+-- Refresh tokens by hash. A family is one login's chain of rotations: presenting a token
+-- that was already used revokes the whole family.
+CREATE TABLE refresh_tokens (
+    token_hash text PRIMARY KEY,
+    family     text NOT NULL,
+    user_id    uuid NOT NULL REFERENCES users (id),
+    tenant_id  uuid,
+    expires_at timestamptz NOT NULL,
+    used_at    timestamptz,
+    revoked_at timestamptz,
+    created_at timestamptz NOT NULL
+);
+CREATE INDEX refresh_tokens_family_idx ON refresh_tokens (family);
+
+CREATE TABLE signing_keys (
+    kid        text COLLATE "C" PRIMARY KEY,
+    secret     text NOT NULL,
+    created_at timestamptz NOT NULL,
+    retired_at timestamptz
+);
+"#,
+    r#"
+-- API keys: `tny_<id>_<secret>`; only the secret's SHA-256 is kept. tenant_id NULL: a
+-- platform key (superadmin automation).
+CREATE TABLE api_keys (
+    id           text COLLATE "C" PRIMARY KEY,
+    tenant_id    uuid REFERENCES tenants (id),
+    role         text NOT NULL,
+    label        text,
+    secret_hash  text NOT NULL,
+    created_by   text,
+    created_at   timestamptz NOT NULL,
+    expires_at   timestamptz,
+    revoked_at   timestamptz,
+    last_used_at timestamptz
+);
+CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id);
+
+CREATE TABLE invitations (
+    token_hash  text PRIMARY KEY,
+    tenant_id   uuid NOT NULL REFERENCES tenants (id),
+    email_norm  text NOT NULL,
+    role        text NOT NULL,
+    created_by  text,
+    created_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    accepted_at timestamptz
+);
+
+CREATE TABLE domains (
+    domain     text COLLATE "C" PRIMARY KEY,
+    tenant_id  uuid NOT NULL REFERENCES tenants (id),
+    created_at timestamptz NOT NULL
+);
+CREATE INDEX domains_tenant_idx ON domains (tenant_id);
+
+-- Append-only: nothing updates or deletes these rows.
+CREATE TABLE audit (
+    seq       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at        timestamptz NOT NULL,
+    actor     text NOT NULL,
+    tenant_id uuid,
+    action    text NOT NULL,
+    detail    text
+);
+CREATE INDEX audit_tenant_idx ON audit (tenant_id, seq);
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit is append-only';
+END
+$$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+"#,
+];
+
+/// Connections of the pool (the dedicated session is one more).
+const POOL_SIZE: usize = 16;
+/// How long opening one connection may take, handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a query waits for a pooled connection.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnection delays of the dedicated session.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a reconnected session retries its liveness lock while the old session (not
+/// yet reaped by the server) still holds it.
+const RELOCK_EVERY: Duration = Duration::from_secs(1);
+
+/// The dedicated session: server-side keepalives end it within ~25 s of its machine
+/// vanishing (which frees the liveness lock), and it listens for other processes' changes.
+const SESSION_SETUP: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+     SET tcp_keepalives_count = 3; LISTEN tenancy_catalog";
+
+/// Sent before every commit. A transaction gets an id only once it writes, so a
+/// transaction that changed nothing notifies nobody. The payload names the sender, which
+/// has counted its own change already.
+const NOTIFY_IF_WROTE: &str = "SELECT pg_notify('tenancy_catalog', $1) \
+     WHERE pg_current_xact_id_if_assigned() IS NOT NULL";
+
+/// Catalog migrations of several processes starting at once run one after the other.
+const MIGRATION_LOCK: &str = "tenancy:catalog-migrations";
+
+/// The catalog in a PostgreSQL database.
+///
+/// ```no_run
+/// # async fn demo() -> tenancy::Result<()> {
+/// use tenancy::catalog::{postgres::PgCatalog, Catalog};
+///
+/// let catalog = PgCatalog::connect("postgres://tenancy@db.internal/tenancy").await?;
+/// let holder_alive = catalog.is_alive(catalog.owner()).await?;
+/// assert!(holder_alive);
+/// # Ok(()) }
+/// ```
+pub struct PgCatalog {
+    pool: Pool,
+    owner: String,
+    shared: Arc<Shared>,
+    /// Keeps the dedicated session (liveness lock and listener); aborted on drop, which
+    /// ends the session and frees the lock.
+    session: JoinHandle<()>,
+}
+
+/// State shared with the dedicated session's task.
+struct Shared {
+    /// Bumped by this value's commits and by other processes' notifications.
+    generation: AtomicU64,
+    /// The dedicated session is up and listening.
+    listening: AtomicBool,
+}
+
+impl std::fmt::Debug for PgCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCatalog")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgCatalog {
+    fn drop(&mut self) {
+        self.session.abort();
+    }
+}
+
+impl PgCatalog {
+    /// Connects to the catalog database at `url` and brings its schema up to date. Fails
+    /// within a few seconds when the server is unreachable.
+    pub async fn connect(url: &str) -> Result<PgCatalog> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| Error::Catalog(format!("the catalog URL is not a valid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(Duration::from_secs(10));
+        config.keepalives_interval(Duration::from_secs(5));
+        config.keepalives_retries(3);
+        let mut session_config = config.clone();
+        if config.get_application_name().is_none() {
+            config.application_name("tenancy catalog");
+            session_config.application_name("tenancy catalog session");
+        }
+
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(CHECKOUT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the catalog pool: {e}")))?;
+
+        let mut client = pool.get().await.map_err(unavailable)?;
+        migrate_catalog(&mut client)
+            .await
+            .map_err(|e| Error::Catalog(format!("cannot bring the catalog up to date: {e}")))?;
+        drop(client);
+
+        let owner = format!("{}-{}", std::process::id(), Uuid::now_v7().simple());
+        let shared = Arc::new(Shared {
+            generation: AtomicU64::new(1),
+            listening: AtomicBool::new(false),
+        });
+        let (ready, started) = oneshot::channel();
+        let session = tokio::spawn(keep_session(
+            session_config,
+            owner.clone(),
+            Arc::clone(&shared),
+            ready,
+        ));
+        // From here on, dropping `catalog` (on an early return) stops the session.
+        let catalog = PgCatalog {
+            pool,
+            owner,
+            shared,
+            session,
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT * 2, started).await {
+            Ok(Ok(Ok(()))) => Ok(catalog),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Internal("the catalog session stopped".into())),
+            Err(_) => Err(unavailable("its listener session did not start in time")),
+        }
+    }
+
+    async fn conn(&self) -> Result<Object> {
+        self.pool.get().await.map_err(unavailable)
+    }
+
+    /// Commits, notifying the other processes if the transaction wrote anything.
+    async fn commit(&self, tx: Transaction<'_>) -> Result<()> {
+        let wrote = execute(&tx, NOTIFY_IF_WROTE, &[&self.owner]).await? == 1;
+        let committed = tx.commit().await.map_err(db_error);
+        // Even if the outcome of the commit is unknown: a needless bump costs one reload.
+        if wrote {
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        committed
+    }
+
+    /// One statement in its own transaction; the number of rows it changed.
+    async fn write(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let n = execute(&tx, sql, params).await?;
+        self.commit(tx).await?;
+        Ok(n)
+    }
+
+    /// Like [`PgCatalog::write`], with a unique violation reported as `taken`.
+    async fn write_unique(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        taken: fn() -> Error,
+    ) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let n = execute_unique(&tx, sql, params, taken).await?;
+        self.commit(tx).await?;
+        Ok(n)
+    }
+
+    /// Changes (`Some`) or removes (`None`) a membership, keeping at least one owner.
+    async fn change_member(&self, tenant: TenantId, user: UserId, role: Option<Role>) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // Member changes of one tenant queue on its row, so that two processes cannot each
+        // demote "the other" of its last two owners.
+        query(&tx, "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", &[&tenant.0]).await?;
+        let current = query_opt(
+            &tx,
+            "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+            &[&tenant.0, &user.0],
+        )
+        .await?;
+        let Some(current) = current else {
+            return Ok(false);
+        };
+        let current: String = get(&current, 0)?;
+        if current == "owner" && role != Some(Role::Owner) {
+            let owners = query_one(
+                &tx,
+                "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1 AND role = 'owner'",
+                &[&tenant.0],
+            )
+            .await?;
+            if get::<i64>(&owners, 0)? <= 1 {
+                return Err(Error::LastOwner);
+            }
+        }
+        match role {
+            Some(role) => {
+                execute(
+                    &tx,
+                    "UPDATE memberships SET role = $3 WHERE tenant_id = $1 AND user_id = $2",
+                    &[&tenant.0, &user.0, &role.as_str()],
+                )
+                .await?
+            }
+            None => {
+                execute(
+                    &tx,
+                    "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+                    &[&tenant.0, &user.0],
+                )
+                .await?
+            }
+        };
+        self.commit(tx).await?;
+        Ok(true)
+    }
+}
+
+async fn migrate_catalog(client: &mut Object) -> Result<()> {
+    let tx = begin(client).await?;
+    execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&advisory_key(MIGRATION_LOCK)]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS catalog_migrations \
+         (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL)",
+    )
+    .await
+    .map_err(db_error)?;
+    let current: i64 = get(
+        &query_one(&tx, "SELECT COALESCE(MAX(version), 0)::bigint FROM catalog_migrations", &[]).await?,
+        0,
+    )?;
+    for (i, sql) in CATALOG_MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version > current {
+            tx.batch_execute(sql).await.map_err(db_error)?;
+            execute(
+                &tx,
+                "INSERT INTO catalog_migrations (version, applied_at) VALUES ($1, now())",
+                &[&version],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+/// Keeps the dedicated session up for as long as the catalog value lives: reports the
+/// first session's start (or failure) on `ready`, then reconnects with backoff.
+async fn keep_session(
+    config: Config,
+    owner: String,
+    shared: Arc<Shared>,
+    ready: oneshot::Sender<Result<()>>,
+) {
+    let key = liveness_key(&owner);
+    let mut ready = Some(ready);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let ended = run_session(&config, key, &owner, &shared, &mut ready).await;
+        let was_up = shared.listening.swap(false, Ordering::AcqRel);
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Err(ended));
+            return;
+        }
+        tracing::warn!(error = %ended, "the catalog session was lost; reconnecting");
+        if was_up {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs one dedicated session until it fails, and says why.
+async fn run_session(
+    config: &Config,
+    key: i64,
+    owner: &str,
+    shared: &Shared,
+    ready: &mut Option<oneshot::Sender<Result<()>>>,
+) -> Error {
+    let (client, mut connection) =
+        match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return db_error(e),
+            Err(_) => return unavailable("connecting timed out"),
+        };
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    // Drives the connection; ends when it does.
+    let listen = async {
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) if n.payload() != owner => {
+                    shared.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok(_) => {}
+                Err(e) => return db_error(e),
+            }
+        }
+        unavailable("the server closed the session")
+    };
+    let hold = async {
+        if let Err(e) = client.batch_execute(SESSION_SETUP).await {
+            return db_error(e);
+        }
+        let mut locked = match try_liveness_lock(&client, key).await {
+            Ok(locked) => locked,
+            Err(e) => return e,
+        };
+        if !locked && ready.is_some() {
+            return Error::Internal(format!("the liveness lock of the new owner {owner} is taken"));
+        }
+        // Changes made while nobody listened are unknown: every cached read is stale.
+        shared.generation.fetch_add(1, Ordering::AcqRel);
+        shared.listening.store(true, Ordering::Release);
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(Ok(()));
+        }
+        // After a reconnection, our previous session may hold the lock until the server
+        // notices it is gone.
+        while !locked {
+            tokio::time::sleep(RELOCK_EVERY).await;
+            locked = match try_liveness_lock(&client, key).await {
+                Ok(locked) => locked,
+                Err(e) => return e,
+            };
+        }
+        std::future::pending::<Error>().await
+    };
+    tokio::select! {
+        ended = listen => ended,
+        ended = hold => ended,
+    }
+}
+
+async fn try_liveness_lock(client: &tokio_postgres::Client, key: i64) -> Result<bool> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .map_err(db_error)?;
+    get(&row, 0)
+}
+
+/// A 64-bit advisory lock key for a name (stable across processes and versions).
+fn advisory_key(name: &str) -> i64 {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+fn liveness_key(owner: &str) -> i64 {
+    advisory_key(&format!("tenancy:owner:{owner}"))
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> Error {
+    Error::Catalog(format!("the catalog database is unavailable: {reason}"))
+}
+
+/// A server's refusal is a catalog error; anything else (refused, reset, closed, timed
+/// out, shutting down) means the catalog is unavailable.
+fn db_error(e: tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if !is_unavailable(db.code()) => Error::Catalog(db.to_string()),
+        _ => unavailable(e),
+    }
+}
+
+fn is_unavailable(code: &SqlState) -> bool {
+    code.code().starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code)
+}
+
+async fn begin(conn: &mut Object) -> Result<Transaction<'_>> {
+    conn.transaction().await.map_err(db_error)
+}
+
+async fn query(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(db_error)?;
+    c.query(&statement, params).await.map_err(db_error)
+}
+
+async fn query_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>> {
+    let statement = c.prepare_cached(sql).await.map_err(db_error)?;
+    c.query_opt(&statement, params).await.map_err(db_error)
+}
+
+async fn query_one(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Row> {
+    let statement = c.prepare_cached(sql).await.map_err(db_error)?;
+    c.query_one(&statement, params).await.map_err(db_error)
+}
+
+async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    let statement = c.prepare_cached(sql).await.map_err(db_error)?;
+    c.execute(&statement, params).await.map_err(db_error)
+}
+
+/// Like [`execute`], with a unique violation (SQLSTATE 23505) reported as `taken`.
+async fn execute_unique(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    taken: fn() -> Error,
+) -> Result<u64> {
+    let statement = c.prepare_cached(sql).await.map_err(db_error)?;
+    match c.execute(&statement, params).await {
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(taken()),
+        other => other.map_err(db_error),
+    }
+}
+
+/// A column of a row, or a catalog error (never a panic) if it does not convert.
+fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
+    row.try_get(idx)
+        .map_err(|e| Error::Catalog(format!("unexpected value in catalog column {idx}: {e}")))
+}
+
+const TENANT_SELECT: &str =
+    "SELECT t.id, t.slug, t.name, t.status, t.error, t.op_owner, t.created_at, t.updated_at, \
+     p.store, p.mode, p.location, p.schema_version \
+     FROM tenants t JOIN placements p ON p.tenant_id = t.id";
+
+fn tenant_from_row(r: &Row) -> Result<Tenant> {
+    let slug: &str = get(r, 1)?;
+    Ok(Tenant {
+        id: TenantId(get(r, 0)?),
+        slug: Slug::parse(slug)
+            .map_err(|e| Error::Catalog(format!("bad slug in the catalog: {e}")))?,
+        name: get(r, 2)?,
+        status: get::<&str>(r, 3)?.parse()?,
+        error: get(r, 4)?,
+        op_owner: get(r, 5)?,
+        created_at: get(r, 6)?,
+        updated_at: get(r, 7)?,
+        placement: Placement {
+            store: get(r, 8)?,
+            mode: get::<&str>(r, 9)?.parse()?,
+            location: get(r, 10)?,
+            schema_version: get(r, 11)?,
+        },
+    })
+}
+
+/// The tenant matching `clause` (which binds `$1` to `param`).
+async fn select_tenant(
+    c: &impl GenericClient,
+    clause: &str,
+    param: &(dyn ToSql + Sync),
+) -> Result<Option<Tenant>> {
+    query_opt(c, &format!("{TENANT_SELECT} WHERE {clause}"), &[param])
+        .await?
+        .map(|r| tenant_from_row(&r))
+        .transpose()
+}
+
+async fn select_user(
+    c: &impl GenericClient,
+    clause: &str,
+    param: &(dyn ToSql + Sync),
+) -> Result<Option<(User, String)>> {
+    let sql = format!(
+        "SELECT id, email, is_superadmin, created_at, password_hash FROM users WHERE {clause}"
+    );
+    query_opt(c, &sql, &[param])
+        .await?
+        .map(|r| {
+            Ok((
+                User {
+                    id: UserId(get(&r, 0)?),
+                    email: get(&r, 1)?,
+                    is_superadmin: get(&r, 2)?,
+                    created_at: get(&r, 3)?,
+                },
+                get(&r, 4)?,
+            ))
+        })
+        .transpose()
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, tenant_id, role, label, created_at, expires_at, revoked_at, last_used_at, secret_hash";
+
+fn api_key_from_row(r: &Row) -> Result<(ApiKey, String)> {
+    Ok((
+        ApiKey {
+            id: get(r, 0)?,
+            tenant_id: get::<Option<Uuid>>(r, 1)?.map(TenantId),
+            role: get(r, 2)?,
+            label: get(r, 3)?,
+            created_at: get(r, 4)?,
+            expires_at: get(r, 5)?,
+            revoked_at: get(r, 6)?,
+            last_used_at: get(r, 7)?,
+        },
+        get(r, 8)?,
+    ))
+}
+
+fn migration_result_from_row(r: &Row) -> Result<TenantMigrationResult> {
+    Ok(TenantMigrationResult {
+        run_id: get(r, 0)?,
+        tenant_id: TenantId(get(r, 1)?),
+        slug: get(r, 2)?,
+        from_version: get(r, 3)?,
+        to_version: get(r, 4)?,
+        ok: get(r, 5)?,
+        error: get(r, 6)?,
+    })
+}
+
+#[async_trait]
+impl Catalog for PgCatalog {
+    fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn generation(&self) -> Result<u64> {
+        if self.shared.listening.load(Ordering::Acquire) {
+            Ok(self.shared.generation.load(Ordering::Acquire))
+        } else {
+            // Deaf to other processes: a new number every time, so no cached read is trusted.
+            Ok(self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1)
+        }
+    }
+
+    async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = touches.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = touches.iter().map(|(_, at)| *at).collect();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // Rows are locked in one order, so two processes flushing at once cannot deadlock.
+        query(
+            &tx,
+            "SELECT 1 FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+        let touched = execute(
+            &tx,
+            "UPDATE api_keys k SET last_used_at = v.at \
+             FROM (SELECT id, MAX(at) AS at FROM unnest($1::text[], $2::timestamptz[]) AS u (id, at) \
+                   GROUP BY id) v \
+             WHERE k.id = v.id AND (k.last_used_at IS NULL OR k.last_used_at < v.at)",
+            &[&ids, &times],
+        )
+        .await?;
+        if touched == 0 {
+            // Nothing newer: roll back (dropping `tx`), so nobody is told of a change.
+            return Ok(());
+        }
+        self.commit(tx).await
+    }
+
+    async fn is_alive(&self, owner: &str) -> Result<bool> {
+        if owner == self.owner {
+            return Ok(true);
+        }
+        let conn = self.conn().await?;
+        // A shared attempt, released in the same statement: checkers never block each other
+        // or leave a lock behind, and only the owner's session holds the lock exclusively.
+        let row = query_one(
+            &conn,
+            "SELECT CASE WHEN pg_try_advisory_lock_shared($1) \
+             THEN NOT pg_advisory_unlock_shared($1) ELSE true END",
+            &[&liveness_key(owner)],
+        )
+        .await?;
+        get(&row, 0)
+    }
+
+    async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let slug = new.slug.as_str();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'provisioning', $4, now(), now())",
+            )
+            .await
+            .map_err(db_error)?;
+        match tx.execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner]).await {
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(Error::TenantExists {
+                    slug: slug.to_owned(),
+                })
+            }
+            other => other.map_err(db_error)?,
+        };
+        execute(
+            &tx,
+            "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, now())",
+            &[
+                &new.id.0,
+                &new.placement.store,
+                &new.placement.mode.as_str(),
+                &new.placement.location,
+                &new.placement.schema_version,
+            ],
+        )
+        .await?;
+        if let Some(user) = new.owner {
+            execute(
+                &tx,
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+                 VALUES ($1, $2, 'owner', now())",
+                &[&new.id.0, &user.0],
+            )
+            .await?;
+        }
+        execute(
+            &tx,
+            "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+             VALUES ($1, 'provision.begin', NULL, 'provisioning', $2, now())",
+            &[&new.id.0, &self.owner],
+        )
+        .await?;
+        let tenant = select_tenant(&tx, "t.id = $1", &new.id.0)
+            .await?
+            .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
+        self.commit(tx).await?;
+        Ok(tenant)
+    }
+
+    async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        select_tenant(&self.conn().await?, "t.id = $1", &id.0).await
+    }
+
+    async fn tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
+        select_tenant(
+            &self.conn().await?,
+            "t.slug = $1 AND t.status <> 'deleted'",
+            &slug.as_str(),
+        )
+        .await
+    }
+
+    async fn list_tenants(&self, filter: &TenantFilter) -> Result<Vec<Tenant>> {
+        let statuses: Option<Vec<&str>> = filter
+            .statuses
+            .as_ref()
+            .map(|s| s.iter().map(|s| s.as_str()).collect());
+        let sql = format!(
+            "{TENANT_SELECT} WHERE ($1 OR t.status <> 'deleted') \
+             AND ($2::text[] IS NULL OR t.status = ANY($2)) \
+             AND ($3::bigint IS NULL OR p.schema_version < $3) \
+             ORDER BY t.slug, t.created_at"
+        );
+        query(
+            &self.conn().await?,
+            &sql,
+            &[&filter.include_deleted, &statuses, &filter.schema_below],
+        )
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+    }
+
+    async fn transition(&self, t: Transition<'_>) -> Result<Tenant> {
+        let from: Vec<&'static str> = t.from.iter().map(|s| s.as_str()).collect();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // The row lock makes the status we check the one we replace (and journal).
+        let current = select_tenant(&tx, "t.id = $1 FOR NO KEY UPDATE OF t", &t.id.0)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
+        if !from.contains(&current.status.as_str()) {
+            return Err(Error::InvalidTransition {
+                slug: current.slug.to_string(),
+                status: current.status.to_string(),
+                action: event_action(t.event),
+                expected: expected_statuses(&from),
+            });
+        }
+        if let (Some(expected), Some(actual)) = (t.expect_owner, &current.op_owner) {
+            if expected != actual {
+                return Err(Error::TenantBusy {
+                    slug: current.slug.to_string(),
+                    status: current.status.to_string(),
+                });
+            }
+        }
+        let to = t.to.as_str();
+        let updated = execute(
+            &tx,
+            "UPDATE tenants SET status = $2, op_owner = $3, error = $4, updated_at = now(), \
+             deleted_at = CASE WHEN $2 = 'deleted' THEN now() ELSE deleted_at END \
+             WHERE id = $1 AND status = ANY($5)",
+            &[&t.id.0, &to, &t.new_owner, &t.error, &from],
+        )
+        .await?;
+        if updated != 1 {
+            return Err(Error::Internal(format!("tenant {} changed under its row lock", t.id)));
+        }
+        if let Some(v) = t.schema_version {
+            execute(
+                &tx,
+                "UPDATE placements SET schema_version = $2, updated_at = now() WHERE tenant_id = $1",
+                &[&t.id.0, &v],
+            )
+            .await?;
+        }
+        execute(
+            &tx,
+            "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, now())",
+            &[
+                &t.id.0,
+                &t.event,
+                &current.status.as_str(),
+                &to,
+                &t.new_owner.or(t.expect_owner),
+                &t.error,
+            ],
+        )
+        .await?;
+        let tenant = select_tenant(&tx, "t.id = $1", &t.id.0)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
+        self.commit(tx).await?;
+        Ok(tenant)
+    }
+
+    async fn set_schema_version(&self, id: TenantId, version: i64) -> Result<()> {
+        self.write(
+            "UPDATE placements SET schema_version = $2, updated_at = now() \
+             WHERE tenant_id = $1 AND schema_version < $2",
+            &[&id.0, &version],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn status_counts(&self) -> Result<Vec<StatusCount>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT t.status, p.schema_version, COUNT(*) FROM tenants t \
+             JOIN placements p ON p.tenant_id = t.id WHERE t.status <> 'deleted' \
+             GROUP BY t.status, p.schema_version ORDER BY t.status, p.schema_version",
+            &[],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StatusCount {
+                    status: get::<&str>(r, 0)?.parse()?,
+                    schema_version: get(r, 1)?,
+                    count: u64::try_from(get::<i64>(r, 2)?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT seq, tenant_id, event, from_status, to_status, owner, detail, at \
+             FROM journal WHERE tenant_id = $1 ORDER BY seq",
+            &[&id.0],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JournalEntry {
+                    seq: get(r, 0)?,
+                    tenant_id: TenantId(get(r, 1)?),
+                    event: get(r, 2)?,
+                    from_status: get(r, 3)?,
+                    to_status: get(r, 4)?,
+                    owner: get(r, 5)?,
+                    detail: get(r, 6)?,
+                    at: get(r, 7)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn acquire_lock(&self, name: &str) -> Result<()> {
+        // Read the holder, check its liveness, then compare-and-set on the holder we saw.
+        for _ in 0..3 {
+            let holder = query_opt(
+                &self.conn().await?,
+                "SELECT owner, acquired_at FROM locks WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .map(|r| Ok::<_, Error>((get::<String>(&r, 0)?, get::<DateTime<Utc>>(&r, 1)?)))
+            .transpose()?;
+            if let Some((owner, since)) = &holder {
+                if self.is_alive(owner).await? {
+                    return Err(Error::OperationInProgress {
+                        operation: name.to_owned(),
+                        owner: owner.split('-').next().unwrap_or(owner).to_owned(),
+                        since: since.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    });
+                }
+            }
+            let taken = match &holder {
+                None => {
+                    self.write(
+                        "INSERT INTO locks (name, owner, acquired_at) VALUES ($1, $2, now()) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &self.owner],
+                    )
+                    .await?
+                }
+                Some((dead, _)) => {
+                    self.write(
+                        "UPDATE locks SET owner = $2, acquired_at = now() \
+                         WHERE name = $1 AND owner = $3",
+                        &[&name, &self.owner, dead],
+                    )
+                    .await?
+                }
+            };
+            if taken == 1 {
+                return Ok(());
+            }
+        }
+        Err(Error::Catalog(format!("could not take the {name} lock")))
+    }
+
+    async fn release_lock(&self, name: &str) -> Result<()> {
+        self.write(
+            "DELETE FROM locks WHERE name = $1 AND owner = $2",
+            &[&name, &self.owner],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn start_migration_run(&self, target: i64) -> Result<i64> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let row = query_one(
+            &tx,
+            "INSERT INTO migration_runs (owner, target_version, started_at) \
+             VALUES ($1, $2, now()) RETURNING id",
+            &[&self.owner, &target],
+        )
+        .await?;
+        let id = get(&row, 0)?;
+        self.commit(tx).await?;
+        Ok(id)
+    }
+
+    async fn record_tenant_migration(&self, r: &TenantMigrationResult) -> Result<()> {
+        self.write(
+            "INSERT INTO tenant_migrations \
+             (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
+            &[
+                &r.run_id,
+                &r.tenant_id.0,
+                &r.slug,
+                &r.from_version,
+                &r.to_version,
+                &r.ok,
+                &r.error,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()> {
+        let ok = i64::try_from(ok).unwrap_or(i64::MAX);
+        let failed = i64::try_from(failed).unwrap_or(i64::MAX);
+        self.write(
+            "UPDATE migration_runs SET finished_at = now(), ok = $2, failed = $3 WHERE id = $1",
+            &[&run_id, &ok, &failed],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn failed_migrations(&self) -> Result<Vec<TenantMigrationResult>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT m.run_id, m.tenant_id, m.slug, m.from_version, m.to_version, m.ok, m.error \
+             FROM tenant_migrations m \
+             JOIN tenants t ON t.id = m.tenant_id AND t.status <> 'deleted' \
+             JOIN placements p ON p.tenant_id = m.tenant_id AND p.schema_version < m.to_version \
+             WHERE m.id = (SELECT MAX(id) FROM tenant_migrations l WHERE l.tenant_id = m.tenant_id) \
+               AND NOT m.ok ORDER BY m.slug",
+            &[],
+        )
+        .await?;
+        rows.iter().map(migration_result_from_row).collect()
+    }
+
+    async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT version, file, checksum FROM tenant_schema WHERE dialect = $1 ORDER BY version",
+            &[&dialect.as_str()],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RegisteredMigration {
+                    version: get(r, 0)?,
+                    file: get(r, 1)?,
+                    checksum: get(r, 2)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn register_migrations(&self, dialect: Dialect, scripts: &[Script<'_>]) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        for s in scripts {
+            execute(
+                &tx,
+                "INSERT INTO tenant_schema (dialect, version, file, checksum, first_applied_at) \
+                 VALUES ($1, $2, $3, $4, now()) ON CONFLICT (dialect, version) DO NOTHING",
+                &[&dialect.as_str(), &s.version, &s.file, &s.checksum],
+            )
+            .await?;
+        }
+        self.commit(tx).await
+    }
+
+    async fn insert_user(&self, new: &NewUser, invitation: Option<&str>) -> Result<User> {
+        let email_norm = new.email.to_lowercase();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        execute_unique(
+            &tx,
+            "INSERT INTO users \
+             (id, email, email_norm, password_hash, is_superadmin, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, now(), now())",
+            &[
+                &new.id.0,
+                &new.email,
+                &email_norm,
+                &new.password_hash,
+                &new.is_superadmin,
+            ],
+            || Error::EmailTaken,
+        )
+        .await?;
+        if let Some(hash) = invitation {
+            // One statement finds and spends the invitation: of two signups presenting it at
+            // once, the second finds it spent.
+            let redeemed = query_opt(
+                &tx,
+                "UPDATE invitations i SET accepted_at = now() FROM tenants t \
+                 WHERE i.token_hash = $1 AND i.email_norm = $2 \
+                   AND i.accepted_at IS NULL AND i.expires_at > now() \
+                   AND t.id = i.tenant_id AND t.status <> 'deleted' \
+                 RETURNING i.tenant_id, i.role",
+                &[&hash, &email_norm],
+            )
+            .await?;
+            let Some(redeemed) = redeemed else {
+                return Err(Error::InvalidInvitation);
+            };
+            let tenant_id: Uuid = get(&redeemed, 0)?;
+            let role: String = get(&redeemed, 1)?;
+            execute(
+                &tx,
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+                 VALUES ($1, $2, $3, now())",
+                &[&tenant_id, &new.id.0, &role],
+            )
+            .await?;
+        }
+        let user = select_user(&tx, "id = $1", &new.id.0)
+            .await?
+            .map(|(u, _)| u)
+            .ok_or_else(|| Error::Internal("inserted user vanished".into()))?;
+        self.commit(tx).await?;
+        Ok(user)
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        Ok(select_user(&self.conn().await?, "id = $1", &id.0)
+            .await?
+            .map(|(u, _)| u))
+    }
+
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<(User, String)>> {
+        select_user(&self.conn().await?, "email_norm = $1", &email_norm).await
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<Membership>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT t.id, t.slug, t.name, m.role FROM memberships m \
+             JOIN tenants t ON t.id = m.tenant_id AND t.status <> 'deleted' \
+             WHERE m.user_id = $1 ORDER BY t.slug",
+            &[&user.0],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Membership {
+                    tenant_id: TenantId(get(r, 0)?),
+                    slug: get(r, 1)?,
+                    name: get(r, 2)?,
+                    role: get::<&str>(r, 3)?.parse()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn membership_role(&self, tenant: TenantId, user: UserId) -> Result<Option<Role>> {
+        let row = query_opt(
+            &self.conn().await?,
+            "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2",
+            &[&tenant.0, &user.0],
+        )
+        .await?;
+        row.map(|r| get::<&str>(&r, 0)?.parse()).transpose()
+    }
+
+    async fn insert_refresh_token(&self, t: &NewRefreshToken) -> Result<()> {
+        self.write(
+            "INSERT INTO refresh_tokens (token_hash, family, user_id, tenant_id, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, now())",
+            &[
+                &t.token_hash,
+                &t.family,
+                &t.user_id.0,
+                &t.tenant_id.map(|id| id.0),
+                &t.expires_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<RefreshUse> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // The row lock makes two presentations of one token take turns: the second sees
+        // it used.
+        let row = query_opt(
+            &tx,
+            "SELECT family, user_id, tenant_id, used_at IS NOT NULL OR revoked_at IS NOT NULL, \
+                    expires_at <= now() \
+             FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            &[&token_hash],
+        )
+        .await?;
+        let Some(row) = row else {
+            return Ok(RefreshUse::Invalid);
+        };
+        let family: String = get(&row, 0)?;
+        let user_id: Uuid = get(&row, 1)?;
+        let tenant_id: Option<Uuid> = get(&row, 2)?;
+        let spent: bool = get(&row, 3)?;
+        let expired: bool = get(&row, 4)?;
+        if spent {
+            execute(
+                &tx,
+                "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE family = $1",
+                &[&family],
+            )
+            .await?;
+            self.commit(tx).await?;
+            return Ok(RefreshUse::Replayed);
+        }
+        if expired {
+            return Ok(RefreshUse::Invalid);
+        }
+        execute(
+            &tx,
+            "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1",
+            &[&token_hash],
+        )
+        .await?;
+        self.commit(tx).await?;
+        Ok(RefreshUse::Valid {
+            user_id: UserId(user_id),
+            tenant_id: tenant_id.map(TenantId),
+            family,
+        })
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: &str) -> Result<()> {
+        self.write(
+            "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, now()) \
+             WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
+            &[&token_hash],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT kid, secret FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
+            &[&since],
+        )
+        .await?;
+        rows.iter().map(|r| Ok((get(r, 0)?, get(r, 1)?))).collect()
+    }
+
+    async fn add_signing_key(&self, kid: &str, secret_hex: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // Two processes adding keys at once take turns, so exactly one key stays current.
+        tx.batch_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+            .await
+            .map_err(db_error)?;
+        execute(
+            &tx,
+            "UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL",
+            &[],
+        )
+        .await?;
+        execute(
+            &tx,
+            "INSERT INTO signing_keys (kid, secret, created_at) VALUES ($1, $2, now())",
+            &[&kid, &secret_hex],
+        )
+        .await?;
+        self.commit(tx).await
+    }
+
+    async fn insert_api_key(&self, k: &NewApiKey) -> Result<ApiKey> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let row = query_one(
+            &tx,
+            &format!(
+                "INSERT INTO api_keys \
+                 (id, tenant_id, role, label, secret_hash, created_by, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, now(), $7) RETURNING {API_KEY_COLUMNS}"
+            ),
+            &[
+                &k.id,
+                &k.tenant_id.map(|t| t.0),
+                &k.role,
+                &k.label,
+                &k.secret_hash,
+                &k.created_by,
+                &k.expires_at,
+            ],
+        )
+        .await?;
+        let (key, _) = api_key_from_row(&row)?;
+        self.commit(tx).await?;
+        Ok(key)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
+        query_opt(
+            &self.conn().await?,
+            &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .map(|r| api_key_from_row(&r))
+        .transpose()
+    }
+
+    async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>> {
+        let rows = query(
+            &self.conn().await?,
+            &format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id IS NOT DISTINCT FROM $1 \
+                 ORDER BY created_at DESC, id"
+            ),
+            &[&tenant.map(|t| t.0)],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| Ok(api_key_from_row(r)?.0))
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<bool> {
+        let n = self
+            .write(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
+                 WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
+                &[&id, &tenant.map(|t| t.0)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn members(&self, tenant: TenantId) -> Result<Vec<Member>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT u.id, u.email, m.role, m.created_at FROM memberships m \
+             JOIN users u ON u.id = m.user_id WHERE m.tenant_id = $1 ORDER BY u.email_norm",
+            &[&tenant.0],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Member {
+                    user_id: UserId(get(r, 0)?),
+                    email: get(r, 1)?,
+                    role: get::<&str>(r, 2)?.parse()?,
+                    created_at: get(r, 3)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn add_member(&self, tenant: TenantId, user: UserId, role: Role) -> Result<()> {
+        self.write_unique(
+            "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+             VALUES ($1, $2, $3, now())",
+            &[&tenant.0, &user.0, &role.as_str()],
+            || Error::MemberExists,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<bool> {
+        self.change_member(tenant, user, Some(role)).await
+    }
+
+    async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<bool> {
+        self.change_member(tenant, user, None).await
+    }
+
+    async fn insert_invitation(&self, inv: &NewInvitation) -> Result<()> {
+        self.write(
+            "INSERT INTO invitations \
+             (token_hash, tenant_id, email_norm, role, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, now(), $6)",
+            &[
+                &inv.token_hash,
+                &inv.tenant_id.0,
+                &inv.email_norm,
+                &inv.role.as_str(),
+                &inv.created_by,
+                &inv.expires_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
+        self.write_unique(
+            "INSERT INTO domains (domain, tenant_id, created_at) VALUES ($1, $2, now())",
+            &[&domain, &tenant.0],
+            || Error::DomainTaken,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT domain FROM domains WHERE tenant_id = $1 ORDER BY domain",
+            &[&tenant.0],
+        )
+        .await?;
+        rows.iter().map(|r| get(r, 0)).collect()
+    }
+
+    async fn remove_domain(&self, tenant: TenantId, domain: &str) -> Result<bool> {
+        let n = self
+            .write(
+                "DELETE FROM domains WHERE domain = $1 AND tenant_id = $2",
+                &[&domain, &tenant.0],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>> {
+        select_tenant(
+            &self.conn().await?,
+            "t.id = (SELECT tenant_id FROM domains WHERE domain = $1) AND t.status <> 'deleted'",
+            &domain,
+        )
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        tenant: Option<TenantId>,
+        action: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        self.write(
+            "INSERT INTO audit (at, actor, tenant_id, action, detail) \
+             VALUES (now(), $1, $2, $3, $4)",
+            &[&actor, &tenant.map(|t| t.0), &action, &detail],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(&self, tenant: TenantId) -> Result<Vec<AuditEntry>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT seq, at, actor, tenant_id, action, detail FROM audit \
+             WHERE tenant_id = $1 ORDER BY seq",
+            &[&tenant.0],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    seq: get(r, 0)?,
+                    at: get(r, 1)?,
+                    actor: get(r, 2)?,
+                    tenant_id: get::<Option<Uuid>>(r, 3)?.map(TenantId),
+                    action: get(r, 4)?,
+                    detail: get(r, 5)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        query_opt(
+            &self.conn().await?,
+            "SELECT value FROM settings WHERE key = $1",
+            &[&key],
+        )
+        .await?
+        .map(|r| get(&r, 0))
+        .transpose()
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.write(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+fn event_action(event: &str) -> &'static str {
+    match event.split('.').next() {
+        Some("provision") => "provisioning",
+        Some("retry") => "retry",
+        Some("delete") => "delete",
+        Some("recover") => "recovery",
+        _ => "this change",
+    }
+}
+
+fn expected_statuses(from: &[&str]) -> &'static str {
+    match from {
+        ["failed"] => "failed",
+        ["provisioning"] => "provisioning",
+        ["deleting"] => "deleting",
+        _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
+        _ => "in another status",
+    }
+}

@@ -1,8 +1,12 @@
-//! Stores: where tenant data lives. This store is a directory of SQLite files,
-//! one per tenant (`database` mode); PostgreSQL stores implement the same operations.
+//! Stores: where tenant data lives. A SQLite store is a directory of files, one per tenant
+//! (`database` mode); a PostgreSQL store is a server holding tenants in any mode.
 
 mod cache;
+mod pgpool;
+mod postgres;
 mod sqlite;
 
 pub use cache::{CacheConfig, HandleCache};
+pub use pgpool::{PgConn, PgPools, PoolLimits};
+pub use postgres::{quote_ident, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};

@@ -247,41 +247,8 @@ fn apply_scripts(
             .map_err(sqlite)?;
         rows
     };
-    let from = applied.last().map_or(0, |(v, _, _)| *v);
+    let from = crate::migrations::check_applied(&applied, scripts)?;
     let latest = scripts.last().map_or(0, |s| s.version);
-    if from > latest {
-        return Err(Error::UnknownSchemaVersion {
-            applied: from,
-            latest,
-        });
-    }
-    let applied_versions: HashSet<i64> = applied.iter().map(|(v, _, _)| *v).collect();
-    for (version, _name, checksum) in &applied {
-        match scripts.iter().find(|s| s.version == *version) {
-            None => {
-                return Err(Error::InvalidMigrations(format!(
-                    "migration {version:04} is applied to this tenant but missing from the migrations folder"
-                )))
-            }
-            Some(s) if s.checksum != checksum => {
-                return Err(Error::MigrationChanged {
-                    file: s.file.to_owned(),
-                    applied: short(checksum),
-                    current: short(s.checksum),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    if let Some(gap) = scripts
-        .iter()
-        .find(|s| s.version < from && !applied_versions.contains(&s.version))
-    {
-        return Err(Error::InvalidMigrations(format!(
-            "migration {} is older than the applied version {from:04} but was never applied; give it a version above {from:04}",
-            gap.file
-        )));
-    }
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for script in scripts.iter().filter(|s| s.version > from) {
         tx.execute_batch(script.sql)
@@ -309,10 +276,6 @@ fn apply_scripts(
 /// SQLite quotes the failing SQL in its messages; keep them on one line for logs and lists.
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn short(checksum: &str) -> String {
-    checksum.chars().take(12).collect()
 }
 
 fn remove_db_files(path: &Path) -> Result<()> {

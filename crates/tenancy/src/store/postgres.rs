@@ -1,0 +1,691 @@
+//! A PostgreSQL store: one server, holding tenants in any of three modes (DESIGN §3).
+//!
+//! - `database`: a database per tenant, `<prefix>_<tenant id hex>`, created with
+//!   `CREATE DATABASE` and migrated in one transaction. A database without a complete
+//!   ledger is a half-created one: recovery drops it.
+//! - `schema`: a schema per tenant, `t_<tenant id hex>`, in the store's database. The
+//!   schema, its tables and its ledger are created in one transaction, so a schema that
+//!   exists is complete.
+//! - `shared`: every tenant's rows in the tables of the `tenancy_shared` schema, made
+//!   multi-tenant by [`crate::transform`], behind row-level security. Migrations run once
+//!   per store; a tenant is a catalog row.
+//!
+//! Every identifier the store puts in SQL is one it generated (from a tenant id) or read
+//! from configuration, and is quoted; every value is bound as a parameter.
+
+use std::sync::Arc;
+
+use tokio_postgres::{Client, Config};
+
+use super::pgpool::{PgConn, PgPools, PoolLimits};
+use crate::error::{Error, Result};
+use crate::migrations::{Dialect, MigrationSet, Script};
+use crate::store::LEDGER_TABLE;
+use crate::tenant::{Mode, TenantId};
+
+/// The schema that holds the tables of `shared` tenants.
+pub const SHARED_SCHEMA: &str = "tenancy_shared";
+
+/// How to reach one PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStoreConfig {
+    pub name: String,
+    /// Connects as the role that creates databases, schemas and tables (migrations).
+    pub url: String,
+    /// The role `shared` tenants' requests run as: neither superuser nor BYPASSRLS.
+    /// `None`: the engine creates one ([`PgStoreConfig::data_role`]).
+    pub data_url: Option<String>,
+    /// The data role to create when `data_url` is not given.
+    pub data_role: String,
+    /// Password of the created data role (generated and kept sealed in the catalog).
+    pub data_password: String,
+    /// Tenant databases are named `<prefix>_<tenant id hex>`.
+    pub database_prefix: String,
+    pub limits: PoolLimits,
+}
+
+/// A PostgreSQL store.
+pub struct PgStore {
+    pub name: String,
+    admin: Config,
+    data: Config,
+    data_role: Option<String>,
+    data_password: String,
+    prefix: String,
+    pools: Arc<PgPools>,
+    /// Why the start-up audit of the shared schema failed; `None` when it passed.
+    audit_failure: std::sync::Mutex<Option<String>>,
+}
+
+/// A transaction on a tenant's data with the tenant context set: `search_path` pinned to
+/// the tenant's schema and, in `shared` mode, `tenancy.tenant_id` set, both local to the
+/// transaction so that nothing outlives it. Dropped without [`TenantSession::commit`], the
+/// connection is closed (and the transaction with it) rather than pooled.
+pub struct TenantSession {
+    conn: PgConn,
+    open: bool,
+}
+
+impl TenantSession {
+    /// The connection, inside the session's transaction.
+    pub fn client(&self) -> &Client {
+        &self.conn
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        self.conn
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::TenantDb(e.to_string()))?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<()> {
+        self.conn
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| Error::TenantDb(e.to_string()))?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for TenantSession {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.discard();
+        }
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl PgStore {
+    pub fn open(config: PgStoreConfig) -> Result<PgStore> {
+        let bad_url = |which: &str, e: tokio_postgres::Error| Error::StoreUnavailable {
+            store: config.name.clone(),
+            reason: format!("its {which} is not a valid PostgreSQL URL: {e}"),
+        };
+        let admin: Config = config.url.parse().map_err(|e| bad_url("url", e))?;
+        if admin.get_dbname().is_none() {
+            return Err(Error::StoreUnavailable {
+                store: config.name.clone(),
+                reason: "its url names no database".into(),
+            });
+        }
+        let (data, data_role) = match &config.data_url {
+            Some(url) => (url.parse().map_err(|e| bad_url("data_url", e))?, None),
+            None => {
+                let mut data = admin.clone();
+                data.user(&config.data_role);
+                data.password(config.data_password.as_bytes());
+                (data, Some(config.data_role.clone()))
+            }
+        };
+        valid_generated_name(&config.database_prefix, "database_prefix")?;
+        if let Some(role) = &data_role {
+            valid_generated_name(role, "data_role")?;
+        }
+        Ok(PgStore {
+            pools: PgPools::new(&config.name, config.limits.clone()),
+            name: config.name,
+            admin,
+            data,
+            data_role,
+            data_password: config.data_password,
+            prefix: config.database_prefix,
+            audit_failure: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn pools(&self) -> &Arc<PgPools> {
+        &self.pools
+    }
+
+    /// Where a tenant of this mode lives in this store.
+    pub fn location_for(&self, mode: Mode, id: TenantId) -> String {
+        match mode {
+            Mode::Database => format!("{}_{}", self.prefix, id.0.simple()),
+            Mode::Schema => format!("t_{}", id.0.simple()),
+            Mode::Shared => id.to_string(),
+        }
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> Error {
+        Error::StoreUnavailable {
+            store: self.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn db_error(&self, e: tokio_postgres::Error) -> Error {
+        if e.as_db_error().is_some() {
+            Error::TenantDb(e.to_string())
+        } else {
+            self.unavailable(e)
+        }
+    }
+
+    fn database_config(&self, database: &str) -> Config {
+        let mut config = self.admin.clone();
+        config.dbname(database);
+        config
+    }
+
+    async fn admin_conn(&self) -> Result<PgConn> {
+        self.pools.get(&self.admin).await
+    }
+
+    /// Creates the tenant's database, schema, or (shared) makes sure the shared tables are
+    /// current. Returns the tenant's schema version. On error nothing is left behind.
+    pub async fn provision(
+        &self,
+        mode: Mode,
+        location: &str,
+        migrations: &MigrationSet,
+    ) -> Result<i64> {
+        match mode {
+            Mode::Database => {
+                let admin = self.admin_conn().await?;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {}", quote_ident(location)))
+                    .await
+                    .map_err(|e| self.db_error(e))?;
+                drop(admin);
+                crate::fault::pause(crate::fault::points::PROVISION_FILE_BUILT);
+                let migrated = async {
+                    let mut conn = self.pools.get(&self.database_config(location)).await?;
+                    self.apply(&mut conn, None, migrations).await
+                }
+                .await;
+                match migrated {
+                    Ok((_, version)) => Ok(version),
+                    Err(e) => {
+                        let _ = self.drop_database(location).await;
+                        Err(e)
+                    }
+                }
+            }
+            Mode::Schema => {
+                let mut conn = self.admin_conn().await?;
+                let (_, version) = self.apply(&mut conn, Some(location), migrations).await?;
+                Ok(version)
+            }
+            Mode::Shared => self.migrate_shared(migrations).await.map(|(_, v)| v),
+        }
+    }
+
+    /// The schema version of a complete tenant, `None` if it has none (or half of one).
+    pub async fn inspect(&self, mode: Mode, location: &str) -> Result<Option<i64>> {
+        match mode {
+            Mode::Database => {
+                let admin = self.admin_conn().await?;
+                let exists = admin
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&location])
+                    .await
+                    .map_err(|e| self.db_error(e))?
+                    .is_some();
+                drop(admin);
+                if !exists {
+                    return Ok(None);
+                }
+                let conn = self.pools.get(&self.database_config(location)).await?;
+                self.ledger_version(&conn, "public").await
+            }
+            Mode::Schema => {
+                let conn = self.admin_conn().await?;
+                self.ledger_version(&conn, location).await
+            }
+            Mode::Shared => {
+                let conn = self.admin_conn().await?;
+                self.ledger_version(&conn, SHARED_SCHEMA).await
+            }
+        }
+    }
+
+    async fn ledger_version(&self, conn: &Client, schema: &str) -> Result<Option<i64>> {
+        let exists = conn
+            .query_opt(
+                "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = $2",
+                &[&schema, &LEDGER_TABLE],
+            )
+            .await
+            .map_err(|e| self.db_error(e))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        let row = conn
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(MAX(version), 0)::int8 FROM {}.{LEDGER_TABLE}",
+                    quote_ident(schema)
+                ),
+                &[],
+            )
+            .await
+            .map_err(|e| self.db_error(e))?;
+        Ok(Some(row.get(0)))
+    }
+
+    /// Removes a tenant's data: its database, its schema, or its rows in the shared tables.
+    pub async fn remove(&self, mode: Mode, location: &str, id: TenantId) -> Result<()> {
+        match mode {
+            Mode::Database => self.drop_database(location).await,
+            Mode::Schema => {
+                let conn = self.admin_conn().await?;
+                conn.batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote_ident(location)
+                ))
+                .await
+                .map_err(|e| self.db_error(e))
+            }
+            Mode::Shared => self.delete_shared_rows(id).await,
+        }
+    }
+
+    async fn drop_database(&self, database: &str) -> Result<()> {
+        self.pools.close_database(database);
+        let admin = self.admin_conn().await?;
+        admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(database)
+            ))
+            .await
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Deletes one tenant's rows from every shared table, children before parents.
+    async fn delete_shared_rows(&self, id: TenantId) -> Result<()> {
+        let mut conn = self.admin_conn().await?;
+        if self.ledger_version(&conn, SHARED_SCHEMA).await?.is_none() {
+            return Ok(());
+        }
+        let tables = shared_tables_children_first(&conn).await.map_err(|e| self.db_error(e))?;
+        conn.discard();
+        conn.batch_execute("BEGIN").await.map_err(|e| self.db_error(e))?;
+        conn.execute(
+            "SELECT set_config('tenancy.tenant_id', $1, true)",
+            &[&id.to_string()],
+        )
+        .await
+        .map_err(|e| self.db_error(e))?;
+        for table in tables {
+            conn.execute(
+                &format!(
+                    "DELETE FROM {}.{} WHERE tenant_id = $1::text::uuid",
+                    quote_ident(SHARED_SCHEMA),
+                    quote_ident(&table)
+                ),
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(|e| self.db_error(e))?;
+        }
+        conn.batch_execute("COMMIT").await.map_err(|e| self.db_error(e))
+    }
+
+    /// Brings one tenant (database or schema mode) to the latest migration, in one
+    /// transaction. Returns `(from, to)`.
+    pub async fn migrate(
+        &self,
+        mode: Mode,
+        location: &str,
+        migrations: &MigrationSet,
+    ) -> Result<(i64, i64)> {
+        match mode {
+            Mode::Database => {
+                let mut conn = self.pools.get(&self.database_config(location)).await?;
+                self.apply(&mut conn, None, migrations).await
+            }
+            Mode::Schema => {
+                let mut conn = self.admin_conn().await?;
+                self.apply(&mut conn, Some(location), migrations).await
+            }
+            Mode::Shared => self.migrate_shared(migrations).await,
+        }
+    }
+
+    /// Runs the pending scripts in one transaction. With `schema`, the schema is created
+    /// in that transaction (if missing) and everything runs inside it.
+    async fn apply(
+        &self,
+        conn: &mut PgConn,
+        schema: Option<&str>,
+        migrations: &MigrationSet,
+    ) -> Result<(i64, i64)> {
+        let scripts = migrations.scripts(Dialect::Postgres)?;
+        let statements: Vec<Vec<String>> =
+            scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
+        self.apply_statements(conn, schema.unwrap_or("public"), schema.is_some(), &scripts, &statements, None)
+            .await
+    }
+
+    /// The transaction shared by every mode: lock, ledger, validation, scripts, commit.
+    /// On failure the connection, left mid-transaction, is closed rather than pooled.
+    async fn apply_statements(
+        &self,
+        conn: &mut PgConn,
+        schema: &str,
+        create_schema: bool,
+        scripts: &[Script<'_>],
+        statements: &[Vec<String>],
+        after_create: Option<&str>,
+    ) -> Result<(i64, i64)> {
+        let result = self
+            .apply_in_transaction(conn, schema, create_schema, scripts, statements, after_create)
+            .await;
+        if result.is_err() {
+            conn.discard();
+        }
+        result
+    }
+
+    async fn apply_in_transaction(
+        &self,
+        conn: &Client,
+        schema: &str,
+        create_schema: bool,
+        scripts: &[Script<'_>],
+        statements: &[Vec<String>],
+        after_create: Option<&str>,
+    ) -> Result<(i64, i64)> {
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        let schema_q = quote_ident(schema);
+        conn.batch_execute("BEGIN").await.map_err(db)?;
+        if create_schema {
+            conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema_q}"))
+                .await
+                .map_err(db)?;
+        }
+        if let Some(sql) = after_create {
+            conn.batch_execute(sql).await.map_err(db)?;
+        }
+        conn.execute("SELECT set_config('search_path', $1, true)", &[&schema_q])
+            .await
+            .map_err(db)?;
+        conn.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {schema_q}.{LEDGER_TABLE} (\
+                version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        ))
+        .await
+        .map_err(db)?;
+        // Two processes migrating the same tenant: the second waits, then finds it current.
+        conn.batch_execute(&format!("LOCK TABLE {schema_q}.{LEDGER_TABLE} IN EXCLUSIVE MODE"))
+            .await
+            .map_err(db)?;
+        let applied: Vec<(i64, String, String)> = conn
+            .query(
+                &format!("SELECT version, name, checksum FROM {schema_q}.{LEDGER_TABLE} ORDER BY version"),
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let from = crate::migrations::check_applied(&applied, scripts)?;
+        let latest = scripts.last().map_or(0, |s| s.version);
+        for (script, sqls) in scripts.iter().zip(statements).filter(|(s, _)| s.version > from) {
+            for sql in sqls {
+                conn.batch_execute(sql).await.map_err(|e| match e.as_db_error() {
+                    Some(d) => Error::MigrationFailed {
+                        file: script.file.to_owned(),
+                        reason: d.message().to_owned(),
+                    },
+                    None => self.unavailable(e),
+                })?;
+            }
+            conn.execute(
+                &format!("INSERT INTO {schema_q}.{LEDGER_TABLE} (version, name, checksum) VALUES ($1, $2, $3)"),
+                &[&script.version, &script.name, &script.checksum],
+            )
+            .await
+            .map_err(db)?;
+        }
+        if latest > from {
+            crate::fault::pause(crate::fault::points::MIGRATE_TENANT_APPLIED);
+        }
+        conn.batch_execute("COMMIT").await.map_err(db)?;
+        Ok((from, latest))
+    }
+
+    /// Migrates the shared tables once for the whole store: the scripts transformed for
+    /// many tenants, the data role made (if the engine owns it), and the audit run.
+    pub async fn migrate_shared(&self, migrations: &MigrationSet) -> Result<(i64, i64)> {
+        let scripts = migrations.scripts(Dialect::Postgres)?;
+        let role = self.data_role_name();
+        let statements: Vec<Vec<String>> = Vec::new(); // PENDING transform
+        let _ = &role;
+        let mut conn = self.admin_conn().await?;
+        self.ensure_data_role(&conn).await?;
+        let grant = format!(
+            "GRANT USAGE ON SCHEMA {} TO {}",
+            quote_ident(SHARED_SCHEMA),
+            quote_ident(&role)
+        );
+        let result = self
+            .apply_statements(&mut conn, SHARED_SCHEMA, true, &scripts, &statements, Some(&grant))
+            .await?;
+        drop(conn);
+        self.audit().await?;
+        Ok(result)
+    }
+
+    fn data_role_name(&self) -> String {
+        self.data.get_user().unwrap_or("").to_owned()
+    }
+
+    /// Creates the data role the engine owns, if missing: LOGIN, not superuser, no
+    /// BYPASSRLS. Its name comes from configuration (checked) and its password is
+    /// generated hex, so both are safe to put in the statement.
+    async fn ensure_data_role(&self, conn: &Client) -> Result<()> {
+        let Some(role) = &self.data_role else {
+            return Ok(());
+        };
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        // Serialised across processes: two creating the role at once would collide.
+        conn.batch_execute("SELECT pg_advisory_lock(hashtext('tenancy.data_role'))")
+            .await
+            .map_err(db)?;
+        let result = async {
+            let exists = conn
+                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+                .await
+                .map_err(db)?
+                .is_some();
+            let verb = if exists { "ALTER" } else { "CREATE" };
+            conn.batch_execute(&format!(
+                "{verb} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{}'",
+                quote_ident(role),
+                self.data_password
+            ))
+            .await
+            .map_err(db)?;
+            let database = self.admin.get_dbname().unwrap_or("");
+            conn.batch_execute(&format!(
+                "GRANT CONNECT ON DATABASE {} TO {}",
+                quote_ident(database),
+                quote_ident(role)
+            ))
+            .await
+            .map_err(db)
+        }
+        .await;
+        let _ = conn
+            .batch_execute("SELECT pg_advisory_unlock(hashtext('tenancy.data_role'))")
+            .await;
+        result
+    }
+
+    /// The start-up audit of the shared tables: every table has `tenant_id`, row-level
+    /// security enabled and forced and a policy, and the data role can bypass none of it.
+    /// A store that fails is refused for `shared` tenants until a migration fixes it.
+    pub async fn audit(&self) -> Result<()> {
+        let conn = self.admin_conn().await?;
+        if self.ledger_version(&conn, SHARED_SCHEMA).await?.is_none() {
+            return Ok(());
+        }
+        let failures = audit_shared(&conn, &self.data_role_name())
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let failure = (!failures.is_empty()).then(|| failures.join("; "));
+        if let Some(why) = &failure {
+            tracing::error!(store = %self.name, problems = %why, "shared tables failed the isolation audit; refusing shared tenants");
+        }
+        if let Ok(mut slot) = self.audit_failure.lock() {
+            *slot = failure;
+        }
+        Ok(())
+    }
+
+    /// A transaction on the tenant's data with its context set.
+    pub async fn session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
+        let (conn, search_path, tenant_id) = match mode {
+            Mode::Database => (
+                self.pools.get(&self.database_config(location)).await?,
+                quote_ident("public"),
+                None,
+            ),
+            Mode::Schema => (self.admin_conn().await?, quote_ident(location), None),
+            Mode::Shared => {
+                if let Some(why) = self.audit_failure.lock().ok().and_then(|f| f.clone()) {
+                    return Err(self.unavailable(format!("the shared tables failed the isolation audit: {why}")));
+                }
+                (
+                    self.pools.get(&self.data).await?,
+                    quote_ident(SHARED_SCHEMA),
+                    Some(location),
+                )
+            }
+        };
+        let mut session = TenantSession { conn, open: true };
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        session.conn.batch_execute("BEGIN").await.map_err(db)?;
+        session
+            .conn
+            .execute(
+                "SELECT set_config('search_path', $1, true), set_config('tenancy.tenant_id', $2, true)",
+                &[&search_path, &tenant_id.unwrap_or("")],
+            )
+            .await
+            .map_err(db)?;
+        session.open = true;
+        Ok(session)
+    }
+}
+
+/// What makes the shared schema unsafe to serve, one line per problem (none: it passes).
+async fn audit_shared(
+    conn: &Client,
+    role: &str,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let mut problems = Vec::new();
+    let rows = conn
+        .query(
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,                 EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid                         AND a.attname = 'tenant_id' AND NOT a.attisdropped),                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> $2              ORDER BY c.relname",
+            &[&SHARED_SCHEMA, &LEDGER_TABLE],
+        )
+        .await?;
+    for row in rows {
+        let table: String = row.get(0);
+        let checks: [(bool, &str); 4] = [
+            (row.get(3), "has no tenant_id column"),
+            (row.get(1), "does not enable row-level security"),
+            (row.get(2), "does not force row-level security"),
+            (row.get(4), "has no row-level security policy"),
+        ];
+        for (ok, problem) in checks {
+            if !ok {
+                problems.push(format!("table {table} {problem}"));
+            }
+        }
+    }
+    match conn
+        .query_opt(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
+            &[&role],
+        )
+        .await?
+    {
+        None => problems.push(format!("the data role {role} does not exist")),
+        Some(r) => {
+            if r.get::<_, bool>(0) {
+                problems.push(format!("the data role {role} is a superuser"));
+            }
+            if r.get::<_, bool>(1) {
+                problems.push(format!("the data role {role} has BYPASSRLS"));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// Tables of the shared schema, children (referencing) before parents (referenced).
+async fn shared_tables_children_first(conn: &Client) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let tables: Vec<String> = conn
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> $2 ORDER BY tablename",
+            &[&SHARED_SCHEMA, &LEDGER_TABLE],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let edges: Vec<(String, String)> = conn
+        .query(
+            "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text \
+             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE c.contype = 'f' AND n.nspname = $1",
+            &[&SHARED_SCHEMA],
+        )
+        .await?
+        .iter()
+        .map(|r| (unqualify(r.get(0)), unqualify(r.get(1))))
+        .collect();
+    // Repeatedly take a table that nothing remaining references (self-references aside).
+    let mut remaining = tables;
+    let mut order = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let pick = remaining
+            .iter()
+            .position(|t| {
+                !edges
+                    .iter()
+                    .any(|(child, parent)| parent == t && child != t && remaining.contains(child))
+            })
+            .unwrap_or(0);
+        order.push(remaining.remove(pick));
+    }
+    Ok(order)
+}
+
+/// `schema.table` or `"schema"."table"` as regclass prints it → the bare table name.
+fn unqualify(name: String) -> String {
+    let last = name.rsplit('.').next().unwrap_or(&name);
+    last.trim_matches('"').replace("\"\"", "\"")
+}
+
+/// Names the engine builds SQL from: lower-case letters, digits and `_`, 1–30 characters.
+fn valid_generated_name(name: &str, what: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 30
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "{what} {name:?} must be 1–30 characters of a–z, 0–9 and _, not starting with a digit"
+        )))
+    }
+}

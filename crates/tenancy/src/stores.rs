@@ -1,0 +1,252 @@
+//! The engine's stores: the embedded SQLite store and the PostgreSQL stores, registered
+//! in the catalog with their secrets sealed, and the per-tenant operations dispatched to
+//! whichever store holds the tenant.
+//!
+//! A configured PostgreSQL store is recorded in the catalog (`store:<name>` settings) with
+//! its URLs and the generated data-role password sealed by the secret key, so that every
+//! process on the catalog — another replica, the CLI without the config file — reaches the
+//! same stores, and a catalog dump holds no password in clear.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::engine::{EngineConfig, Inner, StoreSpec, DEFAULT_STORE};
+use crate::error::{Error, Result};
+use crate::secrets::SecretKey;
+use crate::store::{PgStore, PgStoreConfig, PoolLimits, SqliteStore, TenantSession};
+use crate::tenant::{Mode, Tenant, TenantId};
+
+const REGISTRY_SETTING: &str = "stores";
+
+/// A PostgreSQL store as the catalog records it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreRecord {
+    kind: String,
+    url: String,
+    data_url: Option<String>,
+    data_role: String,
+    data_password: String,
+    database_prefix: String,
+}
+
+fn setting_key(name: &str) -> String {
+    format!("store:{name}")
+}
+
+fn secret_key(config: &EngineConfig) -> Result<SecretKey> {
+    match &config.secret_key {
+        Some(key) => Ok(key.clone()),
+        None => SecretKey::load_or_create(&config.data_dir.join("secret.key")),
+    }
+}
+
+fn valid_store_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok && name != DEFAULT_STORE {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "store name {:?} must be 1–40 letters, digits, - or _, and not {DEFAULT_STORE:?} (the SQLite store)",
+            name.chars().take(40).collect::<String>()
+        )))
+    }
+}
+
+/// Registers the configured PostgreSQL stores in the catalog and opens every store the
+/// catalog knows (configured ones with their configured limits).
+pub(crate) async fn open_pg_stores(
+    config: &EngineConfig,
+    catalog: &dyn Catalog,
+) -> Result<HashMap<String, Arc<PgStore>>> {
+    let mut names: Vec<String> = match catalog.setting(REGISTRY_SETTING).await? {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Catalog(format!("the store registry is corrupt: {e}")))?,
+        None => Vec::new(),
+    };
+    if config.stores.is_empty() && names.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let key = secret_key(config)?;
+    let mut stores = HashMap::new();
+    for spec in &config.stores {
+        valid_store_name(&spec.name)?;
+        if stores.contains_key(&spec.name) {
+            return Err(Error::InvalidInput(format!(
+                "store {:?} is configured twice",
+                spec.name
+            )));
+        }
+        let record = register(catalog, &key, spec).await?;
+        if !names.contains(&spec.name) {
+            names.push(spec.name.clone());
+            catalog
+                .set_setting(REGISTRY_SETTING, &serde_json::to_string(&names).unwrap_or_default())
+                .await?;
+        }
+        stores.insert(spec.name.clone(), open_record(&key, &spec.name, &record, spec.limits.clone())?);
+    }
+    for name in names {
+        if stores.contains_key(&name) {
+            continue;
+        }
+        let Some(json) = catalog.setting(&setting_key(&name)).await? else {
+            continue;
+        };
+        let record: StoreRecord = serde_json::from_str(&json)
+            .map_err(|e| Error::Catalog(format!("store {name:?} record is corrupt: {e}")))?;
+        let store = open_record(&key, &name, &record, PoolLimits::default())?;
+        stores.insert(name, store);
+    }
+    Ok(stores)
+}
+
+/// Writes the store's record (URLs sealed), keeping the data role's password if one was
+/// generated before.
+async fn register(catalog: &dyn Catalog, key: &SecretKey, spec: &StoreSpec) -> Result<StoreRecord> {
+    let existing: Option<StoreRecord> = match catalog.setting(&setting_key(&spec.name)).await? {
+        Some(json) => serde_json::from_str(&json).ok(),
+        None => None,
+    };
+    let data_password = match existing {
+        Some(old) if old.data_role == spec.data_role => old.data_password,
+        _ => {
+            let mut bytes = [0u8; 24];
+            rand::rng().fill_bytes(&mut bytes);
+            key.seal(&hex::encode(bytes))
+        }
+    };
+    let record = StoreRecord {
+        kind: "postgres".into(),
+        url: key.seal(&spec.url),
+        data_url: spec.data_url.as_deref().map(|u| key.seal(u)),
+        data_role: spec.data_role.clone(),
+        data_password,
+        database_prefix: spec.database_prefix.clone(),
+    };
+    let json = serde_json::to_string(&record).map_err(|e| Error::Internal(e.to_string()))?;
+    catalog.set_setting(&setting_key(&spec.name), &json).await?;
+    Ok(record)
+}
+
+fn open_record(
+    key: &SecretKey,
+    name: &str,
+    record: &StoreRecord,
+    limits: PoolLimits,
+) -> Result<Arc<PgStore>> {
+    let opened = |sealed: &str| {
+        key.open(sealed)
+            .map_err(|e| Error::Secrets(format!("store {name:?}: {e}")))
+    };
+    Ok(Arc::new(PgStore::open(PgStoreConfig {
+        name: name.to_owned(),
+        url: opened(&record.url)?,
+        data_url: record.data_url.as_deref().map(opened).transpose()?,
+        data_role: record.data_role.clone(),
+        data_password: opened(&record.data_password)?,
+        database_prefix: record.database_prefix.clone(),
+        limits,
+    })?))
+}
+
+/// The store holding a tenant.
+pub(crate) enum StoreRef<'a> {
+    Sqlite(&'a SqliteStore),
+    Postgres(&'a Arc<PgStore>),
+}
+
+impl Inner {
+    pub(crate) fn store_named(&self, name: &str) -> Result<StoreRef<'_>> {
+        if name == self.store.name {
+            return Ok(StoreRef::Sqlite(&self.store));
+        }
+        self.pg_stores
+            .get(name)
+            .map(StoreRef::Postgres)
+            .ok_or_else(|| Error::UnknownStore {
+                store: name.chars().take(64).collect(),
+            })
+    }
+
+    pub(crate) fn pg_store_of(&self, tenant: &Tenant) -> Result<Option<&Arc<PgStore>>> {
+        match self.store_named(&tenant.placement.store)? {
+            StoreRef::Sqlite(_) => Ok(None),
+            StoreRef::Postgres(pg) => Ok(Some(pg)),
+        }
+    }
+
+    /// Where a new tenant of this mode goes in this store; refuses modes it cannot hold.
+    pub(crate) fn location_for(&self, store: &str, mode: Mode, id: TenantId) -> Result<String> {
+        match self.store_named(store)? {
+            StoreRef::Sqlite(_) if mode == Mode::Database => Ok(SqliteStore::location_for(id)),
+            StoreRef::Sqlite(s) => Err(Error::ModeNotSupported {
+                store: s.name.clone(),
+                kind: "sqlite",
+                mode: mode.to_string(),
+            }),
+            StoreRef::Postgres(pg) => Ok(pg.location_for(mode, id)),
+        }
+    }
+
+    /// Builds the tenant's data with every migration. Returns its schema version.
+    pub(crate) async fn build(self: &Arc<Self>, tenant: &Tenant) -> Result<i64> {
+        let location = tenant.placement.location.clone();
+        match self.store_named(&tenant.placement.store)? {
+            StoreRef::Sqlite(_) => {
+                let inner = Arc::clone(self);
+                tokio::task::spawn_blocking(move || inner.store.build(&location, &inner.migrations))
+                    .await?
+            }
+            StoreRef::Postgres(pg) => {
+                pg.provision(tenant.placement.mode, &location, &self.migrations)
+                    .await
+            }
+        }
+    }
+
+    /// The schema version of the tenant's complete data, `None` if there is none.
+    pub(crate) async fn inspect(&self, tenant: &Tenant) -> Result<Option<i64>> {
+        match self.store_named(&tenant.placement.store)? {
+            StoreRef::Sqlite(s) => s.inspect(&tenant.placement.location),
+            StoreRef::Postgres(pg) => {
+                pg.inspect(tenant.placement.mode, &tenant.placement.location)
+                    .await
+            }
+        }
+    }
+
+    /// Removes every byte of the tenant's data from its store.
+    pub(crate) async fn remove_data(self: &Arc<Self>, tenant: &Tenant) -> Result<()> {
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        match self.store_named(&tenant.placement.store)? {
+            StoreRef::Sqlite(_) => {
+                let inner = Arc::clone(self);
+                tokio::task::spawn_blocking(move || inner.store.remove(id, &location)).await?
+            }
+            StoreRef::Postgres(pg) => pg.remove(tenant.placement.mode, &location, id).await,
+        }
+    }
+
+    /// A transaction on a PostgreSQL tenant's data, context set.
+    pub(crate) async fn session(&self, tenant: &Tenant) -> Result<TenantSession> {
+        match self.pg_store_of(tenant)? {
+            Some(pg) => {
+                pg.session(tenant.placement.mode, &tenant.placement.location)
+                    .await
+            }
+            None => Err(Error::ModeNotSupported {
+                store: tenant.placement.store.clone(),
+                kind: "sqlite",
+                mode: "a PostgreSQL session".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,723 @@
+//! The engine on PostgreSQL stores: provisioning, migration, deletion and recovery in the
+//! `database`, `schema` and `shared` modes, the connection budget, store secrets, and a
+//! server that goes away mid-traffic. Each test has its own database (tests/common/pg.rs).
+
+mod common {
+    pub mod pg;
+}
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pg::TestDb;
+use tenancy::catalog::NewTenant;
+use tenancy::secrets::SecretKey;
+use tenancy::{
+    Engine, EngineConfig, Error, MigrateOptions, MigrationSource, Mode, PlaceOptions, Placement,
+    Slug, StoreSpec, TenantId, TenantStatus,
+};
+
+fn slug(s: &str) -> Slug {
+    Slug::parse(s).unwrap()
+}
+
+fn config(dir: &Path, db: &TestDb) -> EngineConfig {
+    let mut config = EngineConfig::new(dir);
+    let mut store = StoreSpec::new("pg", db.url.clone());
+    store.data_role = format!("{}_data", db.prefix);
+    store.database_prefix = db.prefix.clone();
+    config.stores = vec![store];
+    config
+}
+
+fn place(mode: Mode) -> PlaceOptions {
+    PlaceOptions {
+        store: Some("pg".into()),
+        mode: Some(mode),
+    }
+}
+
+async fn admin(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+async fn database_exists(db: &TestDb, name: &str) -> bool {
+    admin(&db.url)
+        .await
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some()
+}
+
+async fn schema_exists(db: &TestDb, name: &str) -> bool {
+    admin(&db.url)
+        .await
+        .query_opt(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// Rows of `members` the tenant sees through its own session.
+async fn members_seen(engine: &Engine, s: &str) -> i64 {
+    let tenant = engine.tenant(&slug(s)).await.unwrap();
+    let session = engine.session(&tenant).await.unwrap();
+    let n: i64 = session
+        .client()
+        .query_one("SELECT COUNT(*) FROM members", &[])
+        .await
+        .unwrap()
+        .get(0);
+    session.commit().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mode_provisions_serves_and_deletes() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    for (s, mode) in [
+        ("in-db", Mode::Database),
+        ("in-schema", Mode::Schema),
+        ("in-shared", Mode::Shared),
+    ] {
+        let tenant = engine
+            .create_tenant_with(slug(s), None, None, &place(mode))
+            .await
+            .unwrap();
+        assert_eq!(tenant.status, TenantStatus::Active, "{s}");
+        assert_eq!(tenant.placement.mode, mode);
+        assert_eq!(tenant.placement.store, "pg");
+        assert_eq!(tenant.placement.schema_version, 2, "{s}");
+        let session = engine.session(&tenant).await.unwrap();
+        session
+            .client()
+            .execute(
+                "INSERT INTO members (id, name) VALUES ($1, $2)",
+                &[&uuid::Uuid::now_v7().to_string(), &format!("a@{s}")],
+            )
+            .await
+            .unwrap();
+        session.commit().await.unwrap();
+        assert_eq!(members_seen(&engine, s).await, 1, "{s}");
+    }
+    let by_mode = |mode| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .list_tenants()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|t| t.placement.mode == mode)
+                .unwrap()
+        }
+    };
+    let in_db = by_mode(Mode::Database).await;
+    let in_schema = by_mode(Mode::Schema).await;
+    assert!(database_exists(&db, &in_db.placement.location).await);
+    assert!(schema_exists(&db, &in_schema.placement.location).await);
+
+    for s in ["in-db", "in-schema", "in-shared"] {
+        let deleted = engine.delete_tenant(&slug(s)).await.unwrap();
+        assert_eq!(deleted.status, TenantStatus::Deleted);
+    }
+    assert!(!database_exists(&db, &in_db.placement.location).await);
+    assert!(!schema_exists(&db, &in_schema.placement.location).await);
+    // The shared tables stay (other tenants' rows live there); this tenant's rows are gone.
+    let left: i64 = admin(&db.url)
+        .await
+        .query_one("SELECT COUNT(*) FROM tenancy_shared.members", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_handler_that_forgets_its_where_clause_sees_only_its_tenant() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
+        let (a, b) = (format!("a-{mode}"), format!("b-{mode}"));
+        for (s, rows) in [(&a, 2), (&b, 3)] {
+            let tenant = engine
+                .create_tenant_with(slug(s), None, None, &place(mode))
+                .await
+                .unwrap();
+            let session = engine.session(&tenant).await.unwrap();
+            for i in 0..rows {
+                session
+                    .client()
+                    .execute(
+                        "INSERT INTO members (id, name) VALUES ($1, $2)",
+                        &[&uuid::Uuid::now_v7().to_string(), &format!("m{i}")],
+                    )
+                    .await
+                    .unwrap();
+            }
+            session.commit().await.unwrap();
+        }
+        assert_eq!(members_seen(&engine, &a).await, 2, "{mode}");
+        assert_eq!(members_seen(&engine, &b).await, 3, "{mode}");
+        // An UPDATE and a DELETE without WHERE touch only the caller's rows.
+        let tenant_a = engine.tenant(&slug(&a)).await.unwrap();
+        let session = engine.session(&tenant_a).await.unwrap();
+        let updated = session
+            .client()
+            .execute("UPDATE members SET class = 'changed'", &[])
+            .await
+            .unwrap();
+        assert_eq!(updated, 2, "{mode}");
+        let deleted = session.client().execute("DELETE FROM members", &[]).await.unwrap();
+        assert_eq!(deleted, 2, "{mode}");
+        session.commit().await.unwrap();
+        assert_eq!(members_seen(&engine, &b).await, 3, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_tables_hide_everything_from_a_session_without_a_tenant() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    let tenant = engine
+        .create_tenant_with(slug("acme"), None, None, &place(Mode::Shared))
+        .await
+        .unwrap();
+    let session = engine.session(&tenant).await.unwrap();
+    session
+        .client()
+        .execute(
+            "INSERT INTO members (id, name) VALUES ($1, 'A')",
+            &[&uuid::Uuid::now_v7().to_string()],
+        )
+        .await
+        .unwrap();
+    session.commit().await.unwrap();
+
+    // The data role, straight, with no tenant set: sees nothing and may insert nothing.
+    let mut data_url = tokio_postgres::Config::new();
+    data_url
+        .host("127.0.0.1")
+        .port(5432)
+        .user(format!("{}_data", db.prefix))
+        .dbname(&db.name);
+    let (client, conn) = data_url.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let seen: i64 = client
+        .query_one("SELECT COUNT(*) FROM tenancy_shared.members", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+    let insert = client
+        .execute(
+            "INSERT INTO tenancy_shared.members (id, name) VALUES ($1, 'B')",
+            &[&uuid::Uuid::now_v7().to_string()],
+        )
+        .await;
+    assert!(insert.is_err(), "an insert without a tenant must fail");
+    // Naming another tenant's id explicitly is refused by the policy's WITH CHECK.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(
+            "SELECT set_config('tenancy.tenant_id', $1, true)",
+            &[&tenant.id.to_string()],
+        )
+        .await
+        .unwrap();
+    let forged = client
+        .execute(
+            "INSERT INTO tenancy_shared.members (tenant_id, id, name) VALUES ($1::text::uuid, $2, 'C')",
+            &[&uuid::Uuid::now_v7().to_string(), &uuid::Uuid::now_v7().to_string()],
+        )
+        .await;
+    assert!(forged.is_err(), "a row for another tenant must be refused");
+    let _ = client.batch_execute("ROLLBACK").await;
+    // And the role cannot switch row-level security off.
+    let bypass = client.batch_execute("SET row_security = off").await;
+    let seen_after: i64 = client
+        .query_one("SELECT COUNT(*) FROM tenancy_shared.members", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    assert!(bypass.is_err() || seen_after == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_fan_out_to_every_mode_and_shared_runs_once() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let mut cfg = config(&dir.path().join("data"), &db);
+    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    for (i, mode) in [Mode::Database, Mode::Schema, Mode::Shared, Mode::Shared]
+        .into_iter()
+        .enumerate()
+    {
+        engine
+            .create_tenant_with(slug(&format!("t{i}")), None, None, &place(mode))
+            .await
+            .unwrap();
+    }
+    engine
+        .create_tenant(slug("local"), None)
+        .await
+        .unwrap();
+    drop(engine);
+
+    std::fs::write(
+        migrations.join("0003_notes.sql"),
+        "CREATE TABLE notes (id UUID PRIMARY KEY, body TEXT NOT NULL UNIQUE);\n\
+         CREATE INDEX notes_body_idx ON notes (body);\n",
+    )
+    .unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    let report = engine
+        .migrate(
+            MigrateOptions::default(),
+            Arc::new(AtomicBool::new(false)),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.failed.len(), 0, "{:?}", report.failed);
+    assert_eq!(report.migrated, 5);
+    for t in engine.list_tenants().await.unwrap() {
+        assert_eq!(t.placement.schema_version, 3, "{}", t.slug);
+    }
+    // Shared: one ledger for the store, with each version once.
+    let versions: i64 = admin(&db.url)
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM tenancy_shared._tenancy_migrations WHERE version = 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1);
+    // A no-op rerun touches nothing.
+    let again = engine
+        .migrate(
+            MigrateOptions::default(),
+            Arc::new(AtomicBool::new(false)),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(again.pending.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_the_transform_refuses_is_applied_nowhere() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    std::fs::write(
+        migrations.join("0003_view.sql"),
+        "CREATE VIEW member_emails AS SELECT email FROM members;\n",
+    )
+    .unwrap();
+    let mut cfg = config(&dir.path().join("data"), &db);
+    cfg.migrations = MigrationSource::Folder(migrations);
+    let engine = Engine::open(cfg).await.unwrap();
+    let err = engine
+        .create_tenant_with(slug("shared-one"), None, None, &place(Mode::Shared))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("0003_view"), "{text}");
+    let failed = engine.tenant(&slug("shared-one")).await.unwrap();
+    assert_eq!(failed.status, TenantStatus::Failed);
+    // Nothing of the script ran: not even the first two migrations' shared tables.
+    let tables: i64 = admin(&db.url)
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'tenancy_shared'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_removes_a_half_created_database_and_schema() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &db);
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    // What a process killed between CREATE DATABASE and its migration leaves: the catalog
+    // row in provisioning, owned by a dead process, and an empty database.
+    let dead = "dead-owner-0000";
+    let mut half = Vec::new();
+    for (s, mode) in [("half-db", Mode::Database), ("half-schema", Mode::Schema)] {
+        let id = TenantId::generate();
+        let location = match mode {
+            Mode::Database => format!("{}_{}", db.prefix, id.0.simple()),
+            _ => format!("t_{}", id.0.simple()),
+        };
+        let admin = admin(&db.url).await;
+        match mode {
+            Mode::Database => admin
+                .batch_execute(&format!("CREATE DATABASE \"{location}\""))
+                .await
+                .unwrap(),
+            _ => admin
+                .batch_execute(&format!("CREATE SCHEMA \"{location}\""))
+                .await
+                .unwrap(),
+        }
+        engine
+            .catalog()
+            .insert_tenant(&NewTenant {
+                id,
+                slug: slug(s),
+                name: s.into(),
+                placement: Placement {
+                    store: "pg".into(),
+                    mode,
+                    location: location.clone(),
+                    schema_version: 0,
+                },
+                owner: None,
+            })
+            .await
+            .unwrap();
+        half.push((s, mode, location));
+    }
+    drop(engine);
+    // Hand the rows to an owner that is not alive.
+    let catalog = rusqlite_catalog_set_owner(dir.path(), dead);
+    assert!(catalog > 0);
+
+    let engine = Engine::open(cfg).await.unwrap();
+    assert_eq!(engine.recovery().failed.len(), 2, "{:?}", engine.recovery());
+    for (s, mode, location) in half {
+        let t = engine.tenant(&slug(s)).await.unwrap();
+        assert_eq!(t.status, TenantStatus::Failed, "{s}");
+        match mode {
+            Mode::Database => assert!(!database_exists(&db, &location).await),
+            _ => assert!(!schema_exists(&db, &location).await),
+        }
+        // And a retry provisions it properly.
+        let retried = engine.retry_tenant(&slug(s)).await.unwrap();
+        assert_eq!(retried.status, TenantStatus::Active);
+    }
+}
+
+/// Marks every provisioning tenant as owned by `owner` in the SQLite catalog.
+fn rusqlite_catalog_set_owner(data_dir: &Path, owner: &str) -> usize {
+    let conn = tenancy::rusqlite::Connection::open(data_dir.join("catalog.db")).unwrap();
+    conn.execute(
+        "UPDATE tenants SET op_owner = ?1 WHERE status = 'provisioning'",
+        [owner],
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_budget_holds_however_many_tenants_are_hot() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &db);
+    cfg.stores[0].limits.max_connections = 3;
+    cfg.stores[0].limits.acquire_timeout = Duration::from_secs(20);
+    let engine = Engine::open(cfg).await.unwrap();
+    let mut tenants = Vec::new();
+    for i in 0..6 {
+        tenants.push(
+            engine
+                .create_tenant_with(slug(&format!("hot{i}")), None, None, &place(Mode::Database))
+                .await
+                .unwrap(),
+        );
+    }
+    // 6 databases, 24 concurrent sessions, 3 connections: everyone waits their turn.
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for t in &tenants {
+            let (engine, t, peak) = (engine.clone(), t.clone(), Arc::clone(&peak));
+            tasks.spawn(async move {
+                let session = engine.session(&t).await?;
+                session
+                    .client()
+                    .query_one("SELECT pg_sleep(0.02)::text, $1::int4", &[&round])
+                    .await
+                    .map_err(|e| Error::TenantDb(e.to_string()))?;
+                let store = engine.pg_store("pg").unwrap();
+                peak.fetch_max(
+                    store.pools().open_connections(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                session.commit().await
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 3);
+    // Server-side too: this test's databases never had more than the budget (idle
+    // connections stay within it as well).
+    let open: i64 = admin(&db.url)
+        .await
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname LIKE $1 AND datname <> $2",
+            &[&format!("{}_%", db.prefix), &db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(open <= 3, "{open} connections open to tenant databases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_budget_queues_then_answers_store_busy() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &db);
+    cfg.stores[0].limits.max_connections = 2;
+    cfg.stores[0].limits.acquire_timeout = Duration::from_millis(300);
+    let engine = Engine::open(cfg).await.unwrap();
+    let t = engine
+        .create_tenant_with(slug("busy"), None, None, &place(Mode::Schema))
+        .await
+        .unwrap();
+    let held_a = engine.session(&t).await.unwrap();
+    let held_b = engine.session(&t).await.unwrap();
+    let started = Instant::now();
+    let third = engine.session(&t).await;
+    let waited = started.elapsed();
+    assert!(matches!(third, Err(Error::StoreBusy { .. })), "{:?}", third.err());
+    assert!(waited >= Duration::from_millis(250), "it queued first ({waited:?})");
+    // A connection coming back serves the queue.
+    let waiter = {
+        let (engine, t) = (engine.clone(), t.clone());
+        tokio::spawn(async move { engine.session(&t).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held_a.commit().await.unwrap();
+    waiter.await.unwrap().unwrap();
+    drop(held_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_urls_are_sealed_in_the_catalog() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &db);
+    let secret_url = db.url.replace("postgres@", "postgres:hunter2-secret@");
+    cfg.stores[0].url = secret_url.clone();
+    cfg.secret_key = Some(SecretKey::generate());
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    engine
+        .create_tenant_with(slug("sealed"), None, None, &place(Mode::Schema))
+        .await
+        .unwrap();
+    let record = engine.catalog().setting("store:pg").await.unwrap().unwrap();
+    assert!(!record.contains("hunter2"), "{record}");
+    assert!(record.contains("sealed:v1:"));
+    drop(engine);
+    let raw = std::fs::read(dir.path().join("catalog.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&raw).contains("hunter2"));
+
+    // Another process without the store in its config reaches it through the catalog...
+    let mut no_stores = cfg.clone();
+    no_stores.stores.clear();
+    let engine = Engine::open(no_stores.clone()).await.unwrap();
+    assert_eq!(members_seen(&engine, "sealed").await, 0);
+    drop(engine);
+    // ...but not with the wrong key.
+    no_stores.secret_key = Some(SecretKey::generate());
+    let err = Engine::open(no_stores).await.err().expect("wrong key refused");
+    assert!(matches!(err, Error::Secrets(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_stores_modes_and_hostile_names_are_refused() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    let nowhere = PlaceOptions {
+        store: Some("nowhere\"; DROP DATABASE x; --".into()),
+        mode: Some(Mode::Database),
+    };
+    let err = engine
+        .create_tenant_with(slug("x"), None, None, &nowhere)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownStore { .. }), "{err}");
+    let sqlite_schema = PlaceOptions {
+        store: Some("default".into()),
+        mode: Some(Mode::Schema),
+    };
+    let err = engine
+        .create_tenant_with(slug("x"), None, None, &sqlite_schema)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ModeNotSupported { .. }), "{err}");
+    // Nothing was written for either.
+    assert!(engine.list_tenants().await.unwrap().is_empty());
+
+    // Names built to break quoting are stored verbatim and never reach an identifier.
+    let hostile = "Robert\"); DROP SCHEMA public CASCADE; --'\\";
+    for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
+        let s = format!("q-{mode}");
+        let t = engine
+            .create_tenant_with(slug(&s), Some(hostile.into()), None, &place(mode))
+            .await
+            .unwrap();
+        assert_eq!(t.name, hostile);
+        assert_eq!(members_seen(&engine, &s).await, 0);
+    }
+    // A bad store configuration is refused before anything is created.
+    let mut bad = config(&dir.path().join("other"), &db);
+    bad.stores[0].database_prefix = "Bad\"Prefix".into();
+    assert!(Engine::open(bad).await.is_err());
+}
+
+/// A TCP proxy in front of PostgreSQL that the test can cut and restore: the server
+/// "stops" mid-traffic without disturbing other tests.
+struct Proxy {
+    port: u16,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Proxy {
+    async fn start(port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let mut stop = rx.clone();
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { break };
+                        let mut stop = rx.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = stop.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Proxy {
+            port,
+            stop: Some(tx),
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_server_answers_unavailable_quickly_and_recovery_is_automatic() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let mut proxy = Proxy::start(0).await;
+    let port = proxy.port;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &db);
+    cfg.stores[0].url = format!("postgres://postgres@127.0.0.1:{port}/{}", db.name);
+    cfg.stores[0].limits.connect_timeout = Duration::from_millis(500);
+    cfg.stores[0].limits.query_timeout = Duration::from_secs(2);
+    let engine = Engine::open(cfg).await.unwrap();
+    let t = engine
+        .create_tenant_with(slug("flaky"), None, None, &place(Mode::Schema))
+        .await
+        .unwrap();
+    assert_eq!(members_seen(&engine, "flaky").await, 0);
+
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = async {
+            let session = engine.session(&t).await?;
+            session
+                .client()
+                .query_one("SELECT COUNT(*) FROM members", &[])
+                .await
+                .map_err(|e| Error::TenantDb(e.to_string()))?;
+            session.commit().await
+        }
+        .await;
+        let took = started.elapsed();
+        assert!(result.is_err());
+        assert!(took < Duration::from_secs(3), "gave up within the timeout ({took:?})");
+    }
+    // The store answers `StoreUnavailable` (503 store_unavailable over HTTP).
+    let err = engine.session(&t).await.err().expect("still down");
+    assert!(matches!(err, Error::StoreUnavailable { .. }), "{err}");
+
+    // The server comes back on the same address: the next request works, no restart.
+    let _proxy = Proxy::start(port).await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        if let Ok(session) = engine.session(&t).await {
+            if session.client().query_one("SELECT 1", &[]).await.is_ok() {
+                recovered = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered);
+}
