@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+#[path = "../../tenancy/tests/common/pg.rs"]
+mod pg;
+
 /// How long any one child process may take before the test gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -119,6 +122,8 @@ impl Drop for Paused {
 struct Fleet {
     dir: TempDir,
     migrations: Option<PathBuf>,
+    /// Tenants go to this PostgreSQL database's server, in `mode`.
+    postgres: Option<(pg::TestDb, &'static str)>,
 }
 
 impl Fleet {
@@ -127,7 +132,21 @@ impl Fleet {
         Fleet {
             dir: TempDir::new().expect("temp dir"),
             migrations: None,
+            postgres: None,
         }
+    }
+
+    /// A fleet whose tenants live on PostgreSQL in `mode`, with its own migrations folder;
+    /// `None` (skip) where PostgreSQL is unreachable.
+    fn on_postgres(mode: &'static str) -> Option<Fleet> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let db = runtime.block_on(pg::TestDb::create())?;
+        let mut fleet = Fleet::with_migrations();
+        fleet.postgres = Some((db, mode));
+        Some(fleet)
     }
 
     /// A fleet with its own migrations folder holding the guild schema (versions 1 and 2),
@@ -141,6 +160,7 @@ impl Fleet {
         Fleet {
             dir,
             migrations: Some(migrations),
+            postgres: None,
         }
     }
 
@@ -170,7 +190,32 @@ impl Fleet {
         if let Some(m) = &self.migrations {
             cmd.env("TENANCY_MIGRATIONS", m);
         }
+        if let Some((db, mode)) = &self.postgres {
+            cmd.env("TENANCY_STORE_URL", &db.url)
+                .env("TENANCY_STORE_NAME", "pg")
+                .env("TENANCY_STORE_DATA_ROLE", format!("{}_data", db.prefix))
+                .env("TENANCY_STORE_DATABASE_PREFIX", &db.prefix)
+                .env("TENANCY_DEFAULT_STORE", "pg")
+                .env("TENANCY_DEFAULT_MODE", mode);
+        }
         cmd
+    }
+
+    /// Runs one query on the fleet's PostgreSQL database (or a tenant database of it).
+    fn pg_query_i64(&self, database: Option<&str>, sql: &str) -> i64 {
+        let (db, _) = self.postgres.as_ref().expect("a PostgreSQL fleet");
+        let url = database.map_or_else(|| db.url.clone(), |d| db.url_of(d));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client.query_one(sql, &[]).await.expect(sql).get(0)
+        })
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -956,4 +1001,89 @@ fn migration_edited_after_it_was_applied_is_refused() {
     f.add_migration("0003_x.sql", MIGRATION_0003);
     f.assert_all_at(3);
     assert!(f.tenant("late").is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL modes: the same kills, with tenants in databases, schemas and shared tables.
+
+/// What PostgreSQL holds for the tenant: 1 if its database (database mode) or schema
+/// (schema mode) exists, else 0. Shared tenants hold nothing of their own.
+fn pg_footprint(f: &Fleet, tenant: &Value) -> i64 {
+    let id = tenant["id"].as_str().unwrap().replace('-', "");
+    let (db, mode) = f.postgres.as_ref().unwrap();
+    match *mode {
+        "database" => f.pg_query_i64(
+            None,
+            &format!(
+                "SELECT COUNT(*) FROM pg_database WHERE datname = '{}_{id}'",
+                db.prefix
+            ),
+        ),
+        "schema" => f.pg_query_i64(
+            None,
+            &format!("SELECT COUNT(*) FROM pg_namespace WHERE nspname = 't_{id}'"),
+        ),
+        _ => 0,
+    }
+}
+
+fn kill_provisioning_on_postgres(mode: &'static str, point: &str, completes: bool) {
+    let Some(f) = Fleet::on_postgres(mode) else {
+        return;
+    };
+    f.spawn_paused(&["tenant", "create", "acme"], point);
+    let acme = f.tenant("acme").expect("acme is in the catalog after recovery");
+    if completes {
+        assert_eq!(acme["status"], "active", "{acme}");
+        assert_eq!(acme["schema_version"], 2, "{acme}");
+    } else {
+        assert_eq!(acme["status"], "failed", "{acme}");
+        assert_eq!(pg_footprint(&f, &acme), 0, "the half-created {mode} was removed");
+        let retried = f.json(&["tenant", "retry", "acme", "--json"]);
+        assert_eq!(retried["status"], "active", "{retried}");
+    }
+    let acme = f.tenant("acme").unwrap();
+    if mode != "shared" {
+        assert_eq!(pg_footprint(&f, &acme), 1);
+    }
+    assert!(f.tenant_files().is_empty(), "no SQLite file for a PostgreSQL tenant");
+}
+
+#[test]
+fn postgres_provisioning_killed_mid_way_is_rolled_back_in_every_mode() {
+    for mode in ["database", "schema", "shared"] {
+        kill_provisioning_on_postgres(mode, "provision.catalog_written", false);
+    }
+    // Between CREATE DATABASE and its migration: the empty database is dropped.
+    kill_provisioning_on_postgres("database", "provision.file_built", false);
+}
+
+#[test]
+fn postgres_provisioning_killed_after_the_data_is_complete_finishes() {
+    for mode in ["database", "schema", "shared"] {
+        kill_provisioning_on_postgres(mode, "provision.file_placed", true);
+    }
+}
+
+#[test]
+fn postgres_migrate_killed_mid_tenant_then_rerun_converges() {
+    for mode in ["database", "schema", "shared"] {
+        let Some(f) = Fleet::on_postgres(mode) else {
+            return;
+        };
+        f.create_many(3);
+        f.add_migration(
+            "0003_x.sql",
+            "CREATE TABLE x_notes (id TEXT PRIMARY KEY, body TEXT NOT NULL);\n",
+        );
+        f.spawn_paused(&["migrate", "--concurrency", "1"], "migrate.tenant_applied");
+        let o = f.run(&["migrate"]);
+        assert!(o.status.success(), "{mode}: {}", describe(&["migrate"], &o));
+        for t in f.tenants() {
+            assert_eq!(t["status"], "active", "{mode}: {t}");
+            assert_eq!(t["schema_version"], 3, "{mode}: {t}");
+        }
+        let again = f.json(&["migrate", "--json"]);
+        assert_eq!(again["pending"], serde_json::json!([]), "{mode}: {again}");
+    }
 }

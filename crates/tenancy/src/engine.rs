@@ -258,6 +258,12 @@ impl Engine {
             reads: crate::lookup::ReadCache::new(),
         };
         inner.recovery = recover(&inner).await?;
+        // The start-up audit of shared tables; a store that is down is audited on first use.
+        for store in inner.pg_stores.values() {
+            if let Err(e) = store.audit().await {
+                tracing::warn!(store = %store.name, error = %e, "could not audit the shared tables at start-up");
+            }
+        }
         let inner = Arc::new(inner);
         crate::lookup::spawn_flusher(Arc::downgrade(&inner));
         Ok(Engine { inner })
@@ -841,25 +847,17 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
         if owner_alive {
             continue;
         }
-        match tenant.status {
-            Provisioning => recover_provisioning(inner, tenant, &mut report).await?,
-            Deleting => {
-                remove_data(inner, tenant).await?;
-                catalog
-                    .transition(Transition {
-                        id: tenant.id,
-                        from: &[Deleting],
-                        to: Deleted,
-                        expect_owner: tenant.op_owner.as_deref(),
-                        new_owner: None,
-                        error: None,
-                        schema_version: None,
-                        event: "recover.delete_done",
-                    })
-                    .await?;
-                report.deleted.push(tenant.slug.to_string());
+        let recovered = match tenant.status {
+            Provisioning => recover_provisioning(inner, tenant, &mut report).await,
+            Deleting => recover_deletion(inner, tenant, &mut report).await,
+            _ => Ok(()),
+        };
+        match recovered {
+            // A store that is down now: its tenants are recovered by a later start.
+            Err(Error::StoreUnavailable { store, reason }) => {
+                tracing::warn!(slug = %tenant.slug, %store, %reason, "store unavailable; recovery of this tenant postponed");
             }
-            _ => {}
+            other => other?,
         }
     }
 
@@ -901,6 +899,25 @@ async fn remove_data(inner: &Inner, tenant: &Tenant) -> Result<()> {
     }
 }
 
+async fn recover_deletion(inner: &Inner, tenant: &Tenant, report: &mut RecoveryReport) -> Result<()> {
+    remove_data(inner, tenant).await?;
+    inner
+        .catalog
+        .transition(Transition {
+            id: tenant.id,
+            from: &[Deleting],
+            to: Deleted,
+            expect_owner: tenant.op_owner.as_deref(),
+            new_owner: None,
+            error: None,
+            schema_version: None,
+            event: "recover.delete_done",
+        })
+        .await?;
+    report.deleted.push(tenant.slug.to_string());
+    Ok(())
+}
+
 async fn recover_provisioning(
     inner: &Inner,
     tenant: &Tenant,
@@ -909,7 +926,10 @@ async fn recover_provisioning(
     // A placed file is complete by construction (built under a temporary name, renamed
     // last), as is a PostgreSQL database or schema with a ledger (created with it in one
     // transaction); anything else is rolled back.
-    let placed = inner.inspect(tenant).await.unwrap_or(None);
+    let placed = match inner.inspect(tenant).await {
+        Err(e @ Error::StoreUnavailable { .. }) => return Err(e),
+        other => other.unwrap_or(None),
+    };
     let (to, error, version, event) = match placed {
         Some(version) if version > 0 => (Active, None, Some(version), "recover.provision_done"),
         _ => {

@@ -94,9 +94,14 @@ async fn activate(cat: &PgCatalog, t: &Tenant) -> Tenant {
 
 async fn delete(cat: &PgCatalog, t: &Tenant) {
     let statuses = [TenantStatus::Active, TenantStatus::Suspended];
-    cat.transition(transition(t, &statuses, TenantStatus::Deleted, "delete.done"))
-        .await
-        .unwrap();
+    cat.transition(transition(
+        t,
+        &statuses,
+        TenantStatus::Deleted,
+        "delete.done",
+    ))
+    .await
+    .unwrap();
 }
 
 async fn add_user(cat: &PgCatalog, email: &str) -> User {
@@ -116,7 +121,12 @@ fn new_key(id: &str, tenant: Option<TenantId>) -> NewApiKey {
     NewApiKey {
         id: id.into(),
         tenant_id: tenant,
-        role: if tenant.is_some() { "admin" } else { "superadmin" }.into(),
+        role: if tenant.is_some() {
+            "admin"
+        } else {
+            "superadmin"
+        }
+        .into(),
         label: None,
         secret_hash: format!("hash-of-{id}"),
         created_by: "test".into(),
@@ -197,7 +207,13 @@ async fn tenants_are_inserted_read_and_listed() {
     assert_eq!(below.len(), 3, "acme is at version 3");
 
     delete(&cat, &cat.tenant(zeta.id).await.unwrap().unwrap()).await;
-    assert_eq!(cat.list_tenants(&TenantFilter::default()).await.unwrap().len(), 3);
+    assert_eq!(
+        cat.list_tenants(&TenantFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
     let with_deleted = TenantFilter {
         include_deleted: true,
         ..TenantFilter::default()
@@ -240,7 +256,10 @@ async fn a_slug_is_unique_among_live_tenants() {
     let second = cat.insert_tenant(&new_tenant("acme")).await.unwrap();
     assert_ne!(second.id, first.id);
     assert_eq!(
-        cat.tenant_by_slug(&slug("acme")).await.unwrap().map(|t| t.id),
+        cat.tenant_by_slug(&slug("acme"))
+            .await
+            .unwrap()
+            .map(|t| t.id),
         Some(second.id)
     );
     // The deleted one is still there by id.
@@ -268,7 +287,13 @@ async fn of_twenty_concurrent_inserts_of_one_slug_on_two_catalogs_exactly_one_wi
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(a.list_tenants(&TenantFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        a.list_tenants(&TenantFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -514,7 +539,10 @@ async fn liveness_is_seen_across_catalogs() {
     // Checking twice (or at once from both sides) changes nothing.
     let (x, y) = tokio::join!(a.is_alive(b.owner()), a.is_alive(b.owner()));
     assert!(x.unwrap() && y.unwrap());
-    assert!(!a.is_alive("1234-0190aa00bb00cc00dd00ee00ff001122").await.unwrap());
+    assert!(!a
+        .is_alive("1234-0190aa00bb00cc00dd00ee00ff001122")
+        .await
+        .unwrap());
     assert!(!a.is_alive("").await.unwrap());
     assert!(!a.is_alive("it's \"odd\" \\ owner").await.unwrap());
 
@@ -547,11 +575,17 @@ async fn generation_follows_own_writes_at_once_and_others_soon() {
     assert_eq!(a.generation().unwrap(), g1, "reads and no-op writes");
 
     b.set_setting("theme", "dark").await.unwrap();
-    eventually("a sees b's write", || async { a.generation().unwrap() != g1 }).await;
+    eventually("a sees b's write", || async {
+        a.generation().unwrap() != g1
+    })
+    .await;
 
     let g2 = b.generation().unwrap();
     a.set_schema_version(t.id, 1).await.unwrap();
-    eventually("b sees a's write", || async { b.generation().unwrap() != g2 }).await;
+    eventually("b sees a's write", || async {
+        b.generation().unwrap() != g2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -606,11 +640,7 @@ async fn users_emails_are_taken_case_insensitively() {
         cat.insert_user(&new_user("ada@example.COM"), None).await,
         Err(Error::EmailTaken)
     ));
-    let (found, hash) = cat
-        .user_by_email("ada@example.com")
-        .await
-        .unwrap()
-        .unwrap();
+    let (found, hash) = cat.user_by_email("ada@example.com").await.unwrap().unwrap();
     assert_eq!(found, ada);
     assert_eq!(hash, "$argon2id$hash");
     assert_eq!(cat.user(ada.id).await.unwrap(), Some(ada));
@@ -631,12 +661,20 @@ async fn invitations_are_redeemed_once_at_signup() {
         created_by: "test".into(),
         expires_at: Utc::now() + expires_in,
     };
-    cat.insert_invitation(&invite("inv-1", "bob@example.com", chrono::Duration::hours(1)))
-        .await
-        .unwrap();
-    cat.insert_invitation(&invite("inv-old", "eve@example.com", chrono::Duration::hours(-1)))
-        .await
-        .unwrap();
+    cat.insert_invitation(&invite(
+        "inv-1",
+        "bob@example.com",
+        chrono::Duration::hours(1),
+    ))
+    .await
+    .unwrap();
+    cat.insert_invitation(&invite(
+        "inv-old",
+        "eve@example.com",
+        chrono::Duration::hours(-1),
+    ))
+    .await
+    .unwrap();
 
     // For another email: refused, and nobody is created.
     assert!(matches!(
@@ -644,7 +682,10 @@ async fn invitations_are_redeemed_once_at_signup() {
             .await,
         Err(Error::InvalidInvitation)
     ));
-    assert_eq!(cat.user_by_email("mallory@example.com").await.unwrap(), None);
+    assert_eq!(
+        cat.user_by_email("mallory@example.com").await.unwrap(),
+        None
+    );
     // Expired, unknown.
     assert!(matches!(
         cat.insert_user(&new_user("eve@example.com"), Some("inv-old"))
@@ -687,7 +728,9 @@ async fn a_refresh_token_works_once() {
         expires_at: Utc::now() + expires_in,
     };
     let hour = chrono::Duration::hours(1);
-    a.insert_refresh_token(&token("r1", "fam", hour)).await.unwrap();
+    a.insert_refresh_token(&token("r1", "fam", hour))
+        .await
+        .unwrap();
     assert_eq!(
         a.use_refresh_token("r1").await.unwrap(),
         RefreshUse::Valid {
@@ -696,7 +739,9 @@ async fn a_refresh_token_works_once() {
             family: "fam".into()
         }
     );
-    a.insert_refresh_token(&token("r2", "fam", hour)).await.unwrap();
+    a.insert_refresh_token(&token("r2", "fam", hour))
+        .await
+        .unwrap();
     // Replaying r1 revokes the family: r2 too.
     assert_eq!(
         b.use_refresh_token("r1").await.unwrap(),
@@ -707,12 +752,22 @@ async fn a_refresh_token_works_once() {
         RefreshUse::Replayed
     );
 
-    assert_eq!(a.use_refresh_token("nope").await.unwrap(), RefreshUse::Invalid);
-    a.insert_refresh_token(&token("old", "fam2", -hour)).await.unwrap();
-    assert_eq!(a.use_refresh_token("old").await.unwrap(), RefreshUse::Invalid);
+    assert_eq!(
+        a.use_refresh_token("nope").await.unwrap(),
+        RefreshUse::Invalid
+    );
+    a.insert_refresh_token(&token("old", "fam2", -hour))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.use_refresh_token("old").await.unwrap(),
+        RefreshUse::Invalid
+    );
 
     // Logout revokes; unknown hashes are ignored.
-    a.insert_refresh_token(&token("r3", "fam3", hour)).await.unwrap();
+    a.insert_refresh_token(&token("r3", "fam3", hour))
+        .await
+        .unwrap();
     a.revoke_refresh_token("r3").await.unwrap();
     a.revoke_refresh_token("unknown").await.unwrap();
     assert_eq!(
@@ -721,7 +776,9 @@ async fn a_refresh_token_works_once() {
     );
 
     // Presented ten times at once, on two catalogs: valid exactly once.
-    a.insert_refresh_token(&token("r4", "fam4", hour)).await.unwrap();
+    a.insert_refresh_token(&token("r4", "fam4", hour))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let cat = Arc::clone(if i % 2 == 0 { &a } else { &b });
@@ -748,7 +805,10 @@ async fn signing_keys_rotate() {
     cat.add_signing_key("k2", "bb").await.unwrap();
     assert_eq!(
         cat.signing_keys(before).await.unwrap(),
-        [("k2".to_owned(), "bb".to_owned()), ("k1".to_owned(), "aa".to_owned())]
+        [
+            ("k2".to_owned(), "bb".to_owned()),
+            ("k1".to_owned(), "aa".to_owned())
+        ]
     );
     let later = Utc::now() + chrono::Duration::seconds(5);
     assert_eq!(
@@ -799,7 +859,10 @@ async fn a_tenant_keeps_its_last_owner() {
         .set_member_role(t.id, tenancy::UserId::generate(), Role::Admin)
         .await
         .unwrap());
-    assert!(!a.remove_member(t.id, tenancy::UserId::generate()).await.unwrap());
+    assert!(!a
+        .remove_member(t.id, tenancy::UserId::generate())
+        .await
+        .unwrap());
     assert!(a.remove_member(t.id, cy.id).await.unwrap());
     assert_eq!(a.membership_role(t.id, cy.id).await.unwrap(), None);
 
@@ -855,7 +918,9 @@ async fn api_keys_are_stored_listed_revoked_and_touched() {
     assert_eq!(key.label.as_deref(), Some("store:T01"));
     assert!(key.expires_at.is_some());
     assert_eq!((key.revoked_at, key.last_used_at), (None, None));
-    cat.insert_api_key(&new_key("k2", Some(t.id))).await.unwrap();
+    cat.insert_api_key(&new_key("k2", Some(t.id)))
+        .await
+        .unwrap();
     cat.insert_api_key(&new_key("p1", None)).await.unwrap();
 
     let (found, hash) = cat.api_key("k1").await.unwrap().unwrap();
@@ -888,7 +953,10 @@ async fn api_keys_are_stored_listed_revoked_and_touched() {
     let revoked = cat.api_key("k1").await.unwrap().unwrap().0.revoked_at;
     assert!(revoked.is_some());
     assert!(cat.revoke_api_key(Some(t.id), "k1").await.unwrap());
-    assert_eq!(cat.api_key("k1").await.unwrap().unwrap().0.revoked_at, revoked);
+    assert_eq!(
+        cat.api_key("k1").await.unwrap().unwrap().0.revoked_at,
+        revoked
+    );
     assert_eq!(cat.api_keys(Some(t.id)).await.unwrap().len(), 2);
 
     // Touches only move forward; the latest of a batch wins.
@@ -942,7 +1010,10 @@ async fn domains_belong_to_one_live_tenant() {
         ["acme.com", "shop.acme.com"]
     );
     assert_eq!(
-        cat.tenant_by_domain("acme.com").await.unwrap().map(|t| t.id),
+        cat.tenant_by_domain("acme.com")
+            .await
+            .unwrap()
+            .map(|t| t.id),
         Some(acme.id)
     );
     assert_eq!(cat.tenant_by_domain("nope.com").await.unwrap(), None);
@@ -985,7 +1056,10 @@ async fn the_audit_is_append_only() {
     assert!(entries.iter().all(|e| e.tenant_id == Some(t.id)));
 
     let raw = raw(&db).await;
-    assert!(raw.execute("UPDATE audit SET actor = 'x'", &[]).await.is_err());
+    assert!(raw
+        .execute("UPDATE audit SET actor = 'x'", &[])
+        .await
+        .is_err());
     assert!(raw.execute("DELETE FROM audit", &[]).await.is_err());
     assert!(raw.batch_execute("TRUNCATE audit").await.is_err());
     assert_eq!(cat.audit(t.id).await.unwrap().len(), 2);
@@ -998,7 +1072,10 @@ async fn settings_are_upserted() {
     assert_eq!(cat.setting("theme").await.unwrap(), None);
     cat.set_setting("theme", "dark").await.unwrap();
     cat.set_setting("theme", "light").await.unwrap();
-    assert_eq!(cat.setting("theme").await.unwrap().as_deref(), Some("light"));
+    assert_eq!(
+        cat.setting("theme").await.unwrap().as_deref(),
+        Some("light")
+    );
 }
 
 #[tokio::test]
@@ -1020,7 +1097,9 @@ async fn failed_migrations_are_those_whose_latest_attempt_failed() {
         error: (!ok).then(|| "syntax error".to_owned()),
     };
     for t in [&acme, &beta, &gamma] {
-        cat.record_tenant_migration(&result(t, false)).await.unwrap();
+        cat.record_tenant_migration(&result(t, false))
+            .await
+            .unwrap();
     }
     cat.finish_migration_run(run, 0, 3).await.unwrap();
 
@@ -1039,7 +1118,10 @@ async fn failed_migrations_are_those_whose_latest_attempt_failed() {
     let failed = cat.failed_migrations().await.unwrap();
     assert_eq!(failed.len(), 1);
     let f = &failed[0];
-    assert_eq!((f.run_id, f.tenant_id, f.slug.as_str()), (run, acme.id, "acme"));
+    assert_eq!(
+        (f.run_id, f.tenant_id, f.slug.as_str()),
+        (run, acme.id, "acme")
+    );
     assert_eq!((f.from_version, f.to_version, f.ok), (0, 1, false));
     assert_eq!(f.error.as_deref(), Some("syntax error"));
 }
@@ -1100,7 +1182,10 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
     new.placement.location = nasty.to_owned();
     let t = cat.insert_tenant(&new).await.unwrap();
     let read = cat.tenant(t.id).await.unwrap().unwrap();
-    assert_eq!((read.name.as_str(), read.placement.location.as_str()), (nasty, nasty));
+    assert_eq!(
+        (read.name.as_str(), read.placement.location.as_str()),
+        (nasty, nasty)
+    );
 
     let email = r#"o'b\"r\\ien@example.com"#;
     let user = cat.insert_user(&new_user(email), None).await.unwrap();
@@ -1113,7 +1198,8 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
         Some(user.id)
     );
     assert!(matches!(
-        cat.insert_user(&new_user(&email.to_uppercase()), None).await,
+        cat.insert_user(&new_user(&email.to_uppercase()), None)
+            .await,
         Err(Error::EmailTaken)
     ));
 
@@ -1125,7 +1211,11 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
         .unwrap();
     let entry = &cat.audit(t.id).await.unwrap()[0];
     assert_eq!(
-        (entry.actor.as_str(), entry.action.as_str(), entry.detail.as_deref()),
+        (
+            entry.actor.as_str(),
+            entry.action.as_str(),
+            entry.detail.as_deref()
+        ),
         (nasty, nasty, Some(nasty))
     );
 
@@ -1133,7 +1223,10 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
     key.label = Some(nasty.to_owned());
     cat.insert_api_key(&key).await.unwrap();
     let (stored, _) = cat.api_key(nasty).await.unwrap().unwrap();
-    assert_eq!((stored.id.as_str(), stored.label.as_deref()), (nasty, Some(nasty)));
+    assert_eq!(
+        (stored.id.as_str(), stored.label.as_deref()),
+        (nasty, Some(nasty))
+    );
 
     cat.insert_domain(t.id, nasty).await.unwrap();
     assert_eq!(cat.domains(t.id).await.unwrap(), [nasty]);
@@ -1158,7 +1251,13 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
     assert_eq!(journal[1].event, nasty);
 
     // And the tables are all still there.
-    assert_eq!(cat.list_tenants(&TenantFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        cat.list_tenants(&TenantFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1179,7 +1278,10 @@ async fn catalogs_starting_at_once_migrate_the_schema_once() {
     catalogs.push(connect(&db).await);
     let versions: Vec<i64> = raw(&db)
         .await
-        .query("SELECT version FROM catalog_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version FROM catalog_migrations ORDER BY version",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -1209,7 +1311,8 @@ async fn connecting_to_a_server_that_never_answers_times_out() {
             held.push(socket);
         }
     });
-    let attempt = PgCatalog::connect(&format!("postgres://postgres@127.0.0.1:{port}/catalog"));
+    let url = format!("postgres://postgres@127.0.0.1:{port}/catalog");
+    let attempt = PgCatalog::connect(&url);
     let outcome = tokio::time::timeout(Duration::from_secs(20), attempt)
         .await
         .expect("connecting to a silent server hung");

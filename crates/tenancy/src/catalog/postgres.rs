@@ -300,9 +300,11 @@ impl PgCatalog {
     /// Connects to the catalog database at `url` and brings its schema up to date. Fails
     /// within a few seconds when the server is unreachable.
     pub async fn connect(url: &str) -> Result<PgCatalog> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| Error::Catalog(format!("the catalog URL is not a valid PostgreSQL URL: {e}")))?;
+        let mut config: Config = url.parse().map_err(|e| {
+            Error::Catalog(format!(
+                "the catalog URL is not a valid PostgreSQL URL: {e}"
+            ))
+        })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -403,12 +405,22 @@ impl PgCatalog {
     }
 
     /// Changes (`Some`) or removes (`None`) a membership, keeping at least one owner.
-    async fn change_member(&self, tenant: TenantId, user: UserId, role: Option<Role>) -> Result<bool> {
+    async fn change_member(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        role: Option<Role>,
+    ) -> Result<bool> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
         // Member changes of one tenant queue on its row, so that two processes cannot each
         // demote "the other" of its last two owners.
-        query(&tx, "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE", &[&tenant.0]).await?;
+        query(
+            &tx,
+            "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE",
+            &[&tenant.0],
+        )
+        .await?;
         let current = query_opt(
             &tx,
             "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2",
@@ -455,7 +467,12 @@ impl PgCatalog {
 
 async fn migrate_catalog(client: &mut Object) -> Result<()> {
     let tx = begin(client).await?;
-    execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&advisory_key(MIGRATION_LOCK)]).await?;
+    execute(
+        &tx,
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&advisory_key(MIGRATION_LOCK)],
+    )
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS catalog_migrations \
          (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL)",
@@ -463,7 +480,12 @@ async fn migrate_catalog(client: &mut Object) -> Result<()> {
     .await
     .map_err(db_error)?;
     let current: i64 = get(
-        &query_one(&tx, "SELECT COALESCE(MAX(version), 0)::bigint FROM catalog_migrations", &[]).await?,
+        &query_one(
+            &tx,
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM catalog_migrations",
+            &[],
+        )
+        .await?,
         0,
     )?;
     for (i, sql) in CATALOG_MIGRATIONS.iter().enumerate() {
@@ -545,7 +567,9 @@ async fn run_session(
             Err(e) => return e,
         };
         if !locked && ready.is_some() {
-            return Error::Internal(format!("the liveness lock of the new owner {owner} is taken"));
+            return Error::Internal(format!(
+                "the liveness lock of the new owner {owner} is taken"
+            ));
         }
         // Changes made while nobody listened are unknown: every cached read is stale.
         shared.generation.fetch_add(1, Ordering::AcqRel);
@@ -645,11 +669,7 @@ async fn query_one(
     c.query_one(&statement, params).await.map_err(db_error)
 }
 
-async fn execute(
-    c: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64> {
+async fn execute(c: &impl GenericClient, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
     let statement = c.prepare_cached(sql).await.map_err(db_error)?;
     c.execute(&statement, params).await.map_err(db_error)
 }
@@ -841,7 +861,10 @@ impl Catalog for PgCatalog {
             )
             .await
             .map_err(db_error)?;
-        match tx.execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner]).await {
+        match tx
+            .execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner])
+            .await
+        {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 return Err(Error::TenantExists {
                     slug: slug.to_owned(),
@@ -954,7 +977,10 @@ impl Catalog for PgCatalog {
         )
         .await?;
         if updated != 1 {
-            return Err(Error::Internal(format!("tenant {} changed under its row lock", t.id)));
+            return Err(Error::Internal(format!(
+                "tenant {} changed under its row lock",
+                t.id
+            )));
         }
         if let Some(v) = t.schema_version {
             execute(
@@ -1434,9 +1460,7 @@ impl Catalog for PgCatalog {
             &[&tenant.map(|t| t.0)],
         )
         .await?;
-        rows.iter()
-            .map(|r| Ok(api_key_from_row(r)?.0))
-            .collect()
+        rows.iter().map(|r| Ok(api_key_from_row(r)?.0)).collect()
     }
 
     async fn revoke_api_key(&self, tenant: Option<TenantId>, id: &str) -> Result<bool> {

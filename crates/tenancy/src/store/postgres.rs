@@ -53,8 +53,8 @@ pub struct PgStore {
     data_password: String,
     prefix: String,
     pools: Arc<PgPools>,
-    /// Why the start-up audit of the shared schema failed; `None` when it passed.
-    audit_failure: std::sync::Mutex<Option<String>>,
+    /// The audit of the shared schema: `None` until it ran, then why it failed (if it did).
+    audit_failure: std::sync::Mutex<Option<Option<String>>>,
 }
 
 /// A transaction on a tenant's data with the tenant context set: `search_path` pinned to
@@ -531,6 +531,7 @@ impl PgStore {
     pub async fn audit(&self) -> Result<()> {
         let conn = self.admin_conn().await?;
         if self.ledger_version(&conn, SHARED_SCHEMA).await?.is_none() {
+            // No shared tables yet: nothing can be served from them, nothing to audit.
             return Ok(());
         }
         let failures = audit_shared(&conn, &self.data_role_name())
@@ -541,9 +542,32 @@ impl PgStore {
             tracing::error!(store = %self.name, problems = %why, "shared tables failed the isolation audit; refusing shared tenants");
         }
         if let Ok(mut slot) = self.audit_failure.lock() {
-            *slot = failure;
+            *slot = Some(failure);
         }
         Ok(())
+    }
+
+    /// Refuses `shared` work unless the shared tables passed their audit (run now if it
+    /// has not run yet, e.g. because the server was down at start-up).
+    async fn require_audited(&self) -> Result<()> {
+        let state = self.audit_failure.lock().ok().and_then(|s| s.clone());
+        let state = match state {
+            Some(state) => state,
+            None => {
+                self.audit().await?;
+                self.audit_failure
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.clone())
+                    .unwrap_or(None)
+            }
+        };
+        match state {
+            None => Ok(()),
+            Some(why) => Err(self.unavailable(format!(
+                "the shared tables failed the isolation audit: {why}"
+            ))),
+        }
     }
 
     /// A transaction on the tenant's data with its context set.
@@ -556,9 +580,7 @@ impl PgStore {
             ),
             Mode::Schema => (self.admin_conn().await?, quote_ident(location), None),
             Mode::Shared => {
-                if let Some(why) = self.audit_failure.lock().ok().and_then(|f| f.clone()) {
-                    return Err(self.unavailable(format!("the shared tables failed the isolation audit: {why}")));
-                }
+                self.require_audited().await?;
                 (
                     self.pools.get(&self.data).await?,
                     quote_ident(SHARED_SCHEMA),

@@ -84,7 +84,10 @@ impl TestDb {
         let Some(client) = admin().await else { return };
         let pattern = format!("{prefix}%");
         let dbs = client
-            .query("SELECT datname FROM pg_database WHERE datname LIKE $1", &[&pattern])
+            .query(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1",
+                &[&pattern],
+            )
             .await
             .unwrap_or_default();
         for row in dbs {
@@ -94,7 +97,10 @@ impl TestDb {
                 .await;
         }
         let roles = client
-            .query("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", &[&pattern])
+            .query(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE $1",
+                &[&pattern],
+            )
             .await
             .unwrap_or_default();
         for row in roles {
