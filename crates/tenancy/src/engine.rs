@@ -229,7 +229,7 @@ impl Engine {
         };
         migrations.scripts(Dialect::Sqlite)?;
         let catalog: Arc<dyn Catalog> = match &config.catalog_url {
-            Some(_url) => return Err(Error::Internal("PENDING pg catalog".into())),
+            Some(url) => Arc::new(crate::catalog::postgres::PgCatalog::connect(url).await?),
             None => Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?),
         };
         let store = SqliteStore::open(

@@ -296,6 +296,15 @@ async fn of_twenty_concurrent_inserts_of_one_slug_on_two_catalogs_exactly_one_wi
     );
 }
 
+/// event, from, to, owner, detail
+type JournalLine<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 #[tokio::test]
 async fn transitions_are_compare_and_set_and_journaled() {
     let db = test_db!();
@@ -383,7 +392,7 @@ async fn transitions_are_compare_and_set_and_journaled() {
     assert!(active.updated_at >= t.updated_at);
 
     let journal = cat.journal(t.id).await.unwrap();
-    let lines: Vec<(&str, Option<&str>, &str, Option<&str>, Option<&str>)> = journal
+    let lines: Vec<JournalLine<'_>> = journal
         .iter()
         .map(|j| {
             (
@@ -525,6 +534,69 @@ async fn a_fleet_lock_holds_across_catalogs_until_its_owner_is_gone() {
     })
     .await;
     assert!(a.acquire_lock("migrate").await.is_err(), "a holds it now");
+}
+
+/// Set for the child process of `a_killed_process_is_dead_and_its_lock_is_taken_over`.
+const CHILD_URL: &str = "TENANCY_TEST_CATALOG_CHILD_URL";
+
+/// Not a test: the child process of `a_killed_process_is_dead_and_its_lock_is_taken_over`
+/// (this test binary, run again). Takes the lock, says who it is, and waits to be killed.
+#[tokio::test]
+#[ignore = "run as a child process by another test"]
+async fn child_that_holds_the_migrate_lock() {
+    let Ok(url) = std::env::var(CHILD_URL) else {
+        return;
+    };
+    let cat = PgCatalog::connect(&url).await.unwrap();
+    cat.acquire_lock("migrate").await.unwrap();
+    println!("OWNER {}", cat.owner());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn a_killed_process_is_dead_and_its_lock_is_taken_over() {
+    use tokio::io::AsyncBufReadExt;
+
+    let db = test_db!();
+    let cat = connect(&db).await;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_that_holds_the_migrate_lock",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_URL, &db.url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let owner = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(owner) = line.strip_prefix("OWNER ") {
+                return owner.to_owned();
+            }
+        }
+        panic!("the child ended without taking the lock");
+    })
+    .await
+    .expect("the child did not take the lock");
+
+    assert!(cat.is_alive(&owner).await.unwrap());
+    match cat.acquire_lock("migrate").await {
+        Err(Error::OperationInProgress { owner: pid, .. }) => {
+            assert_eq!(pid, child.id().unwrap().to_string());
+        }
+        other => panic!("expected OperationInProgress, got {other:?}"),
+    }
+
+    child.kill().await.unwrap(); // SIGKILL: no destructor runs.
+    eventually("the killed process is dead", || async {
+        !cat.is_alive(&owner).await.unwrap()
+    })
+    .await;
+    cat.acquire_lock("migrate").await.unwrap();
 }
 
 #[tokio::test]

@@ -22,7 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Transaction,
+    GenericClient, Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+    Transaction,
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -240,10 +241,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// yet reaped by the server) still holds it.
 const RELOCK_EVERY: Duration = Duration::from_secs(1);
 
-/// The dedicated session: server-side keepalives end it within ~25 s of its machine
-/// vanishing (which frees the liveness lock), and it listens for other processes' changes.
-const SESSION_SETUP: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
-     SET tcp_keepalives_count = 3; LISTEN tenancy_catalog";
+/// Every session's settings: lock waits give up after a while, like SQLite's busy
+/// timeout; a session left idle inside a transaction (its client gone mid-way) is ended, so
+/// its row locks do not outlive it; and server-side keepalives notice a vanished client
+/// within ~25 s, which also frees the liveness lock of a machine that disappeared.
+const SESSION_SETTINGS: &str = "SET lock_timeout = '10s'; \
+     SET idle_in_transaction_session_timeout = '60s'; \
+     SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3";
+
+/// The dedicated session listens for other processes' changes.
+const LISTEN: &str = "LISTEN tenancy_catalog";
 
 /// Sent before every commit. A transaction gets an id only once it writes, so a
 /// transaction that changed nothing notifies nobody. The payload names the sender, which
@@ -261,8 +268,10 @@ const MIGRATION_LOCK: &str = "tenancy:catalog-migrations";
 /// use tenancy::catalog::{postgres::PgCatalog, Catalog};
 ///
 /// let catalog = PgCatalog::connect("postgres://tenancy@db.internal/tenancy").await?;
-/// let holder_alive = catalog.is_alive(catalog.owner()).await?;
-/// assert!(holder_alive);
+/// // Each catalog value is one owner, alive (to every process) for as long as it lives.
+/// assert!(catalog.is_alive(catalog.owner()).await?);
+/// // Read caches are checked against this on every request.
+/// let generation = catalog.generation()?;
 /// # Ok(()) }
 /// ```
 pub struct PgCatalog {
@@ -330,6 +339,14 @@ impl PgCatalog {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .runtime(Runtime::Tokio1)
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(SESSION_SETTINGS)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the catalog pool: {e}")))?;
 
@@ -559,8 +576,10 @@ async fn run_session(
         unavailable("the server closed the session")
     };
     let hold = async {
-        if let Err(e) = client.batch_execute(SESSION_SETUP).await {
-            return db_error(e);
+        for setup in [SESSION_SETTINGS, LISTEN] {
+            if let Err(e) = client.batch_execute(setup).await {
+                return db_error(e);
+            }
         }
         let mut locked = match try_liveness_lock(&client, key).await {
             Ok(locked) => locked,

@@ -163,8 +163,8 @@ impl PgStore {
     }
 
     fn db_error(&self, e: tokio_postgres::Error) -> Error {
-        if e.as_db_error().is_some() {
-            Error::TenantDb(e.to_string())
+        if let Some(db) = e.as_db_error() {
+            Error::TenantDb(format!("{} ({})", db.message(), db.code().code()))
         } else {
             self.unavailable(e)
         }
@@ -399,6 +399,14 @@ impl PgStore {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         let schema_q = quote_ident(schema);
         conn.batch_execute("BEGIN").await.map_err(db)?;
+        // One migration of this schema at a time, across processes: creating the schema,
+        // granting on it and the ledger's check all happen under it.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tenancy.migrate.' || $1))",
+            &[&schema],
+        )
+        .await
+        .map_err(db)?;
         if create_schema {
             conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema_q}"))
                 .await
@@ -462,8 +470,12 @@ impl PgStore {
     pub async fn migrate_shared(&self, migrations: &MigrationSet) -> Result<(i64, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
         let role = self.data_role_name();
-        let statements: Vec<Vec<String>> = Vec::new(); // PENDING transform
-        let _ = &role;
+        let statements = crate::transform::shared_scripts(&role, &scripts).map_err(|e| {
+            Error::MigrationFailed {
+                file: e.file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
         let mut conn = self.admin_conn().await?;
         self.ensure_data_role(&conn).await?;
         let grant = format!(
@@ -609,45 +621,13 @@ async fn audit_shared(
     conn: &Client,
     role: &str,
 ) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
-    let mut problems = Vec::new();
     let rows = conn
-        .query(
-            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,                 EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid                         AND a.attname = 'tenant_id' AND NOT a.attisdropped),                 EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> $2              ORDER BY c.relname",
-            &[&SHARED_SCHEMA, &LEDGER_TABLE],
-        )
-        .await?;
-    for row in rows {
-        let table: String = row.get(0);
-        let checks: [(bool, &str); 4] = [
-            (row.get(3), "has no tenant_id column"),
-            (row.get(1), "does not enable row-level security"),
-            (row.get(2), "does not force row-level security"),
-            (row.get(4), "has no row-level security policy"),
-        ];
-        for (ok, problem) in checks {
-            if !ok {
-                problems.push(format!("table {table} {problem}"));
-            }
-        }
-    }
-    match conn
-        .query_opt(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-            &[&role],
-        )
+        .query(crate::transform::AUDIT_SQL, &[&SHARED_SCHEMA, &role])
         .await?
-    {
-        None => problems.push(format!("the data role {role} does not exist")),
-        Some(r) => {
-            if r.get::<_, bool>(0) {
-                problems.push(format!("the data role {role} is a superuser"));
-            }
-            if r.get::<_, bool>(1) {
-                problems.push(format!("the data role {role} has BYPASSRLS"));
-            }
-        }
-    }
-    Ok(problems)
+        .iter()
+        .map(crate::transform::AuditRow::try_from)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(crate::transform::audit_failures(role, &rows))
 }
 
 /// Tables of the shared schema, children (referencing) before parents (referenced).
