@@ -106,7 +106,9 @@ impl StoreSection {
             acquire_timeout: self.acquire_timeout_ms.map_or(d.acquire_timeout, ms),
             connect_timeout: self.connect_timeout_ms.map_or(d.connect_timeout, ms),
             query_timeout: self.query_timeout_ms.map_or(d.query_timeout, ms),
-            idle_timeout: self.idle_timeout_secs.map_or(d.idle_timeout, Duration::from_secs),
+            idle_timeout: self
+                .idle_timeout_secs
+                .map_or(d.idle_timeout, Duration::from_secs),
         };
         if spec.limits.max_connections == 0 {
             bail!("store {:?}: max_connections must be at least 1", spec.name);

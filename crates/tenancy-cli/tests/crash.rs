@@ -1032,13 +1032,19 @@ fn kill_provisioning_on_postgres(mode: &'static str, point: &str, completes: boo
         return;
     };
     f.spawn_paused(&["tenant", "create", "acme"], point);
-    let acme = f.tenant("acme").expect("acme is in the catalog after recovery");
+    let acme = f
+        .tenant("acme")
+        .expect("acme is in the catalog after recovery");
     if completes {
         assert_eq!(acme["status"], "active", "{acme}");
         assert_eq!(acme["schema_version"], 2, "{acme}");
     } else {
         assert_eq!(acme["status"], "failed", "{acme}");
-        assert_eq!(pg_footprint(&f, &acme), 0, "the half-created {mode} was removed");
+        assert_eq!(
+            pg_footprint(&f, &acme),
+            0,
+            "the half-created {mode} was removed"
+        );
         let retried = f.json(&["tenant", "retry", "acme", "--json"]);
         assert_eq!(retried["status"], "active", "{retried}");
     }
@@ -1046,7 +1052,10 @@ fn kill_provisioning_on_postgres(mode: &'static str, point: &str, completes: boo
     if mode != "shared" {
         assert_eq!(pg_footprint(&f, &acme), 1);
     }
-    assert!(f.tenant_files().is_empty(), "no SQLite file for a PostgreSQL tenant");
+    assert!(
+        f.tenant_files().is_empty(),
+        "no SQLite file for a PostgreSQL tenant"
+    );
 }
 
 #[test]

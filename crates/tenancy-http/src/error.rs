@@ -219,7 +219,9 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    format!("the database holding this tenant ({store}) is unavailable; retry shortly"),
+                    format!(
+                        "the database holding this tenant ({store}) is unavailable; retry shortly"
+                    ),
                 )
                 .retry_after(5)
             }

@@ -532,7 +532,8 @@ async fn unknown_fields_and_wrong_types_are_invalid_bodies() {
         json!({ "slug": 5 }),
         json!({ "slug": "acme", "name": 7 }),
         json!({ "slug": "acme", "nmae": "Acme" }),
-        json!({ "slug": "acme", "mode": "shared" }),
+        json!({ "slug": "acme", "mode": 3 }),
+        json!({ "slug": "acme", "store": ["pg"] }),
         json!({ "name": "Acme" }),
         json!({}),
         json!(["acme"]),
@@ -543,6 +544,38 @@ async fn unknown_fields_and_wrong_types_are_invalid_bodies() {
         server
             .problem(resp, StatusCode::BAD_REQUEST, "invalid_body")
             .await;
+    }
+    server.assert_no_tenants().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_modes_and_stores_are_refused() {
+    let server = TestServer::start().await;
+    for (body, code) in [
+        (
+            json!({ "slug": "acme", "mode": "shared" }),
+            "mode_not_supported",
+        ),
+        (
+            json!({ "slug": "acme", "mode": "schema" }),
+            "mode_not_supported",
+        ),
+        (
+            json!({ "slug": "acme", "mode": "Database" }),
+            "invalid_mode",
+        ),
+        (json!({ "slug": "acme", "mode": "db'; --" }), "invalid_mode"),
+        (
+            json!({ "slug": "acme", "store": "nowhere" }),
+            "unknown_store",
+        ),
+        (
+            json!({ "slug": "acme", "store": "x\"; DROP DATABASE y; --" }),
+            "unknown_store",
+        ),
+    ] {
+        let resp = server.post_json("/v1/tenants", &body).await;
+        server.problem(resp, StatusCode::BAD_REQUEST, code).await;
     }
     server.assert_no_tenants().await;
 }

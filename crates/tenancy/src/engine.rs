@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::fault::{self, points};
 use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, UserId};
 use crate::migrations::{Dialect, MigrationSet};
-use crate::slug::Slug;
 use crate::secrets::SecretKey;
+use crate::slug::Slug;
 use crate::store::{apply_migrations, CacheConfig, PgStore, PoolLimits, SqliteStore};
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
@@ -505,7 +505,7 @@ impl Engine {
         if self.inner.pg_store_of(tenant)?.is_some() {
             return Err(Error::ModeNotSupported {
                 store: tenant.placement.store.clone(),
-                kind: "postgres",
+                kind: "PostgreSQL",
                 mode: "a SQLite connection (use Engine::session)".into(),
             });
         }
@@ -541,7 +541,12 @@ impl Engine {
         shape: &'static str,
         version: i64,
     ) -> Option<Arc<crate::data::Schema>> {
-        self.inner.schemas.lock().ok()?.get(&(shape, version)).cloned()
+        self.inner
+            .schemas
+            .lock()
+            .ok()?
+            .get(&(shape, version))
+            .cloned()
     }
 
     /// The dialect of the store holding the tenant.
@@ -718,10 +723,8 @@ impl Engine {
                     .migrate(tenant.placement.mode, &location, &inner.migrations)
                     .await;
                 if migrated.is_ok() {
-                    tokio::task::spawn_blocking(|| {
-                        fault::pause(points::MIGRATE_TENANT_COMMITTED)
-                    })
-                    .await?;
+                    tokio::task::spawn_blocking(|| fault::pause(points::MIGRATE_TENANT_COMMITTED))
+                        .await?;
                 }
                 migrated
             }
@@ -869,7 +872,9 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
             // settled above.
             Some(_) if live_ops.contains_key(&id) => true,
             Some(t) => {
-                !is_tmp && t.placement.store == DEFAULT_STORE && matches!(t.status, Active | Suspended)
+                !is_tmp
+                    && t.placement.store == DEFAULT_STORE
+                    && matches!(t.status, Active | Suspended)
             }
         };
         if !keep {
@@ -899,7 +904,11 @@ async fn remove_data(inner: &Inner, tenant: &Tenant) -> Result<()> {
     }
 }
 
-async fn recover_deletion(inner: &Inner, tenant: &Tenant, report: &mut RecoveryReport) -> Result<()> {
+async fn recover_deletion(
+    inner: &Inner,
+    tenant: &Tenant,
+    report: &mut RecoveryReport,
+) -> Result<()> {
     remove_data(inner, tenant).await?;
     inner
         .catalog

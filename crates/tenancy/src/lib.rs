@@ -30,10 +30,10 @@ mod lookup;
 pub mod migrations;
 pub mod secrets;
 mod slug;
-mod stores;
 pub mod store;
+mod stores;
 mod tenant;
-// PENDING pub mod tenant_data;
+pub mod tenant_data;
 pub mod transform;
 
 pub use access::{Access, AddedMember, Principal};

@@ -30,9 +30,9 @@ impl SecretKey {
     pub fn from_hex(hex_key: &str) -> Result<SecretKey> {
         let bytes = hex::decode(hex_key.trim())
             .map_err(|_| Error::Secrets("the secret key must be 64 hex digits".into()))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| Error::Secrets("the secret key must be 64 hex digits (32 bytes)".into()))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| {
+            Error::Secrets("the secret key must be 64 hex digits (32 bytes)".into())
+        })?;
         Ok(SecretKey(key))
     }
 
@@ -74,7 +74,12 @@ impl SecretKey {
     }
 
     pub fn open(&self, sealed: &str) -> Result<String> {
-        let wrong = || Error::Secrets("a sealed secret does not open with the configured key (was the key changed?)".into());
+        let wrong = || {
+            Error::Secrets(
+                "a sealed secret does not open with the configured key (was the key changed?)"
+                    .into(),
+            )
+        };
         let body = sealed.strip_prefix(PREFIX).ok_or_else(wrong)?;
         let bytes = B64.decode(body).map_err(|_| wrong())?;
         if bytes.len() < 12 {
@@ -124,7 +129,10 @@ mod tests {
     #[test]
     fn refuses_the_wrong_key_and_tampering() {
         let sealed = SecretKey::generate().seal("x");
-        assert!(matches!(SecretKey::generate().open(&sealed), Err(Error::Secrets(_))));
+        assert!(matches!(
+            SecretKey::generate().open(&sealed),
+            Err(Error::Secrets(_))
+        ));
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });

@@ -88,10 +88,16 @@ pub(crate) async fn open_pg_stores(
         if !names.contains(&spec.name) {
             names.push(spec.name.clone());
             catalog
-                .set_setting(REGISTRY_SETTING, &serde_json::to_string(&names).unwrap_or_default())
+                .set_setting(
+                    REGISTRY_SETTING,
+                    &serde_json::to_string(&names).unwrap_or_default(),
+                )
                 .await?;
         }
-        stores.insert(spec.name.clone(), open_record(&key, &spec.name, &record, spec.limits.clone())?);
+        stores.insert(
+            spec.name.clone(),
+            open_record(&key, &spec.name, &record, spec.limits.clone())?,
+        );
     }
     for name in names {
         if stores.contains_key(&name) {
@@ -189,7 +195,7 @@ impl Inner {
             StoreRef::Sqlite(_) if mode == Mode::Database => Ok(SqliteStore::location_for(id)),
             StoreRef::Sqlite(s) => Err(Error::ModeNotSupported {
                 store: s.name.clone(),
-                kind: "sqlite",
+                kind: "files",
                 mode: mode.to_string(),
             }),
             StoreRef::Postgres(pg) => Ok(pg.location_for(mode, id)),
@@ -244,7 +250,7 @@ impl Inner {
             }
             None => Err(Error::ModeNotSupported {
                 store: tenant.placement.store.clone(),
-                kind: "sqlite",
+                kind: "files",
                 mode: "a PostgreSQL session".into(),
             }),
         }

@@ -152,9 +152,9 @@ impl Engine {
                             DataOp::Update(id, patch) => {
                                 DataOutput::Row(pg::update(c, t, &id, &patch).await?)
                             }
-                            DataOp::UpdateFiltered(filters, patch) => DataOutput::Rows(
-                                pg::update_filtered(c, t, &filters, &patch).await?,
-                            ),
+                            DataOp::UpdateFiltered(filters, patch) => {
+                                DataOutput::Rows(pg::update_filtered(c, t, &filters, &patch).await?)
+                            }
                             DataOp::Delete(id) => {
                                 pg::delete(c, t, &id).await?;
                                 DataOutput::Done

@@ -59,10 +59,7 @@ async fn database_exists(db: &TestDb, name: &str) -> bool {
 async fn schema_exists(db: &TestDb, name: &str) -> bool {
     admin(&db.url)
         .await
-        .query_opt(
-            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
-            &[&name],
-        )
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&name])
         .await
         .unwrap()
         .is_some()
@@ -185,7 +182,11 @@ async fn a_library_handler_that_forgets_its_where_clause_sees_only_its_tenant() 
             .await
             .unwrap();
         assert_eq!(updated, 2, "{mode}");
-        let deleted = session.client().execute("DELETE FROM members", &[]).await.unwrap();
+        let deleted = session
+            .client()
+            .execute("DELETE FROM members", &[])
+            .await
+            .unwrap();
         assert_eq!(deleted, 2, "{mode}");
         session.commit().await.unwrap();
         assert_eq!(members_seen(&engine, &b).await, 3, "{mode}");
@@ -286,10 +287,7 @@ async fn migrations_fan_out_to_every_mode_and_shared_runs_once() {
             .await
             .unwrap();
     }
-    engine
-        .create_tenant(slug("local"), None)
-        .await
-        .unwrap();
+    engine.create_tenant(slug("local"), None).await.unwrap();
     drop(engine);
 
     std::fs::write(
@@ -530,8 +528,15 @@ async fn an_exhausted_budget_queues_then_answers_store_busy() {
     let started = Instant::now();
     let third = engine.session(&t).await;
     let waited = started.elapsed();
-    assert!(matches!(third, Err(Error::StoreBusy { .. })), "{:?}", third.err());
-    assert!(waited >= Duration::from_millis(250), "it queued first ({waited:?})");
+    assert!(
+        matches!(third, Err(Error::StoreBusy { .. })),
+        "{:?}",
+        third.err()
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "it queued first ({waited:?})"
+    );
     // A connection coming back serves the queue.
     let waiter = {
         let (engine, t) = (engine.clone(), t.clone());
@@ -573,7 +578,10 @@ async fn store_urls_are_sealed_in_the_catalog() {
     drop(engine);
     // ...but not with the wrong key.
     no_stores.secret_key = Some(SecretKey::generate());
-    let err = Engine::open(no_stores).await.err().expect("wrong key refused");
+    let err = Engine::open(no_stores)
+        .await
+        .err()
+        .expect("wrong key refused");
     assert!(matches!(err, Error::Secrets(_)), "{err}");
 }
 
@@ -631,7 +639,9 @@ struct Proxy {
 
 impl Proxy {
     async fn start(port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -701,7 +711,10 @@ async fn a_stopped_server_answers_unavailable_quickly_and_recovery_is_automatic(
         .await;
         let took = started.elapsed();
         assert!(result.is_err());
-        assert!(took < Duration::from_secs(3), "gave up within the timeout ({took:?})");
+        assert!(
+            took < Duration::from_secs(3),
+            "gave up within the timeout ({took:?})"
+        );
     }
     // The store answers `StoreUnavailable` (503 store_unavailable over HTTP).
     let err = engine.session(&t).await.err().expect("still down");

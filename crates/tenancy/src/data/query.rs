@@ -19,7 +19,7 @@ const MAX_ORDER_KEYS: usize = 8;
 const RESERVED: [&str; 5] = ["select", "order", "limit", "cursor", "count"];
 
 #[derive(Debug, Clone, PartialEq)]
-enum Op {
+pub(crate) enum Op {
     Eq,
     Neq,
     Lt,
@@ -40,6 +40,28 @@ pub struct Filter {
     negate: bool,
     op: Op,
     values: Vec<Sql>,
+}
+
+/// Read access for the other dialects' compilers ([`super::pg`]).
+impl Filter {
+    /// The column tested: a name from the table's schema.
+    pub(crate) fn column(&self) -> &str {
+        &self.column
+    }
+
+    /// Whether the condition was given after `not.`.
+    pub(crate) fn negated(&self) -> bool {
+        self.negate
+    }
+
+    pub(crate) fn op(&self) -> &Op {
+        &self.op
+    }
+
+    /// The operands, typed by the column (none for `is`).
+    pub(crate) fn values(&self) -> &[Sql] {
+        &self.values
+    }
 }
 
 /// A parsed list request.

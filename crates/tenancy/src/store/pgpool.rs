@@ -76,7 +76,9 @@ pub struct PgConn {
 impl std::ops::Deref for PgConn {
     type Target = Client;
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("a checked-out connection has its client")
+        self.client
+            .as_ref()
+            .expect("a checked-out connection has its client")
     }
 }
 
@@ -176,6 +178,13 @@ impl PgPools {
         };
         let mut config = config.clone();
         config.connect_timeout(self.limits.connect_timeout);
+        // Times written by SQL defaults (`CURRENT_TIMESTAMP` into `timestamp`) are UTC, as
+        // on SQLite, whatever the server's own time zone.
+        let options = match config.get_options() {
+            Some(own) => format!("{own} -c TimeZone=UTC"),
+            None => "-c TimeZone=UTC".to_owned(),
+        };
+        config.options(&options);
         let connecting = config.connect(NoTls);
         let (client, connection) =
             match tokio::time::timeout(self.limits.connect_timeout, connecting).await {

@@ -307,9 +307,13 @@ impl PgStore {
         if self.ledger_version(&conn, SHARED_SCHEMA).await?.is_none() {
             return Ok(());
         }
-        let tables = shared_tables_children_first(&conn).await.map_err(|e| self.db_error(e))?;
+        let tables = shared_tables_children_first(&conn)
+            .await
+            .map_err(|e| self.db_error(e))?;
         conn.discard();
-        conn.batch_execute("BEGIN").await.map_err(|e| self.db_error(e))?;
+        conn.batch_execute("BEGIN")
+            .await
+            .map_err(|e| self.db_error(e))?;
         conn.execute(
             "SELECT set_config('tenancy.tenant_id', $1, true)",
             &[&id.to_string()],
@@ -328,7 +332,9 @@ impl PgStore {
             .await
             .map_err(|e| self.db_error(e))?;
         }
-        conn.batch_execute("COMMIT").await.map_err(|e| self.db_error(e))
+        conn.batch_execute("COMMIT")
+            .await
+            .map_err(|e| self.db_error(e))
     }
 
     /// Brings one tenant (database or schema mode) to the latest migration, in one
@@ -361,10 +367,16 @@ impl PgStore {
         migrations: &MigrationSet,
     ) -> Result<(i64, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
-        let statements: Vec<Vec<String>> =
-            scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
-        self.apply_statements(conn, schema.unwrap_or("public"), schema.is_some(), &scripts, &statements, None)
-            .await
+        let statements: Vec<Vec<String>> = scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
+        self.apply_statements(
+            conn,
+            schema.unwrap_or("public"),
+            schema.is_some(),
+            &scripts,
+            &statements,
+            None,
+        )
+        .await
     }
 
     /// The transaction shared by every mode: lock, ledger, validation, scripts, commit.
@@ -379,7 +391,14 @@ impl PgStore {
         after_create: Option<&str>,
     ) -> Result<(i64, i64)> {
         let result = self
-            .apply_in_transaction(conn, schema, create_schema, scripts, statements, after_create)
+            .apply_in_transaction(
+                conn,
+                schema,
+                create_schema,
+                scripts,
+                statements,
+                after_create,
+            )
             .await;
         if result.is_err() {
             conn.discard();
@@ -426,9 +445,11 @@ impl PgStore {
         .await
         .map_err(db)?;
         // Two processes migrating the same tenant: the second waits, then finds it current.
-        conn.batch_execute(&format!("LOCK TABLE {schema_q}.{LEDGER_TABLE} IN EXCLUSIVE MODE"))
-            .await
-            .map_err(db)?;
+        conn.batch_execute(&format!(
+            "LOCK TABLE {schema_q}.{LEDGER_TABLE} IN EXCLUSIVE MODE"
+        ))
+        .await
+        .map_err(db)?;
         let applied: Vec<(i64, String, String)> = conn
             .query(
                 &format!("SELECT version, name, checksum FROM {schema_q}.{LEDGER_TABLE} ORDER BY version"),
@@ -441,15 +462,21 @@ impl PgStore {
             .collect();
         let from = crate::migrations::check_applied(&applied, scripts)?;
         let latest = scripts.last().map_or(0, |s| s.version);
-        for (script, sqls) in scripts.iter().zip(statements).filter(|(s, _)| s.version > from) {
+        for (script, sqls) in scripts
+            .iter()
+            .zip(statements)
+            .filter(|(s, _)| s.version > from)
+        {
             for sql in sqls {
-                conn.batch_execute(sql).await.map_err(|e| match e.as_db_error() {
-                    Some(d) => Error::MigrationFailed {
-                        file: script.file.to_owned(),
-                        reason: d.message().to_owned(),
-                    },
-                    None => self.unavailable(e),
-                })?;
+                conn.batch_execute(sql)
+                    .await
+                    .map_err(|e| match e.as_db_error() {
+                        Some(d) => Error::MigrationFailed {
+                            file: script.file.to_owned(),
+                            reason: d.message().to_owned(),
+                        },
+                        None => self.unavailable(e),
+                    })?;
             }
             conn.execute(
                 &format!("INSERT INTO {schema_q}.{LEDGER_TABLE} (version, name, checksum) VALUES ($1, $2, $3)"),
@@ -484,7 +511,14 @@ impl PgStore {
             quote_ident(&role)
         );
         let result = self
-            .apply_statements(&mut conn, SHARED_SCHEMA, true, &scripts, &statements, Some(&grant))
+            .apply_statements(
+                &mut conn,
+                SHARED_SCHEMA,
+                true,
+                &scripts,
+                &statements,
+                Some(&grant),
+            )
             .await?;
         drop(conn);
         self.audit().await?;
@@ -631,7 +665,9 @@ async fn audit_shared(
 }
 
 /// Tables of the shared schema, children (referencing) before parents (referenced).
-async fn shared_tables_children_first(conn: &Client) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+async fn shared_tables_children_first(
+    conn: &Client,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
     let tables: Vec<String> = conn
         .query(
             "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> $2 ORDER BY tablename",
