@@ -23,7 +23,8 @@ pub const PASSWORD: &str = "correct horse battery";
 pub enum Backend {
     /// `database` mode on the embedded SQLite store.
     Sqlite,
-    /// `database` mode on PostgreSQL: a database per tenant.
+    /// `database` mode on PostgreSQL: a database per tenant. Every PostgreSQL backend
+    /// keeps its catalog on PostgreSQL as well.
     PgDatabase,
     /// A PostgreSQL schema per tenant.
     PgSchema,
@@ -57,6 +58,8 @@ impl Backend {
         store.data_role = format!("{}_data", db.prefix);
         store.database_prefix = db.prefix.clone();
         config.stores = vec![store];
+        // The catalog moves to PostgreSQL too: the whole deployment is PostgreSQL.
+        config.catalog_url = Some(db.url.clone());
         config.default_store = "pg".into();
         config.default_mode = self.mode();
         Some(Some(db))

@@ -289,3 +289,25 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 }
+
+/// How a refused transition names what was attempted, from its journal event.
+fn event_action(event: &str) -> &'static str {
+    match event.split('.').next() {
+        Some("provision") => "provisioning",
+        Some("retry") => "retry",
+        Some("delete") => "delete",
+        Some("recover") => "recovery",
+        _ => "this change",
+    }
+}
+
+/// How a refused transition names the statuses it needed.
+fn expected_statuses(from: &[&str]) -> &'static str {
+    match from {
+        ["failed"] => "failed",
+        ["provisioning"] => "provisioning",
+        ["deleting"] => "deleting",
+        _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
+        _ => "in another status",
+    }
+}

@@ -974,8 +974,8 @@ impl Catalog for PgCatalog {
             return Err(Error::InvalidTransition {
                 slug: current.slug.to_string(),
                 status: current.status.to_string(),
-                action: event_action(t.event),
-                expected: expected_statuses(&from),
+                action: super::event_action(t.event),
+                expected: super::expected_statuses(&from),
             });
         }
         if let (Some(expected), Some(actual)) = (t.expect_owner, &current.op_owner) {
@@ -1649,22 +1649,3 @@ impl Catalog for PgCatalog {
     }
 }
 
-fn event_action(event: &str) -> &'static str {
-    match event.split('.').next() {
-        Some("provision") => "provisioning",
-        Some("retry") => "retry",
-        Some("delete") => "delete",
-        Some("recover") => "recovery",
-        _ => "this change",
-    }
-}
-
-fn expected_statuses(from: &[&str]) -> &'static str {
-    match from {
-        ["failed"] => "failed",
-        ["provisioning"] => "provisioning",
-        ["deleting"] => "deleting",
-        _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
-        _ => "in another status",
-    }
-}

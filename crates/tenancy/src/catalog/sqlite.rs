@@ -689,8 +689,8 @@ impl Catalog for SqliteCatalog {
                 return Err(Error::InvalidTransition {
                     slug: current.slug.to_string(),
                     status: current.status.to_string(),
-                    action: event_action(&event),
-                    expected: expected_statuses(&from),
+                    action: super::event_action(&event),
+                    expected: super::expected_statuses(&from),
                 });
             }
             if let (Some(expected), Some(actual)) = (&expect_owner, &current.op_owner) {
@@ -1470,22 +1470,3 @@ impl Catalog for SqliteCatalog {
     }
 }
 
-fn event_action(event: &str) -> &'static str {
-    match event.split('.').next() {
-        Some("provision") => "provisioning",
-        Some("retry") => "retry",
-        Some("delete") => "delete",
-        Some("recover") => "recovery",
-        _ => "this change",
-    }
-}
-
-fn expected_statuses(from: &[&str]) -> &'static str {
-    match from {
-        ["failed"] => "failed",
-        ["provisioning"] => "provisioning",
-        ["deleting"] => "deleting",
-        _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
-        _ => "in another status",
-    }
-}
