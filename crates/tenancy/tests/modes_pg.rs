@@ -734,3 +734,72 @@ async fn a_stopped_server_answers_unavailable_quickly_and_recovery_is_automatic(
     }
     assert!(recovered);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_ever_runs_with_another_tenants_context() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), &db);
+    // Few connections, many tenants: every connection serves many tenants in turn.
+    cfg.stores[0].limits.max_connections = 4;
+    cfg.stores[0].limits.acquire_timeout = Duration::from_secs(30);
+    let engine = Engine::open(cfg).await.unwrap();
+    let mut tenants = Vec::new();
+    for i in 0..6 {
+        let mode = if i % 2 == 0 { Mode::Schema } else { Mode::Shared };
+        tenants.push(
+            engine
+                .create_tenant_with(slug(&format!("c{i}")), None, None, &place(mode))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..25 {
+        for t in &tenants {
+            let (engine, t) = (engine.clone(), t.clone());
+            tasks.spawn(async move {
+                let session = engine.session(&t).await.unwrap();
+                let row = session
+                    .client()
+                    .query_one(
+                        "SELECT current_setting('search_path'), \
+                                current_setting('tenancy.tenant_id', true), \
+                                current_schemas(false)::text",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let (path, tenant_id): (String, Option<String>) = (row.get(0), row.get(1));
+                match t.placement.mode {
+                    Mode::Schema => {
+                        assert_eq!(path, format!("\"{}\"", t.placement.location));
+                        assert_eq!(tenant_id.as_deref().unwrap_or(""), "");
+                    }
+                    _ => {
+                        assert_eq!(path, "\"tenancy_shared\"");
+                        assert_eq!(tenant_id.as_deref(), Some(t.id.to_string().as_str()));
+                    }
+                }
+                // Some sessions end in an error or are abandoned mid-transaction: their
+                // connections must not carry anything to the next checkout.
+                match round % 3 {
+                    0 => session.commit().await.unwrap(),
+                    1 => {
+                        let _ = session.client().batch_execute("SELECT 1/0").await;
+                        drop(session);
+                    }
+                    _ => drop(session),
+                }
+            });
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    // 150 sessions went through at most 4 connections.
+    let store = engine.pg_store("pg").unwrap();
+    assert!(store.pools().open_connections() <= 4);
+}
