@@ -751,7 +751,12 @@ impl Engine {
         };
         match applied {
             Ok((from, to)) => {
-                result.from_version = from;
+                // Shared tables are migrated once per store; the tenant moved from where
+                // the catalog had it.
+                result.from_version = match tenant.placement.mode {
+                    Mode::Shared => tenant.placement.schema_version,
+                    _ => from,
+                };
                 result.to_version = to;
                 let flag = &registered[usize::from(dialect == Dialect::Postgres)];
                 if !flag.swap(true, Ordering::SeqCst) {
