@@ -163,6 +163,7 @@ struct CacheSection {
 #[serde(deny_unknown_fields)]
 struct MigrateSection {
     concurrency: Option<usize>,
+    on_request: Option<String>,
 }
 
 /// An environment variable, treating empty as unset.
@@ -321,6 +322,14 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
     engine.migrations = migrations;
     engine.cache = cache;
     engine.migrate_concurrency = concurrency;
+    engine.migrate_on_request = match env("TENANCY_MIGRATE_ON_REQUEST")
+        .or(file.migrate.on_request)
+        .as_deref()
+    {
+        None | Some("refuse") => false,
+        Some("migrate") => true,
+        Some(other) => bail!("migrate.on_request {other:?}: use \"refuse\" or \"migrate\""),
+    };
     Ok(Settings {
         engine,
         listen,
@@ -364,6 +373,9 @@ idle_timeout_secs = 1800
 [migrate]
 # How many tenants `tenancy migrate` migrates at once.         env: TENANCY_MIGRATE_CONCURRENCY
 concurrency = 4
+# A request to a tenant whose schema is behind: "refuse" (503 tenant_migrating until
+# `tenancy migrate` reaches it) or "migrate" (on the spot).     env: TENANCY_MIGRATE_ON_REQUEST
+on_request = "refuse"
 
 [auth]
 # Anyone may create an account with POST /v1/auth/signup.      env: TENANCY_SIGNUP

@@ -225,6 +225,12 @@ impl From<tenancy::Error> for ApiError {
                 )
                 .retry_after(5)
             }
+            E::TenantMigrating { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant_migrating",
+                e.to_string(),
+            )
+            .retry_after(5),
             E::StoreBusy { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_busy",

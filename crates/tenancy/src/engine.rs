@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub cache: CacheConfig,
     /// How many tenants `migrate` works on at once.
     pub migrate_concurrency: usize,
+    /// A request to a tenant whose schema is behind migrates it on the spot (`true`) or is
+    /// answered `TenantMigrating` (`false`, the default).
+    pub migrate_on_request: bool,
     pub tokens: TokenConfig,
     /// Failed logins per email, then refused until the window ends.
     pub login_limit_per_email: LimitConfig,
@@ -103,6 +106,7 @@ impl EngineConfig {
             migrations: MigrationSource::BuiltinGuild,
             cache: CacheConfig::default(),
             migrate_concurrency: 4,
+            migrate_on_request: false,
             tokens: TokenConfig::default(),
             login_limit_per_email: LimitConfig {
                 max_failures: 5,
@@ -708,15 +712,12 @@ impl Engine {
         Ok(())
     }
 
-    async fn migrate_one(
-        &self,
-        run_id: i64,
-        tenant: &Tenant,
-        registered: &[AtomicBool; 2],
-    ) -> Result<TenantMigrationResult> {
+    /// Brings one tenant's data to the latest migration, in one transaction (shared
+    /// tenants: their store's shared tables). Returns `(from, to)`; the outer error is
+    /// an internal failure, the inner one the migration's.
+    async fn apply_tenant_migrations(&self, tenant: &Tenant) -> Result<Result<(i64, i64)>> {
         let inner = Arc::clone(&self.inner);
         let (id, location) = (tenant.id, tenant.placement.location.clone());
-        let dialect = self.dialect_of(tenant)?;
         let applied = match inner.pg_store_of(tenant)? {
             Some(pg) => {
                 let migrated = pg
@@ -740,6 +741,50 @@ impl Engine {
                 .await?
             }
         };
+        Ok(applied)
+    }
+
+    /// The tenant, at the latest schema version: a tenant whose schema is behind is
+    /// migrated on the spot when `migrate_on_request` is set, and otherwise refused with
+    /// `TenantMigrating` — a request never runs against a schema it was not built for.
+    pub async fn ensure_current(&self, tenant: &Tenant) -> Result<Tenant> {
+        let latest = self.migrations().latest();
+        if tenant.placement.schema_version >= latest {
+            return Ok(tenant.clone());
+        }
+        let behind = || Error::TenantMigrating {
+            slug: tenant.slug.to_string(),
+        };
+        if !self.inner.config.migrate_on_request || !matches!(tenant.status, Active | Suspended) {
+            return Err(behind());
+        }
+        self.check_migrations_unchanged().await?;
+        let (_, to) = match self.apply_tenant_migrations(tenant).await? {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(slug = %tenant.slug, error = %e, "migrating a tenant on request failed");
+                return Err(behind());
+            }
+        };
+        let dialect = self.dialect_of(tenant)?;
+        let scripts = self.migrations().scripts(dialect)?;
+        self.catalog()
+            .register_migrations(dialect, &scripts)
+            .await?;
+        self.catalog().set_schema_version(tenant.id, to).await?;
+        let mut current = tenant.clone();
+        current.placement.schema_version = to;
+        Ok(current)
+    }
+
+    async fn migrate_one(
+        &self,
+        run_id: i64,
+        tenant: &Tenant,
+        registered: &[AtomicBool; 2],
+    ) -> Result<TenantMigrationResult> {
+        let dialect = self.dialect_of(tenant)?;
+        let applied = self.apply_tenant_migrations(tenant).await?;
         let mut result = TenantMigrationResult {
             run_id,
             tenant_id: tenant.id,

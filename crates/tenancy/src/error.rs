@@ -133,6 +133,10 @@ pub enum Error {
     #[error("database error: {0}")]
     Sqlite(String),
 
+    /// The tenant's schema is behind the migrations this process serves.
+    #[error("tenant {slug:?} is being migrated to the latest schema; retry shortly")]
+    TenantMigrating { slug: String },
+
     #[error("store {store:?} is unavailable: {reason}")]
     StoreUnavailable { store: String, reason: String },
 

@@ -748,7 +748,11 @@ async fn no_session_ever_runs_with_another_tenants_context() {
     let engine = Engine::open(cfg).await.unwrap();
     let mut tenants = Vec::new();
     for i in 0..6 {
-        let mode = if i % 2 == 0 { Mode::Schema } else { Mode::Shared };
+        let mode = if i % 2 == 0 {
+            Mode::Schema
+        } else {
+            Mode::Shared
+        };
         tenants.push(
             engine
                 .create_tenant_with(slug(&format!("c{i}")), None, None, &place(mode))

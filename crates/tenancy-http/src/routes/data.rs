@@ -84,8 +84,10 @@ fn percent_decodes(segment: &str) -> bool {
     String::from_utf8(out).is_ok()
 }
 
+/// The tenant's tables, once its schema is current (never served behind).
 async fn schema(ctx: &TenantContext) -> ApiResult<Arc<Schema>> {
-    Ok(ctx.engine().data_schema(&ctx.tenant).await?)
+    let tenant = ctx.engine().ensure_current(&ctx.tenant).await?;
+    Ok(ctx.engine().data_schema(&tenant).await?)
 }
 
 /// Runs one operation on the resolved tenant, whichever store holds it.

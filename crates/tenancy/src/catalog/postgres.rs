@@ -1648,4 +1648,3 @@ impl Catalog for PgCatalog {
         Ok(())
     }
 }
-

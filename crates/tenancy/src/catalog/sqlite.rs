@@ -1469,4 +1469,3 @@ impl Catalog for SqliteCatalog {
         .await
     }
 }
-
