@@ -37,12 +37,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             tenant,
             dry_run,
             concurrency,
+            canary,
             json,
         } => {
+            if canary == Some(0) {
+                anyhow::bail!("--canary needs at least 1 tenant");
+            }
             let options = MigrateOptions {
                 tenant: tenant.as_deref().map(Slug::parse).transpose()?,
                 dry_run,
                 concurrency,
+                canary,
             };
             migrate(engine, options, json).await
         }
@@ -337,7 +342,9 @@ async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<
             report.target_version,
             elapsed.as_secs_f64(),
             report.failed.len(),
-            if report.interrupted {
+            if report.canary_failed {
+                "; a canary failed, so no other tenant was touched"
+            } else if report.interrupted {
                 "; interrupted, rerun to continue"
             } else {
                 ""

@@ -59,6 +59,9 @@ enum Command {
         /// Tenants migrated at once (env: TENANCY_MIGRATE_CONCURRENCY, default 4).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
+        /// Migrate N tenants first and stop if any of them fails.
+        #[arg(long, value_name = "N")]
+        canary: Option<usize>,
         #[arg(long)]
         json: bool,
     },

@@ -1003,6 +1003,45 @@ fn migration_edited_after_it_was_applied_is_refused() {
     assert!(f.tenant("late").is_none());
 }
 
+#[test]
+fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(6);
+    // Tenants migrate in slug order: t01 is among the first two, the canaries.
+    let (bad_slug, bad_id) = &tenants[1];
+    open_db(&f.db_path(bad_id))
+        .execute_batch(
+            "INSERT INTO members (id, name, class) VALUES ('m1', 'Alva', 'mage'), ('m2', 'Brim', 'mage');",
+        )
+        .unwrap();
+    f.add_migration(
+        "0003_unique_class.sql",
+        "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
+    );
+    let o = f.fails(&["migrate", "--canary", "2", "--concurrency", "1"]);
+    assert!(
+        stdout(&o).contains("canary failed"),
+        "{}",
+        describe(&["migrate", "--canary"], &o)
+    );
+    for t in f.tenants() {
+        let expected = if t["slug"] == "t00" { 3 } else { 2 };
+        assert_eq!(t["schema_version"], expected, "only the good canary moved: {t}");
+    }
+    let failed = f.json(&["status", "--failed", "--json"]);
+    assert_eq!(failed[0]["slug"], bad_slug.as_str(), "{failed}");
+
+    // Canaries that pass let the rest through.
+    open_db(&f.db_path(bad_id))
+        .execute("UPDATE members SET class = 'priest' WHERE id = 'm2'", [])
+        .unwrap();
+    let report = f.json(&["migrate", "--canary", "2", "--json"]);
+    assert_eq!(report["canary_failed"], false, "{report}");
+    assert_eq!(report["migrated"], 5, "{report}");
+    f.assert_all_at(3);
+    f.fails(&["migrate", "--canary", "0"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // PostgreSQL modes: the same kills, with tenants in databases, schemas and shared tables.
 

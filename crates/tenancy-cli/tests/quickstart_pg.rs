@@ -64,7 +64,10 @@ async fn quickstart(mode: &str) {
         cmd
     };
 
-    let mut serve = cli(&["serve", "--listen", &format!("127.0.0.1:{port}")], dir.path());
+    let mut serve = cli(
+        &["serve", "--listen", &format!("127.0.0.1:{port}")],
+        dir.path(),
+    );
     let _served = Served(
         serve
             .stdout(Stdio::null())
@@ -126,7 +129,10 @@ async fn quickstart(mode: &str) {
     assert_eq!(slugs, ["ironforge", "stormwind"], "{listed}");
     let out = cli(&["tenant", "list"], dir.path()).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("ironforge") && table.contains("stormwind"), "{table}");
+    assert!(
+        table.contains("ironforge") && table.contains("stormwind"),
+        "{table}"
+    );
     assert!(table.contains(mode), "{table}");
 
     // The guild's data over REST, with an API key of each tenant.
@@ -152,7 +158,9 @@ async fn quickstart(mode: &str) {
         .unwrap();
     assert_eq!(resp.status(), 201);
     let page: Value = http
-        .get(format!("{base}/v1/data/members?order=dkp.desc&select=name,dkp"))
+        .get(format!(
+            "{base}/v1/data/members?order=dkp.desc&select=name,dkp"
+        ))
         .bearer_auth(&keys[0])
         .send()
         .await
@@ -186,7 +194,10 @@ async fn quickstart(mode: &str) {
     assert_eq!(resp.status(), 409);
     let problem: Value = resp.json().await.unwrap();
     assert!(
-        problem["detail"].as_str().unwrap().contains("members_name_key"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("members_name_key"),
         "{problem}"
     );
     // The same name is free in the other tenant (uniqueness is per tenant in every mode).

@@ -163,6 +163,8 @@ pub struct MigrateOptions {
     pub dry_run: bool,
     /// Overrides the configured concurrency.
     pub concurrency: Option<usize>,
+    /// Migrate this many tenants first; if any fails, stop there.
+    pub canary: Option<usize>,
 }
 
 /// Progress of a fleet migration, for the CLI's bar or lines.
@@ -183,6 +185,8 @@ pub struct MigrateReport {
     pub failed: Vec<TenantMigrationResult>,
     /// Stopped early by [`Engine::migrate`]'s stop flag; a rerun continues.
     pub interrupted: bool,
+    /// A canary tenant failed, so the rest of the fleet was left as it was.
+    pub canary_failed: bool,
     pub dry_run: bool,
 }
 
@@ -634,9 +638,30 @@ impl Engine {
         }
 
         self.catalog().acquire_lock(MIGRATE_LOCK).await?;
-        let result = self
-            .migrate_locked(tenants, &options, stop, progress, &mut report)
-            .await;
+        let progress: Arc<dyn Fn(MigrateEvent) + Send + Sync> = Arc::new(progress);
+        progress(MigrateEvent::Started {
+            total: tenants.len(),
+            target,
+        });
+        let result = async {
+            let mut rest = tenants;
+            if let Some(n) = options.canary.filter(|n| *n > 0) {
+                let canaries: Vec<Tenant> = rest.drain(..n.min(rest.len())).collect();
+                self.migrate_locked(canaries, &options, Arc::clone(&stop), Arc::clone(&progress), &mut report)
+                    .await?;
+                if !report.failed.is_empty() {
+                    // A canary failed: the rest of the fleet is not touched.
+                    report.canary_failed = true;
+                    return Ok(());
+                }
+            }
+            if !rest.is_empty() && !report.interrupted {
+                self.migrate_locked(rest, &options, stop, progress, &mut report)
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
         let released = self.catalog().release_lock(MIGRATE_LOCK).await;
         result?;
         released?;
@@ -648,17 +673,12 @@ impl Engine {
         tenants: Vec<Tenant>,
         options: &MigrateOptions,
         stop: Arc<AtomicBool>,
-        progress: impl Fn(MigrateEvent) + Send + Sync + 'static,
+        progress: Arc<dyn Fn(MigrateEvent) + Send + Sync>,
         report: &mut MigrateReport,
     ) -> Result<()> {
         tokio::task::spawn_blocking(|| fault::pause(points::MIGRATE_LOCKED)).await?;
         let target = report.target_version;
         let run_id = self.catalog().start_migration_run(target).await?;
-        progress(MigrateEvent::Started {
-            total: tenants.len(),
-            target,
-        });
-        let progress = Arc::new(progress);
         let concurrency = options
             .concurrency
             .unwrap_or(self.inner.config.migrate_concurrency)
