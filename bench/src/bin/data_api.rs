@@ -7,7 +7,6 @@
 //! See bench/README.md.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +24,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tenancy::identity::KeyScope;
 use tenancy::{Engine, EngineConfig, Role, Slug};
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tenancy_bench::load::{self, Stats};
+use tenancy_bench::round;
+use tenancy_bench::server::Running;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// Rows seeded in every tenant's `members` table; GETs cycle through their ids.
@@ -73,7 +74,6 @@ fn main() -> Result<()> {
 async fn bench(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data folder")?;
     let engine = Engine::open(EngineConfig::new(dir.path().join("data"))).await?;
-    let (admin_token, _) = engine.admin_token(None).await?;
 
     let started = Instant::now();
     let fleet = create_fleet(&engine, args.tenants).await?;
@@ -84,38 +84,22 @@ async fn bench(args: Args) -> Result<()> {
     );
 
     // The full stack, exactly as `tenancy serve` mounts it.
-    let full_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let full_addr = full_listener.local_addr()?;
-    let app = tenancy_http::router(tenancy_http::AppState::new(engine, admin_token));
-    let (stop_full, stopped) = oneshot::channel::<()>();
-    let full_server = tokio::spawn(tenancy_http::serve(full_listener, app, async {
-        let _ = stopped.await;
-    }));
+    let full_server = Running::full_stack(engine).await?;
 
     // The baseline: its own connection to each of the same files.
     let mut dbs = HashMap::with_capacity(fleet.len());
     for (i, tenant) in fleet.iter().enumerate() {
         dbs.insert(i, Mutex::new(open_baseline(&tenant.path)?));
     }
-    let base_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let base_addr = base_listener.local_addr()?;
-    let (stop_base, stopped) = oneshot::channel::<()>();
-    // Served like `tenancy_http::serve` does, without the tenancy router.
-    let base_app = baseline_router(dbs).into_make_service_with_connect_info::<SocketAddr>();
-    let base_server = tokio::spawn(async move {
-        axum::serve(base_listener, base_app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    // Served by `tenancy_http::serve` too, without the tenancy router.
+    let base_server = Running::start(baseline_router(dbs)).await?;
 
     let load = Arc::new(Load {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
-        full: format!("http://{full_addr}"),
-        baseline: format!("http://{base_addr}"),
+        full: full_server.base.clone(),
+        baseline: base_server.base.clone(),
         keys: fleet
             .iter()
             .map(|t| HeaderValue::from_str(&format!("Bearer {}", t.key)))
@@ -150,14 +134,8 @@ async fn bench(args: Args) -> Result<()> {
     }
 
     drop(load);
-    let _ = stop_full.send(());
-    let _ = stop_base.send(());
-    for server in [full_server, base_server] {
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(joined) => joined??,
-            Err(_) => eprintln!("a server did not stop within 5 s"),
-        }
-    }
+    full_server.stop().await?;
+    base_server.stop().await?;
 
     report(&args, setup_s, &results);
     Ok(())
@@ -470,16 +448,7 @@ async fn preflight(load: &Load, sc: Scenario) -> Result<()> {
     Ok(())
 }
 
-struct Stats {
-    requests: usize,
-    errors: u64,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Closed loop: `workers` tasks each send a request, wait for the whole response, and
-/// send the next, until `duration` is over. Latency is per successful request.
+/// Closed loop on one side: `workers` workers for `duration`.
 async fn run(
     load: &Arc<Load>,
     side: Side,
@@ -487,64 +456,15 @@ async fn run(
     duration: Duration,
     workers: usize,
 ) -> Result<Stats> {
-    let seq = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut set = JoinSet::new();
-    for _ in 0..workers {
-        let (load, seq) = (Arc::clone(load), Arc::clone(&seq));
-        set.spawn(async move {
-            let (mut micros, mut errors) = (Vec::new(), 0u64);
-            while Instant::now() < deadline {
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                let sent = Instant::now();
-                let ok = match load.request(side, sc, n).send().await {
-                    Ok(resp) => {
-                        let status_ok = resp.status() == sc.expected();
-                        resp.bytes().await.is_ok() && status_ok
-                    }
-                    Err(_) => false,
-                };
-                if ok {
-                    micros.push(sent.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
-                }
-            }
-            (micros, errors)
-        });
-    }
-    let (mut micros, mut errors) = (Vec::new(), 0);
-    while let Some(done) = set.join_next().await {
-        let (m, e) = done?;
-        micros.extend(m);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    micros.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if micros.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((p * micros.len() as f64).ceil() as usize).clamp(1, micros.len());
-        micros[rank - 1] as f64 / 1000.0
-    };
-    Ok(Stats {
-        requests: micros.len(),
-        errors,
-        rps: micros.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
+    let load = Arc::clone(load);
+    load::closed_loop(workers, duration, sc.expected(), move |n| {
+        load.request(side, sc, n)
     })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------
 // Report
-
-fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
-}
 
 fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -586,21 +506,12 @@ fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
             rps_ratio,
             p50_ratio
         );
-        let side = |s: &Stats| {
-            json!({
-                "rps": round(s.rps, 1),
-                "p50_ms": round(s.p50_ms, 3),
-                "p99_ms": round(s.p99_ms, 3),
-                "requests": s.requests,
-                "errors": s.errors,
-            })
-        };
         scenarios.insert(
             sc.key.to_owned(),
             json!({
                 "tenants": sc.tenants,
-                "full": side(full),
-                "baseline": side(base),
+                "full": full.json(),
+                "baseline": base.json(),
                 "rps_ratio": round(rps_ratio, 3),
                 "p50_ratio": round(p50_ratio, 3),
                 "p99_ratio": round(p99_ratio, 3),

@@ -281,10 +281,12 @@ impl SharedTransform {
         // Recorded first so that a table can reference itself without naming columns.
         self.tables.insert(key, primary_key);
 
-        let mut constraints: Vec<TableConstraint> = keys.into_iter().map(lead_key).collect();
+        let table_name = table_key(&name);
+        let mut constraints: Vec<TableConstraint> =
+            keys.into_iter().map(|k| lead_key(k, &table_name)).collect();
         let mut separate = Vec::new();
         for fk in foreign_keys {
-            match self.foreign_key(fk)? {
+            match self.foreign_key(fk, &table_name)? {
                 Placed::Inline(c) => constraints.push(c),
                 Placed::Separate(fk) => separate.push(AddForeignKey {
                     table: name.clone(),
@@ -345,12 +347,12 @@ impl SharedTransform {
                     for constraint in extracted.keys {
                         self.add_key(&key, &constraint);
                         kept.push(AlterTableOperation::AddConstraint {
-                            constraint: lead_key(constraint),
+                            constraint: lead_key(constraint, &key),
                             not_valid: false,
                         });
                     }
                     for fk in extracted.foreign_keys {
-                        let placed = self.foreign_key(fk)?;
+                        let placed = self.foreign_key(fk, &key)?;
                         place(placed, table, false, &mut kept, &mut separate);
                     }
                 }
@@ -361,12 +363,13 @@ impl SharedTransform {
                     TableConstraint::PrimaryKey { .. } | TableConstraint::Unique { .. } => {
                         self.add_key(&key, &constraint);
                         kept.push(AlterTableOperation::AddConstraint {
-                            constraint: lead_key(constraint),
+                            constraint: lead_key(constraint, &key),
                             not_valid,
                         });
                     }
                     TableConstraint::ForeignKey { .. } => {
-                        let placed = self.foreign_key(ForeignKey::from_constraint(constraint)?)?;
+                        let placed =
+                            self.foreign_key(ForeignKey::from_constraint(constraint)?, &key)?;
                         place(placed, table, not_valid, &mut kept, &mut separate);
                     }
                     other => kept.push(AlterTableOperation::AddConstraint {
@@ -453,7 +456,13 @@ impl SharedTransform {
     }
 
     /// `tenant_id` first on both sides; the referenced columns resolved when omitted.
-    fn foreign_key(&self, mut fk: ForeignKey) -> Result<Placed, String> {
+    fn foreign_key(&self, mut fk: ForeignKey, table: &str) -> Result<Placed, String> {
+        // Named as PostgreSQL names it for the single-tenant statement, before tenant_id
+        // joins the columns: constraint names are what violations report.
+        if fk.name.is_none() {
+            let columns: Vec<String> = fk.columns.iter().map(folded).collect();
+            fk.name = Some(generated_ident(default_name(table, &columns, "fkey")));
+        }
         let target = &fk.foreign_table;
         if fk.referred_columns.is_empty() {
             fk.referred_columns = match self.tables.get(&table_key(target)) {
@@ -533,6 +542,21 @@ impl SharedTransform {
 /// written: the policy still filters what they find.
 fn create_index(mut index: CreateIndex, out: &mut Vec<Emit>) -> Result<(), String> {
     let btree = matches!(index.using, None | Some(IndexType::BTree));
+    if index.name.is_none() {
+        let columns: Option<Vec<String>> = index
+            .columns
+            .iter()
+            .map(|c| match &c.column.expr {
+                Expr::Identifier(ident) => Some(folded(ident)),
+                _ => None,
+            })
+            .collect();
+        let name = match columns {
+            Some(columns) => default_name(&table_key(&index.table_name), &columns, "idx"),
+            None => default_name(&table_key(&index.table_name), &["expr".to_owned()], "idx"),
+        };
+        index.name = Some(ObjectName::from(vec![generated_ident(name)]));
+    }
     if btree {
         index.columns.insert(0, tenant_index_column());
     } else if index.unique {
@@ -730,14 +754,65 @@ fn serial_to_integer(data_type: &DataType) -> Option<DataType> {
     }
 }
 
-/// A primary key or unique constraint with `tenant_id` as its first column.
-fn lead_key(mut constraint: TableConstraint) -> TableConstraint {
+/// A primary key or unique constraint with `tenant_id` as its first column. An unnamed
+/// unique constraint gets the name PostgreSQL gives the single-tenant one (a primary key's
+/// default name, `<table>_pkey`, does not depend on its columns).
+fn lead_key(mut constraint: TableConstraint, table: &str) -> TableConstraint {
+    if let TableConstraint::Unique { name, columns, .. } = &mut constraint {
+        if name.is_none() {
+            let written: Option<Vec<String>> = columns
+                .iter()
+                .map(|c| match &c.column.expr {
+                    Expr::Identifier(ident) => Some(folded(ident)),
+                    _ => None,
+                })
+                .collect();
+            if let Some(written) = written {
+                *name = Some(generated_ident(default_name(table, &written, "key")));
+            }
+        }
+    }
     if let TableConstraint::PrimaryKey { columns, .. } | TableConstraint::Unique { columns, .. } =
         &mut constraint
     {
         columns.insert(0, tenant_index_column());
     }
     constraint
+}
+
+/// A name the transform made: printed bare when PostgreSQL would read it back unchanged.
+fn generated_ident(name: String) -> Ident {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        Ident::new(name)
+    } else {
+        Ident::with_quote('"', name)
+    }
+}
+
+/// The name PostgreSQL chooses for an unnamed constraint or index: `table_col1_col2_label`,
+/// the longer of the table and column parts shortened until it fits 63 bytes.
+fn default_name(table: &str, columns: &[String], label: &str) -> String {
+    const MAX: usize = 63;
+    let mut name1 = table.to_owned();
+    let mut name2 = columns.join("_");
+    let overhead = label.len() + if name2.is_empty() { 1 } else { 2 };
+    while name1.len() + name2.len() + overhead > MAX {
+        let longer = if name1.len() > name2.len() {
+            &mut name1
+        } else {
+            &mut name2
+        };
+        longer.pop();
+    }
+    if name2.is_empty() {
+        format!("{name1}_{label}")
+    } else {
+        format!("{name1}_{name2}_{label}")
+    }
 }
 
 /// The columns of a primary key as written, if it is one of plain columns.
@@ -1254,6 +1329,33 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_keys_are_named_as_postgresql_names_the_single_tenant_ones() {
+        let long = "x".repeat(60);
+        let out = run(&format!(
+            "CREATE TABLE {long} (id TEXT PRIMARY KEY, email TEXT UNIQUE);\
+             CREATE INDEX ON {long} (email);"
+        ));
+        // PostgreSQL shortens the longer part until the name fits 63 bytes.
+        let key = format!("{}_email_key", "x".repeat(53));
+        assert!(
+            out[0].contains(&format!("CONSTRAINT {key} UNIQUE")),
+            "{}",
+            out[0]
+        );
+        assert!(out[0].contains("PRIMARY KEY (tenant_id, id)"), "{}", out[0]);
+        let index = format!("{}_email_idx", "x".repeat(53));
+        assert!(
+            out.iter()
+                .any(|s| s.starts_with(&format!("CREATE INDEX {index} ON"))),
+            "{out:?}"
+        );
+        assert_eq!(
+            default_name("t", &["a".into(), "b".into()], "fkey"),
+            "t_a_b_fkey"
+        );
+    }
+
+    #[test]
     fn column_keys_become_table_keys_led_by_tenant_id_and_keep_their_names() {
         let out = run("CREATE TABLE a (
             id INTEGER CONSTRAINT a_pk PRIMARY KEY,
@@ -1268,8 +1370,9 @@ mod tests {
             format!(
                 "CREATE TABLE a (tenant_id UUID NOT NULL DEFAULT {TENANT}, id INTEGER, email TEXT, \
                  code TEXT, b_id INTEGER, CONSTRAINT a_pk PRIMARY KEY (tenant_id, id), \
-                 CONSTRAINT a_email_key UNIQUE (tenant_id, email), UNIQUE (tenant_id, code), \
-                 UNIQUE (tenant_id, code, email), \
+                 CONSTRAINT a_email_key UNIQUE (tenant_id, email), \
+                 CONSTRAINT a_code_key UNIQUE (tenant_id, code), \
+                 CONSTRAINT a_code_email_key UNIQUE (tenant_id, code, email), \
                  CONSTRAINT a_b_fk FOREIGN KEY (tenant_id, b_id) REFERENCES b(tenant_id, id) ON DELETE CASCADE, \
                  CONSTRAINT a_pair FOREIGN KEY (tenant_id, b_id, code) REFERENCES b(tenant_id, id, code))"
             )
@@ -1354,7 +1457,8 @@ mod tests {
         assert_eq!(
             out,
             [
-                "ALTER TABLE c ADD FOREIGN KEY (tenant_id, a, b) REFERENCES p (tenant_id, x, y) \
+                "ALTER TABLE c ADD CONSTRAINT c_a_b_fkey FOREIGN KEY (tenant_id, a, b) \
+                 REFERENCES p (tenant_id, x, y) \
               ON DELETE SET DEFAULT (a, b) NOT VALID"
             ]
         );
@@ -1421,7 +1525,7 @@ mod tests {
             [
                 "ALTER TABLE t ADD COLUMN note TEXT NOT NULL DEFAULT ''",
                 "ALTER TABLE t ADD COLUMN email TEXT, ADD CONSTRAINT t_email_key UNIQUE (tenant_id, email), \
-                 ADD COLUMN o_id TEXT, ADD FOREIGN KEY (tenant_id, o_id) REFERENCES o(tenant_id, id)",
+                 ADD COLUMN o_id TEXT, ADD CONSTRAINT t_o_id_fkey FOREIGN KEY (tenant_id, o_id) REFERENCES o(tenant_id, id)",
                 "ALTER TABLE t ADD CONSTRAINT t_pair UNIQUE (tenant_id, a, b)",
                 "ALTER TABLE t ADD PRIMARY KEY (tenant_id, id)",
                 "ALTER TABLE t ADD CONSTRAINT t_o FOREIGN KEY (tenant_id, o_id) REFERENCES o(tenant_id, id) ON DELETE CASCADE",
