@@ -1026,7 +1026,10 @@ fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
     );
     for t in f.tenants() {
         let expected = if t["slug"] == "t00" { 3 } else { 2 };
-        assert_eq!(t["schema_version"], expected, "only the good canary moved: {t}");
+        assert_eq!(
+            t["schema_version"], expected,
+            "only the good canary moved: {t}"
+        );
     }
     let failed = f.json(&["status", "--failed", "--json"]);
     assert_eq!(failed[0]["slug"], bad_slug.as_str(), "{failed}");

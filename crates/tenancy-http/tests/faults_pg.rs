@@ -108,10 +108,19 @@ async fn a_stopped_store_answers_503_within_the_timeout_and_recovers_by_itself()
         let text = resp.text().await.unwrap();
         let problem: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(problem["code"], "store_unavailable", "{problem}");
-        for leak in ["127.0.0.1", "postgres", &port.to_string(), "tcp", "os error"] {
+        for leak in [
+            "127.0.0.1",
+            "postgres",
+            &port.to_string(),
+            "tcp",
+            "os error",
+        ] {
             assert!(!text.to_lowercase().contains(leak), "{leak} leaked: {text}");
         }
-        assert!(took < Duration::from_secs(3), "answered within the timeout ({took:?})");
+        assert!(
+            took < Duration::from_secs(3),
+            "answered within the timeout ({took:?})"
+        );
     }
 
     // PostgreSQL comes back at the same address: requests work again, no restart.
@@ -119,7 +128,12 @@ async fn a_stopped_store_answers_503_within_the_timeout_and_recovers_by_itself()
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = s
-            .json(Method::GET, "/v1/data/members?select=name", Some(&key), None)
+            .json(
+                Method::GET,
+                "/v1/data/members?select=name",
+                Some(&key),
+                None,
+            )
             .await;
         if status == 200 {
             assert_eq!(body["data"], json!([{ "name": "Thrall" }]));
@@ -154,7 +168,10 @@ async fn an_exhausted_connection_budget_queues_then_answers_503_store_busy() {
         .call(Method::GET, "/v1/data/members", Some(&key), &[], None)
         .await;
     assert_eq!(resp.status().as_u16(), 503);
-    assert!(started.elapsed() >= Duration::from_millis(250), "it waited first");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited first"
+    );
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["code"], "store_busy", "{problem}");
     // Released, the next request is served.

@@ -647,8 +647,14 @@ impl Engine {
             let mut rest = tenants;
             if let Some(n) = options.canary.filter(|n| *n > 0) {
                 let canaries: Vec<Tenant> = rest.drain(..n.min(rest.len())).collect();
-                self.migrate_locked(canaries, &options, Arc::clone(&stop), Arc::clone(&progress), &mut report)
-                    .await?;
+                self.migrate_locked(
+                    canaries,
+                    &options,
+                    Arc::clone(&stop),
+                    Arc::clone(&progress),
+                    &mut report,
+                )
+                .await?;
                 if !report.failed.is_empty() {
                     // A canary failed: the rest of the fleet is not touched.
                     report.canary_failed = true;
