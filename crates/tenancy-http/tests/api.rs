@@ -1,84 +1,83 @@
-//! The control plane over real HTTP: the server runs in-process on 127.0.0.1:0 with a
-//! fresh data folder per test, and every request goes through reqwest.
+//! The control plane over real HTTP: provisioning and lifecycle of tenants (create, list,
+//! show, delete, suspend, resume) and bad input. The server runs in-process on
+//! 127.0.0.1:0 with a fresh data folder per test (`common::Server`), and every request
+//! goes through reqwest.
+//!
+//! Every test that provisions, finds or places a tenant runs once per backend
+//! (`four_modes!`): `database` on SQLite, and `database`, `schema` and `shared` on
+//! PostgreSQL, whose catalog is on PostgreSQL too. Tests of request parsing and
+//! authentication alone, which reach no tenant, run once, on SQLite.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::Server;
+use common::{Backend, Server, ADMIN_TOKEN};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
+use tenancy::{Mode, Slug, Tenant};
 
-const TOKEN: &str = "s3cret-Admin-Token";
+/// A mixed-case admin token, for the test that varies its case.
+const MIXED_CASE_TOKEN: &str = "s3cret-Admin-Token";
 
-/// One server on its own port and its own data folder (see `common::Server`), with the
-/// helpers of this suite; stops when dropped.
-struct TestServer {
-    server: Server,
-    token: String,
+/// The calls of this suite, as the platform administrator ([`ADMIN_TOKEN`]).
+trait AdminCalls {
+    fn url(&self, path: &str) -> String;
+    async fn get(&self, path: &str) -> Response;
+    async fn delete(&self, path: &str) -> Response;
+    async fn post_json(&self, path: &str, body: &Value) -> Response;
+    /// A POST with a raw body and content type, for bodies `json()` cannot produce.
+    async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response;
+    async fn create(&self, slug: &str, name: Option<&str>) -> Response;
+    /// Creates a tenant that must succeed and returns its body.
+    async fn create_ok(&self, slug: &str, name: Option<&str>) -> Value;
+    /// The `data` of `GET /v1/tenants`.
+    async fn list(&self) -> Vec<Value>;
+    /// Nothing was created, seen through the API (with `token`), the engine and the stores.
+    async fn assert_no_tenants_as(&self, token: &str);
+    async fn assert_no_tenants(&self);
+    /// Asserts a problem+json response with `status` and `code`, and that it leaks nothing
+    /// internal; returns the body.
+    async fn problem(&self, resp: Response, status: StatusCode, code: &str) -> Value;
+    fn assert_no_leak(&self, text: &str);
+    /// Writes a row through the data API: in `shared` mode a tenant owns nothing in its
+    /// store until it does.
+    async fn add_member(&self, slug: &str, name: &str);
+    /// The names in the tenant's `members` table, through the data API.
+    async fn member_names(&self, slug: &str) -> Vec<String>;
 }
 
-impl std::ops::Deref for TestServer {
-    type Target = Server;
-    fn deref(&self) -> &Server {
-        &self.server
-    }
-}
-
-impl TestServer {
-    async fn start() -> TestServer {
-        TestServer {
-            server: Server::start_with_admin_token(TOKEN).await,
-            token: TOKEN.to_owned(),
-        }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.server.dir.path()
-    }
-
+impl AdminCalls for Server {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.token)
-    }
-
     async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .header(AUTHORIZATION, self.bearer())
-            .send()
+        self.call(Method::GET, path, Some(ADMIN_TOKEN), &[], None)
             .await
-            .expect("request sent")
     }
 
     async fn delete(&self, path: &str) -> Response {
-        self.client
-            .delete(self.url(path))
-            .header(AUTHORIZATION, self.bearer())
-            .send()
+        self.call(Method::DELETE, path, Some(ADMIN_TOKEN), &[], None)
             .await
-            .expect("request sent")
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .header(AUTHORIZATION, self.bearer())
-            .json(body)
-            .send()
-            .await
-            .expect("request sent")
+        self.call(
+            Method::POST,
+            path,
+            Some(ADMIN_TOKEN),
+            &[],
+            Some(body.clone()),
+        )
+        .await
     }
 
-    /// A POST with a raw body and content type, for bodies `json()` cannot produce.
     async fn post_raw(&self, path: &str, content_type: &str, body: &str) -> Response {
         self.client
             .post(self.url(path))
-            .header(AUTHORIZATION, self.bearer())
+            .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
             .header(CONTENT_TYPE, content_type)
             .body(body.to_owned())
             .send()
@@ -94,14 +93,14 @@ impl TestServer {
         self.post_json("/v1/tenants", &body).await
     }
 
-    /// Creates a tenant that must succeed and returns its body.
     async fn create_ok(&self, slug: &str, name: Option<&str>) -> Value {
         let resp = self.create(slug, name).await;
-        assert_eq!(resp.status(), StatusCode::CREATED, "creating {slug:?}");
-        resp.json().await.expect("json body")
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, StatusCode::CREATED, "creating {slug:?}: {text}");
+        serde_json::from_str(&text).expect("json body")
     }
 
-    /// The `data` of `GET /v1/tenants`.
     async fn list(&self) -> Vec<Value> {
         let resp = self.get("/v1/tenants").await;
         assert_eq!(resp.status(), StatusCode::OK);
@@ -109,18 +108,24 @@ impl TestServer {
         body["data"].as_array().expect("data is an array").clone()
     }
 
-    /// Nothing was created, seen through the API, the engine and the store folder.
-    async fn assert_no_tenants(&self) {
-        assert_eq!(self.list().await, Vec::<Value>::new());
+    async fn assert_no_tenants_as(&self, token: &str) {
+        let (status, body) = self
+            .json(Method::GET, "/v1/tenants", Some(token), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"], json!([]));
         assert!(self.engine.list_tenants().await.unwrap().is_empty());
-        assert!(
-            db_files(&self.data_dir().join("tenants")).is_empty(),
-            "no tenant file may exist"
+        assert_eq!(
+            holders(self).await,
+            Vec::<String>::new(),
+            "no tenant data may exist in any store"
         );
     }
 
-    /// Asserts a problem+json response with `status` and `code`, and that it leaks nothing
-    /// internal; returns the body.
+    async fn assert_no_tenants(&self) {
+        self.assert_no_tenants_as(ADMIN_TOKEN).await;
+    }
+
     async fn problem(&self, resp: Response, status: StatusCode, code: &str) -> Value {
         assert_eq!(resp.status(), status, "status of a `{code}` problem");
         let content_type = resp
@@ -148,8 +153,23 @@ impl TestServer {
 
     fn assert_no_leak(&self, text: &str) {
         let lower = text.to_lowercase();
-        assert!(!lower.contains("sqlite"), "problem mentions SQLite: {text}");
-        let dir = self.data_dir().to_string_lossy().into_owned();
+        for word in [
+            "sqlite",
+            "postgres",
+            "tokio",
+            "relation",
+            "sqlstate",
+            "search_path",
+            "tenancy_shared",
+        ] {
+            assert!(!lower.contains(word), "problem mentions {word:?}: {text}");
+        }
+        // SQL the server ran. (Only in capitals: the tests send hostile names with SQL
+        // words in them, which problems may quote back.)
+        for sql in ["SELECT", "INSERT INTO", "CREATE DATABASE", "CREATE SCHEMA"] {
+            assert!(!text.contains(sql), "problem contains SQL {sql:?}: {text}");
+        }
+        let dir = self.dir.path().to_string_lossy().into_owned();
         assert!(!text.contains(&dir), "problem names the data dir: {text}");
         for needle in ["/tmp/", "/var/", "/home/", ".db", ".rs:", "tenants/"] {
             assert!(
@@ -157,8 +177,50 @@ impl TestServer {
                 "problem contains {needle:?} (a file path?): {text}"
             );
         }
+        for store in &self.engine.config().stores {
+            assert!(
+                !text.contains(&store.url),
+                "problem names a store URL: {text}"
+            );
+            assert!(
+                !text.contains(&store.database_prefix),
+                "problem names the store's databases: {text}"
+            );
+        }
+    }
+
+    async fn add_member(&self, slug: &str, name: &str) {
+        let (status, body) = self
+            .json(
+                Method::POST,
+                &format!("/t/{slug}/v1/data/members"),
+                Some(ADMIN_TOKEN),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, 201, "adding {name:?} to {slug}: {body}");
+    }
+
+    async fn member_names(&self, slug: &str) -> Vec<String> {
+        let (status, body) = self
+            .json(
+                Method::GET,
+                &format!("/t/{slug}/v1/data/members?order=name"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "members of {slug}: {body}");
+        body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|m| m["name"].as_str().expect("name").to_owned())
+            .collect()
     }
 }
+
+// ---------------------------------------------------------------- the stores, read directly
 
 /// The `.db` files of a store folder (missing folder: none).
 fn db_files(dir: &Path) -> Vec<PathBuf> {
@@ -173,11 +235,106 @@ fn db_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn tenant_file(server: &TestServer, id: &str) -> PathBuf {
-    server.data_dir().join("tenants").join(format!("{id}.db"))
+/// `name` with the tenant id it carries (`<prefix><uuid hex><suffix>`) as a hyphenated
+/// id; anything else verbatim, so that a stray file, database or schema shows up.
+fn id_in(name: &str, prefix: &str, suffix: &str) -> String {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .map_or_else(|| name.to_owned(), |id| id.hyphenated().to_string())
 }
 
-fn assert_active_tenant(body: &Value, slug: &str, name: &str) {
+/// An admin connection to the test's PostgreSQL database (the store's own URL).
+async fn pg_admin(s: &Server) -> tokio_postgres::Client {
+    let url = &s.engine.config().stores[0].url;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connecting to the test database");
+    tokio::spawn(conn);
+    client
+}
+
+/// The ids of the tenants holding data in the stores, read from the stores themselves
+/// and sorted: SQLite files, PostgreSQL databases and schemas by the id in their name,
+/// and the tenant ids of rows in the shared tables (a `shared` tenant holds nothing until
+/// it writes). Every store is read, whatever the backend: nothing may land elsewhere.
+async fn holders(s: &Server) -> Vec<String> {
+    let mut ids: Vec<String> = db_files(&s.dir.path().join("tenants"))
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            // A tenant that was written to has its WAL files next to its database.
+            let name = name
+                .strip_suffix("-wal")
+                .or_else(|| name.strip_suffix("-shm"))
+                .unwrap_or(&name);
+            id_in(name, "", ".db")
+        })
+        .collect();
+    if s.backend != Backend::Sqlite {
+        let pg = pg_admin(s).await;
+        let prefix = format!("{}_", s.engine.config().stores[0].database_prefix);
+        for row in pg
+            .query("SELECT datname FROM pg_database", &[])
+            .await
+            .unwrap()
+        {
+            let name: String = row.get(0);
+            if name.starts_with(&prefix) && name != format!("{prefix}main") {
+                ids.push(id_in(&name, &prefix, ""));
+            }
+        }
+        for row in pg
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            ids.push(id_in(&row.get::<_, String>(0), "t_", ""));
+        }
+        for row in pg
+            .query(
+                "SELECT table_name FROM information_schema.columns \
+                 WHERE table_schema = 'tenancy_shared' AND column_name = 'tenant_id'",
+                &[],
+            )
+            .await
+            .unwrap()
+        {
+            let table: String = row.get(0);
+            // The test runs as a superuser: row-level security does not hide rows from it.
+            let sql = format!("SELECT DISTINCT tenant_id::text FROM tenancy_shared.\"{table}\"");
+            for row in pg.query(&sql, &[]).await.unwrap() {
+                ids.push(row.get(0));
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The ids of `tenants` (bodies of the API), sorted, as [`holders`] reports them.
+fn ids_of(tenants: &[&Value]) -> Vec<String> {
+    let mut ids: Vec<String> = tenants
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The tenant as the engine sees it (its placement included).
+async fn engine_tenant(s: &Server, slug: &str) -> Tenant {
+    s.engine
+        .tenant(&Slug::parse(slug).unwrap())
+        .await
+        .expect("tenant")
+}
+
+fn assert_active_tenant(backend: Backend, body: &Value, slug: &str, name: &str) {
     assert!(
         body["id"].as_str().is_some_and(|id| id.len() == 36),
         "id: {body}"
@@ -185,7 +342,13 @@ fn assert_active_tenant(body: &Value, slug: &str, name: &str) {
     assert_eq!(body["slug"], slug, "{body}");
     assert_eq!(body["name"], name, "{body}");
     assert_eq!(body["status"], "active", "{body}");
-    assert_eq!(body["mode"], "database", "{body}");
+    assert_eq!(body["mode"], backend.mode().as_str(), "{body}");
+    let store = if backend == Backend::Sqlite {
+        "default"
+    } else {
+        "pg"
+    };
+    assert_eq!(body["store"], store, "{body}");
     assert_eq!(body["schema_version"], 2, "{body}");
     assert!(
         body.get("location").is_none(),
@@ -197,11 +360,33 @@ fn assert_active_tenant(body: &Value, slug: &str, name: &str) {
     );
 }
 
+four_modes!(
+    health_and_readiness_answer_without_a_token,
+    creates_lists_and_shows_a_tenant,
+    name_defaults_to_the_slug,
+    list_is_in_slug_order,
+    name_with_sql_and_html_is_stored_verbatim,
+    delete_removes_the_tenant_and_its_data_and_frees_the_slug,
+    suspend_and_resume_keep_the_tenant_and_its_data,
+    refuses_bad_slugs_and_creates_nothing,
+    a_63_character_slug_is_fine,
+    duplicate_slug_is_a_conflict,
+    unknown_or_invalid_tenant_is_not_found,
+    json_content_type_with_parameters_is_accepted,
+    unknown_modes_and_stores_are_refused,
+    mode_and_store_choose_the_placement,
+    bad_names_are_refused,
+    unauthorized_delete_leaves_the_tenant,
+    concurrent_creates_of_one_slug_make_one_tenant,
+    concurrent_creates_of_different_slugs_all_succeed,
+);
+
 // ---------------------------------------------------------------- service endpoints
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_readiness_answer_without_a_token() {
-    let server = TestServer::start().await;
+async fn health_and_readiness_answer_without_a_token(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let resp = server
         .client
         .get(server.url("/healthz"))
@@ -212,6 +397,7 @@ async fn health_and_readiness_answer_without_a_token() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "ok");
 
+    // Ready means the catalog answers: on PostgreSQL backends, the PostgreSQL catalog.
     let resp = server
         .client
         .get(server.url("/readyz"))
@@ -225,9 +411,10 @@ async fn health_and_readiness_answer_without_a_token() {
 
 // ---------------------------------------------------------------- create, list, show
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creates_lists_and_shows_a_tenant() {
-    let server = TestServer::start().await;
+async fn creates_lists_and_shows_a_tenant(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let resp = server.create("acme", Some("Acme Inc.")).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(
@@ -242,46 +429,58 @@ async fn creates_lists_and_shows_a_tenant() {
         .unwrap()
         .starts_with("application/json"));
     let created: Value = resp.json().await.unwrap();
-    assert_active_tenant(&created, "acme", "Acme Inc.");
-    let id = created["id"].as_str().unwrap();
-    assert!(
-        tenant_file(&server, id).is_file(),
-        "the tenant's file exists"
-    );
+    assert_active_tenant(backend, &created, "acme", "Acme Inc.");
+    let placed = engine_tenant(&server, "acme").await;
+    assert_eq!(placed.placement.mode, backend.mode());
+    assert_eq!(placed.id.to_string(), created["id"].as_str().unwrap());
+
+    // Its data lives in its own place of the store (file, database, schema or rows).
+    server.add_member("acme", "Aria").await;
+    assert_eq!(holders(&server).await, ids_of(&[&created]));
+    if backend == Backend::Sqlite {
+        let file = server
+            .dir
+            .path()
+            .join("tenants")
+            .join(format!("{}.db", created["id"].as_str().unwrap()));
+        assert!(file.is_file(), "the tenant's file exists");
+    }
 
     let listed = server.list().await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], created["id"]);
-    assert_active_tenant(&listed[0], "acme", "Acme Inc.");
+    assert_active_tenant(backend, &listed[0], "acme", "Acme Inc.");
 
     let resp = server.get("/v1/tenants/acme").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let shown: Value = resp.json().await.unwrap();
     assert_eq!(shown["id"], created["id"]);
-    assert_active_tenant(&shown, "acme", "Acme Inc.");
+    assert_active_tenant(backend, &shown, "acme", "Acme Inc.");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn name_defaults_to_the_slug() {
-    let server = TestServer::start().await;
+async fn name_defaults_to_the_slug(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let created = server.create_ok("globex", None).await;
-    assert_active_tenant(&created, "globex", "globex");
+    assert_active_tenant(backend, &created, "globex", "globex");
 
     let created = server
         .post_json("/v1/tenants", &json!({ "slug": "initech", "name": null }))
         .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().await.unwrap();
-    assert_active_tenant(&created, "initech", "initech");
+    assert_active_tenant(backend, &created, "initech", "initech");
 
     let resp = server.get("/v1/tenants/globex").await;
     let shown: Value = resp.json().await.unwrap();
     assert_eq!(shown["name"], "globex");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_is_in_slug_order() {
-    let server = TestServer::start().await;
+async fn list_is_in_slug_order(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     for slug in ["zeta", "alpha", "mid-1"] {
         server.create_ok(slug, None).await;
     }
@@ -294,9 +493,10 @@ async fn list_is_in_slug_order() {
     assert_eq!(slugs, vec![json!("alpha"), json!("mid-1"), json!("zeta")]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn name_with_sql_and_html_is_stored_verbatim() {
-    let server = TestServer::start().await;
+async fn name_with_sql_and_html_is_stored_verbatim(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let name = "<script>x</script>'); DROP TABLE tenants;--";
     let created = server.create_ok("bobby", Some(name)).await;
     assert_eq!(created["name"], name);
@@ -311,17 +511,23 @@ async fn name_with_sql_and_html_is_stored_verbatim() {
     // Unicode names are fine too.
     let created = server.create_ok("cafe", Some("Café \u{1F600} 東京")).await;
     assert_eq!(created["name"], "Café \u{1F600} 東京");
+    let shown: Value = server.get("/v1/tenants/cafe").await.json().await.unwrap();
+    assert_eq!(shown["name"], "Café \u{1F600} 東京");
 }
 
 // ---------------------------------------------------------------- delete
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_removes_the_tenant_and_frees_the_slug() {
-    let server = TestServer::start().await;
+async fn delete_removes_the_tenant_and_its_data_and_frees_the_slug(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let created = server.create_ok("acme", None).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let file = tenant_file(&server, &id);
-    assert!(file.is_file());
+    server.add_member("acme", "Aria").await;
+    // A neighbour, whose data must survive.
+    let other = server.create_ok("other", None).await;
+    server.add_member("other", "Borin").await;
+    assert_eq!(holders(&server).await, ids_of(&[&created, &other]));
 
     let resp = server.delete("/v1/tenants/acme").await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
@@ -331,14 +537,35 @@ async fn delete_removes_the_tenant_and_frees_the_slug() {
     server
         .problem(resp, StatusCode::NOT_FOUND, "tenant_not_found")
         .await;
-    assert!(!file.exists(), "the tenant's file is removed");
+    // Its data is gone (file, database, schema or rows); the neighbour's is not.
+    assert_eq!(
+        holders(&server).await,
+        ids_of(&[&other]),
+        "no data of the deleted tenant remains"
+    );
     assert!(
-        db_files(&server.data_dir().join("tenants"))
+        db_files(&server.dir.path().join("tenants"))
             .iter()
             .all(|p| !p.to_string_lossy().contains(&id)),
         "no file of the deleted tenant remains"
     );
-    assert!(server.list().await.is_empty());
+    assert_eq!(server.member_names("other").await, ["Borin"]);
+    let listed = server.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], other["id"]);
+    // Its data API is gone with it.
+    let resp = server
+        .call(
+            Method::GET,
+            "/t/acme/v1/data/members",
+            Some(ADMIN_TOKEN),
+            &[],
+            None,
+        )
+        .await;
+    server
+        .problem(resp, StatusCode::NOT_FOUND, "tenant_not_found")
+        .await;
 
     // Deleting again: gone.
     let resp = server.delete("/v1/tenants/acme").await;
@@ -346,21 +573,114 @@ async fn delete_removes_the_tenant_and_frees_the_slug() {
         .problem(resp, StatusCode::NOT_FOUND, "tenant_not_found")
         .await;
 
-    // The slug is free again, under a new id.
+    // The slug is free again, under a new id, with nothing of the old tenant's data.
     let again = server.create_ok("acme", None).await;
-    assert_active_tenant(&again, "acme", "acme");
+    assert_active_tenant(backend, &again, "acme", "acme");
     assert_ne!(again["id"], created["id"]);
-    assert!(tenant_file(&server, again["id"].as_str().unwrap()).is_file());
+    assert_eq!(server.member_names("acme").await, Vec::<String>::new());
+    server.add_member("acme", "Aria").await;
+    assert_eq!(holders(&server).await, ids_of(&[&again, &other]));
     let listed = server.list().await;
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 2);
     assert_eq!(listed[0]["id"], again["id"]);
+}
+
+// ---------------------------------------------------------------- suspend, resume
+
+async fn suspend_and_resume_keep_the_tenant_and_its_data(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
+    let created = server.create_ok("acme", None).await;
+    server.add_member("acme", "Aria").await;
+
+    let resp = server
+        .post_json("/v1/tenants/acme/suspend", &json!({}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let suspended: Value = resp.json().await.unwrap();
+    assert_eq!(suspended["status"], "suspended", "{suspended}");
+    assert_eq!(suspended["id"], created["id"]);
+    let shown: Value = server.get("/v1/tenants/acme").await.json().await.unwrap();
+    assert_eq!(shown["status"], "suspended");
+    assert_eq!(server.list().await[0]["status"], "suspended");
+
+    // A suspended tenant answers 403 `tenant_suspended`, to its data API too.
+    for path in ["/t/acme/v1/tenant", "/t/acme/v1/data/members"] {
+        let resp = server
+            .call(Method::GET, path, Some(ADMIN_TOKEN), &[], None)
+            .await;
+        server
+            .problem(resp, StatusCode::FORBIDDEN, "tenant_suspended")
+            .await;
+    }
+    let resp = server
+        .call(
+            Method::POST,
+            "/t/acme/v1/data/members",
+            Some(ADMIN_TOKEN),
+            &[],
+            Some(json!({ "name": "Borin" })),
+        )
+        .await;
+    server
+        .problem(resp, StatusCode::FORBIDDEN, "tenant_suspended")
+        .await;
+    // Suspended twice: refused, nothing changes.
+    let resp = server
+        .post_json("/v1/tenants/acme/suspend", &json!({}))
+        .await;
+    server
+        .problem(resp, StatusCode::CONFLICT, "invalid_state")
+        .await;
+    assert_eq!(
+        holders(&server).await,
+        ids_of(&[&created]),
+        "suspension keeps the data"
+    );
+
+    let resp = server
+        .post_json("/v1/tenants/acme/resume", &json!({}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resumed: Value = resp.json().await.unwrap();
+    assert_active_tenant(backend, &resumed, "acme", "acme");
+    let resp = server
+        .post_json("/v1/tenants/acme/resume", &json!({}))
+        .await;
+    server
+        .problem(resp, StatusCode::CONFLICT, "invalid_state")
+        .await;
+    assert_eq!(server.member_names("acme").await, ["Aria"]);
+    server.add_member("acme", "Borin").await;
+    assert_eq!(server.member_names("acme").await, ["Aria", "Borin"]);
+
+    // Unknown tenants: the one 404.
+    for action in ["suspend", "resume"] {
+        let resp = server
+            .post_json(&format!("/v1/tenants/nobody/{action}"), &json!({}))
+            .await;
+        server
+            .problem(resp, StatusCode::NOT_FOUND, "tenant_not_found")
+            .await;
+    }
+
+    // A suspended tenant can be deleted, data and all.
+    let resp = server
+        .post_json("/v1/tenants/acme/suspend", &json!({}))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = server.delete("/v1/tenants/acme").await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    server.assert_no_tenants().await;
 }
 
 // ---------------------------------------------------------------- refusals
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_bad_slugs_and_creates_nothing() {
-    let server = TestServer::start().await;
+async fn refuses_bad_slugs_and_creates_nothing(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let long = "a".repeat(64);
     for bad in [
         "Acme",
@@ -390,20 +710,26 @@ async fn refuses_bad_slugs_and_creates_nothing() {
     server.assert_no_tenants().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_63_character_slug_is_fine() {
-    let server = TestServer::start().await;
+async fn a_63_character_slug_is_fine(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let slug = "a".repeat(63);
     let created = server.create_ok(&slug, None).await;
-    assert_active_tenant(&created, &slug, &slug);
+    assert_active_tenant(backend, &created, &slug, &slug);
     let resp = server.get(&format!("/v1/tenants/{slug}")).await;
     assert_eq!(resp.status(), StatusCode::OK);
+    // Its data API works: no store name is built from the slug.
+    server.add_member(&slug, "Aria").await;
+    assert_eq!(server.member_names(&slug).await, ["Aria"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_slug_is_a_conflict() {
-    let server = TestServer::start().await;
+async fn duplicate_slug_is_a_conflict(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let first = server.create_ok("acme", Some("First")).await;
+    server.add_member("acme", "Aria").await;
     let resp = server.create("acme", Some("Second")).await;
     server
         .problem(resp, StatusCode::CONFLICT, "tenant_exists")
@@ -412,12 +738,14 @@ async fn duplicate_slug_is_a_conflict() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], first["id"]);
     assert_eq!(listed[0]["name"], "First");
-    assert_eq!(db_files(&server.data_dir().join("tenants")).len(), 1);
+    assert_eq!(holders(&server).await, ids_of(&[&first]));
+    assert_eq!(server.member_names("acme").await, ["Aria"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_or_invalid_tenant_is_not_found() {
-    let server = TestServer::start().await;
+async fn unknown_or_invalid_tenant_is_not_found(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     for path in [
         "/v1/tenants/nobody",
         "/v1/tenants/Acme",
@@ -440,9 +768,10 @@ async fn unknown_or_invalid_tenant_is_not_found() {
     server.assert_no_tenants().await;
 }
 
+/// Request parsing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_refused() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     for body in [
         "{",
         "{\"slug\": \"acme\"",
@@ -460,9 +789,10 @@ async fn malformed_json_is_refused() {
     server.assert_no_tenants().await;
 }
 
+/// Request parsing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_type_is_refused() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     let body = r#"{"slug":"acme"}"#;
     let resp = server.post_raw("/v1/tenants", "text/plain", body).await;
     server
@@ -476,7 +806,7 @@ async fn wrong_content_type_is_refused() {
     let resp = server
         .client
         .post(server.url("/v1/tenants"))
-        .header(AUTHORIZATION, server.bearer())
+        .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
         .body(body)
         .send()
         .await
@@ -491,9 +821,10 @@ async fn wrong_content_type_is_refused() {
     server.assert_no_tenants().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_content_type_with_parameters_is_accepted() {
-    let server = TestServer::start().await;
+async fn json_content_type_with_parameters_is_accepted(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let resp = server
         .post_raw(
             "/v1/tenants",
@@ -504,9 +835,10 @@ async fn json_content_type_with_parameters_is_accepted() {
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
+/// Request parsing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_refused() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     // One byte over axum's default 2 MiB limit: the server reads the whole body before it
     // refuses, so the client never writes into a closed connection.
     let limit = 2 * 1024 * 1024;
@@ -525,9 +857,10 @@ async fn oversized_body_is_refused() {
     server.assert_no_tenants().await;
 }
 
+/// Request parsing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fields_and_wrong_types_are_invalid_bodies() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     for body in [
         json!({ "slug": 5 }),
         json!({ "slug": "acme", "name": 7 }),
@@ -548,16 +881,19 @@ async fn unknown_fields_and_wrong_types_are_invalid_bodies() {
     server.assert_no_tenants().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_modes_and_stores_are_refused() {
-    let server = TestServer::start().await;
-    for (body, code) in [
+async fn unknown_modes_and_stores_are_refused(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
+    let mut cases = vec![
+        // The SQLite store (`default`, present in every deployment) holds only
+        // `database` tenants.
         (
-            json!({ "slug": "acme", "mode": "shared" }),
+            json!({ "slug": "acme", "store": "default", "mode": "shared" }),
             "mode_not_supported",
         ),
         (
-            json!({ "slug": "acme", "mode": "schema" }),
+            json!({ "slug": "acme", "store": "default", "mode": "schema" }),
             "mode_not_supported",
         ),
         (
@@ -573,16 +909,87 @@ async fn unknown_modes_and_stores_are_refused() {
             json!({ "slug": "acme", "store": "x\"; DROP DATABASE y; --" }),
             "unknown_store",
         ),
-    ] {
+        (
+            json!({ "slug": "acme", "store": "PG", "mode": "shared" }),
+            "unknown_store",
+        ),
+    ];
+    if backend == Backend::Sqlite {
+        // The default store is the SQLite one.
+        cases.extend([
+            (
+                json!({ "slug": "acme", "mode": "shared" }),
+                "mode_not_supported",
+            ),
+            (
+                json!({ "slug": "acme", "mode": "schema" }),
+                "mode_not_supported",
+            ),
+        ]);
+    }
+    for (body, code) in cases {
         let resp = server.post_json("/v1/tenants", &body).await;
         server.problem(resp, StatusCode::BAD_REQUEST, code).await;
     }
     server.assert_no_tenants().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_names_are_refused() {
-    let server = TestServer::start().await;
+async fn mode_and_store_choose_the_placement(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
+    // (slug, body, store, mode): what each backend's deployment can hold.
+    let mut cases = vec![(
+        "local".to_owned(),
+        json!({ "slug": "local", "store": "default", "mode": "database" }),
+        "default",
+        Mode::Database,
+    )];
+    if backend != Backend::Sqlite {
+        for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
+            let slug = format!("pg-{}", mode.as_str());
+            let body = json!({ "slug": slug, "store": "pg", "mode": mode.as_str() });
+            cases.push((slug, body, "pg", mode));
+        }
+        cases.push((
+            "by-default".to_owned(),
+            json!({ "slug": "by-default", "store": "pg" }),
+            "pg",
+            backend.mode(),
+        ));
+    }
+    let mut created = Vec::new();
+    for (slug, body, store, mode) in &cases {
+        let resp = server.post_json("/v1/tenants", body).await;
+        let status = resp.status();
+        let tenant: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}: {tenant}");
+        assert_eq!(
+            (tenant["store"].as_str(), tenant["mode"].as_str()),
+            (Some(*store), Some(mode.as_str())),
+            "{body}"
+        );
+        let placed = engine_tenant(&server, slug).await;
+        assert_eq!(placed.placement.store, *store);
+        assert_eq!(placed.placement.mode, *mode);
+        // Each serves its data, alone.
+        server.add_member(slug, &format!("member of {slug}")).await;
+        created.push(tenant);
+    }
+    for (slug, ..) in &cases {
+        assert_eq!(
+            server.member_names(slug).await,
+            [format!("member of {slug}")]
+        );
+    }
+    let created: Vec<&Value> = created.iter().collect();
+    assert_eq!(holders(&server).await, ids_of(&created));
+}
+
+async fn bad_names_are_refused(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let long = "n".repeat(201);
     for name in [
         "",
@@ -609,27 +1016,28 @@ async fn bad_names_are_refused() {
 
 // ---------------------------------------------------------------- auth
 
+/// Authentication alone: no tenant is reached (SQLite only). Its own admin token, in
+/// mixed case, so that changing the case makes a wrong token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_the_admin_token_are_unauthorized() {
-    let server = TestServer::start().await;
-    let wrong_case = server.token.to_uppercase();
-    assert_ne!(wrong_case, server.token);
+    let server = Server::start_with_admin_token(MIXED_CASE_TOKEN).await;
+    let token = MIXED_CASE_TOKEN;
+    let wrong_case = token.to_uppercase();
+    assert_ne!(wrong_case, token);
+    assert_ne!(token.to_lowercase(), token);
     let variants: Vec<Option<String>> = vec![
         None,
         Some("Bearer wrong-token".into()),
-        Some(format!("Basic {}", server.token)),
+        Some(format!("Basic {token}")),
         Some("Basic xxx".into()),
         Some(format!("Bearer {wrong_case}")),
-        Some(format!("Bearer {}", server.token.to_lowercase())),
-        Some(format!("Bearer {}x", server.token)),
-        Some(format!(
-            "Bearer {}",
-            &server.token[..server.token.len() - 1]
-        )),
-        Some(server.token.clone()),
+        Some(format!("Bearer {}", token.to_lowercase())),
+        Some(format!("Bearer {token}x")),
+        Some(format!("Bearer {}", &token[..token.len() - 1])),
+        Some(token.to_owned()),
         Some("Bearer".into()),
         Some("Bearer ".into()),
-        Some(format!("Token {}", server.token)),
+        Some(format!("Token {token}")),
         // Shapes of the other credentials, forged.
         Some("Bearer tny_admin_0000000000000000".into()),
         Some("Bearer tny_key_abc.def".into()),
@@ -667,13 +1075,15 @@ async fn requests_without_the_admin_token_are_unauthorized() {
                 .await;
         }
     }
-    server.assert_no_tenants().await;
+    server.assert_no_tenants_as(token).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unauthorized_delete_leaves_the_tenant() {
-    let server = TestServer::start().await;
+async fn unauthorized_delete_leaves_the_tenant(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let created = server.create_ok("acme", None).await;
+    server.add_member("acme", "Aria").await;
     let resp = server
         .client
         .delete(server.url("/v1/tenants/acme"))
@@ -686,12 +1096,14 @@ async fn unauthorized_delete_leaves_the_tenant() {
         .await;
     let shown: Value = server.get("/v1/tenants/acme").await.json().await.unwrap();
     assert_eq!(shown["id"], created["id"]);
-    assert!(tenant_file(&server, created["id"].as_str().unwrap()).is_file());
+    assert_eq!(holders(&server).await, ids_of(&[&created]));
+    assert_eq!(server.member_names("acme").await, ["Aria"]);
 }
 
+/// Authentication alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_checked_before_the_body() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     let resp = server
         .client
         .post(server.url("/v1/tenants"))
@@ -705,13 +1117,14 @@ async fn auth_is_checked_before_the_body() {
         .await;
 }
 
+/// Authentication alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_scheme_is_case_insensitive() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     let resp = server
         .client
         .get(server.url("/v1/tenants"))
-        .header(AUTHORIZATION, format!("bearer {}", server.token))
+        .header(AUTHORIZATION, format!("bearer {ADMIN_TOKEN}"))
         .send()
         .await
         .unwrap();
@@ -720,9 +1133,10 @@ async fn bearer_scheme_is_case_insensitive() {
 
 // ---------------------------------------------------------------- routing
 
+/// Routing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_are_not_found_problems() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     for path in [
         "/",
         "/nope",
@@ -742,17 +1156,19 @@ async fn unknown_routes_are_not_found_problems() {
         .await;
 }
 
+/// Routing alone: no tenant is reached (SQLite only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_are_not_allowed() {
-    let server = TestServer::start().await;
+    let server = Server::start().await;
     let put = server
-        .client
-        .put(server.url("/v1/tenants"))
-        .header(AUTHORIZATION, server.bearer())
-        .json(&json!({ "slug": "acme" }))
-        .send()
-        .await
-        .unwrap();
+        .call(
+            Method::PUT,
+            "/v1/tenants",
+            Some(ADMIN_TOKEN),
+            &[],
+            Some(json!({ "slug": "acme" })),
+        )
+        .await;
     let allow = put
         .headers()
         .get(reqwest::header::ALLOW)
@@ -782,18 +1198,18 @@ async fn wrong_methods_are_not_allowed() {
 
 // ---------------------------------------------------------------- concurrency
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_creates_of_one_slug_make_one_tenant() {
-    let server = TestServer::start().await;
+async fn concurrent_creates_of_one_slug_make_one_tenant(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
         let client = server.client.clone();
         let url = server.url("/v1/tenants");
-        let auth = server.bearer();
         tasks.spawn(async move {
             client
                 .post(url)
-                .header(AUTHORIZATION, auth)
+                .bearer_auth(ADMIN_TOKEN)
                 .json(&json!({ "slug": "acme", "name": format!("Acme {i}") }))
                 .send()
                 .await
@@ -823,38 +1239,60 @@ async fn concurrent_creates_of_one_slug_make_one_tenant() {
     let listed = server.list().await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], created[0]["id"]);
-    assert_eq!(
-        db_files(&server.data_dir().join("tenants")),
-        vec![tenant_file(&server, created[0]["id"].as_str().unwrap())]
-    );
+    if backend == Backend::Sqlite {
+        let id = created[0]["id"].as_str().unwrap();
+        let tenants = server.dir.path().join("tenants");
+        assert_eq!(db_files(&tenants), vec![tenants.join(format!("{id}.db"))]);
+    }
+    // The winner's data, and no trace of the losers.
+    server.add_member("acme", "Aria").await;
+    assert_eq!(holders(&server).await, ids_of(&[&created[0]]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_creates_of_different_slugs_all_succeed() {
-    let server = TestServer::start().await;
+async fn concurrent_creates_of_different_slugs_all_succeed(backend: Backend) {
+    let Some(server) = Server::start_on(backend).await else {
+        return;
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..20 {
         let client = server.client.clone();
-        let url = server.url("/v1/tenants");
-        let auth = server.bearer();
+        let base = server.base.clone();
         tasks.spawn(async move {
+            let slug = format!("tenant-{i:02}");
             let resp = client
-                .post(url)
-                .header(AUTHORIZATION, auth)
-                .json(&json!({ "slug": format!("tenant-{i:02}") }))
+                .post(format!("{base}/v1/tenants"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "slug": slug }))
                 .send()
                 .await
                 .unwrap();
             let status = resp.status();
             let text = resp.text().await.unwrap();
-            (i, status, text)
+            // Each writes at once, while the others are still being provisioned.
+            let written = client
+                .post(format!("{base}/t/{slug}/v1/data/members"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "name": slug }))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            (i, status, text, written)
         });
     }
+    let mut created = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        let (i, status, text) = done.unwrap();
+        let (i, status, text, written) = done.unwrap();
         assert_eq!(status, StatusCode::CREATED, "tenant-{i:02}: {text}");
+        assert_eq!(written, StatusCode::CREATED, "tenant-{i:02} writes");
         let body: Value = serde_json::from_str(&text).unwrap();
-        assert_active_tenant(&body, &format!("tenant-{i:02}"), &format!("tenant-{i:02}"));
+        assert_active_tenant(
+            backend,
+            &body,
+            &format!("tenant-{i:02}"),
+            &format!("tenant-{i:02}"),
+        );
+        created.push(body);
     }
     let listed = server.list().await;
     assert_eq!(listed.len(), 20);
@@ -864,5 +1302,17 @@ async fn concurrent_creates_of_different_slugs_all_succeed() {
         .collect();
     let expected: Vec<String> = (0..20).map(|i| format!("tenant-{i:02}")).collect();
     assert_eq!(slugs, expected);
-    assert_eq!(db_files(&server.data_dir().join("tenants")).len(), 20);
+    let created: Vec<&Value> = created.iter().collect();
+    assert_eq!(holders(&server).await, ids_of(&created));
+    if backend == Backend::Sqlite {
+        let databases = db_files(&server.dir.path().join("tenants"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "db"))
+            .count();
+        assert_eq!(databases, 20);
+    }
+    // Each sees its own row only.
+    for slug in &expected {
+        assert_eq!(&server.member_names(slug).await, std::slice::from_ref(slug));
+    }
 }

@@ -1,8 +1,12 @@
-//! Identity, access and the resolver chain over real HTTP.
+//! Identity, access and the resolver chain over real HTTP: users, sessions, tokens, API
+//! keys, members and roles. Users, keys and memberships live in the catalog and tenants
+//! in their store, so every test runs once per backend (`four_modes!`): `database` on
+//! SQLite, and `database`, `schema` and `shared` on PostgreSQL, whose catalog is on
+//! PostgreSQL too.
 
 mod common;
 
-use common::{Server, ADMIN_TOKEN, PASSWORD};
+use common::{Backend, Server, ADMIN_TOKEN, PASSWORD};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -16,8 +20,9 @@ struct Fleet {
     superadmin: String,
 }
 
-async fn fleet() -> Fleet {
-    let server = Server::start().await;
+/// `None`: PostgreSQL is unreachable (the test is skipped).
+async fn fleet(backend: Backend) -> Option<Fleet> {
+    let server = Server::start_on(backend).await?;
     server.create_tenant("a").await;
     server.create_tenant("b").await;
     let mut people = Vec::new();
@@ -56,12 +61,22 @@ async fn fleet() -> Fleet {
         .await
         .unwrap();
     let superadmin = server.login("root@platform.gg", None).await;
-    Fleet {
+    Some(Fleet {
         server,
         people,
         superadmin,
-    }
+    })
 }
+
+four_modes!(
+    every_resolver_every_principal_every_role,
+    roles_gate_the_control_plane,
+    the_newcomer_walkthrough,
+    sessions_refresh_once_and_log_out,
+    members_invitations_and_the_last_owner,
+    bad_credentials_and_headers,
+    oversized_and_malformed_headers,
+);
 
 #[derive(Clone, Copy, Debug)]
 enum How {
@@ -89,9 +104,10 @@ async fn whereami(server: &Server, token: &str, how: Option<(How, &str)>) -> (u1
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_resolver_every_principal_every_role() {
-    let f = fleet().await;
+async fn every_resolver_every_principal_every_role(backend: Backend) {
+    let Some(f) = fleet(backend).await else {
+        return;
+    };
     let s = &f.server;
     for how in [How::Path, How::Subdomain, How::Header] {
         for (role, unscoped, scoped, key) in &f.people {
@@ -170,9 +186,10 @@ async fn every_resolver_every_principal_every_role() {
     assert_eq!(resp.status(), 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roles_gate_the_control_plane() {
-    let f = fleet().await;
+async fn roles_gate_the_control_plane(backend: Backend) {
+    let Some(f) = fleet(backend).await else {
+        return;
+    };
     let s = &f.server;
     for (role, unscoped, _, key) in &f.people {
         let rank = ROLES.iter().position(|r| r == role).unwrap();
@@ -258,9 +275,10 @@ async fn roles_gate_the_control_plane() {
     assert_eq!(status, 403);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_newcomer_walkthrough() {
-    let s = Server::start().await;
+async fn the_newcomer_walkthrough(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
     // Sign up, create a tenant (becoming its owner), get a tenant-scoped token.
     s.signup("ada@guild.gg").await;
     let token = s.login("ada@guild.gg", None).await;
@@ -395,9 +413,10 @@ async fn the_newcomer_walkthrough() {
     assert_eq!(resp.status(), 400, "an unknown domain names no tenant");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_refresh_once_and_log_out() {
-    let s = Server::start().await;
+async fn sessions_refresh_once_and_log_out(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
     s.signup("jaina@alliance.gg").await;
     let (status, session) = s
         .json(
@@ -465,9 +484,10 @@ async fn sessions_refresh_once_and_log_out() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_invitations_and_the_last_owner() {
-    let s = Server::start().await;
+async fn members_invitations_and_the_last_owner(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
     s.signup("owner@horde.gg").await;
     let owner = s.login("owner@horde.gg", None).await;
     s.json(
@@ -624,9 +644,10 @@ async fn members_invitations_and_the_last_owner() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_credentials_and_headers() {
-    let s = Server::start().await;
+async fn bad_credentials_and_headers(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
     s.create_tenant("acme").await;
     s.signup("ada@guild.gg").await;
     let good = s.login("ada@guild.gg", None).await;
@@ -746,10 +767,11 @@ async fn bad_credentials_and_headers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_and_malformed_headers() {
+async fn oversized_and_malformed_headers(backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let s = Server::start().await;
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
     s.create_tenant("acme").await;
     let big = "a".repeat(10_000);
     let resp = s

@@ -57,6 +57,8 @@ impl Backend {
         let mut store = StoreSpec::new("pg", db.url.clone());
         store.data_role = format!("{}_data", db.prefix);
         store.database_prefix = db.prefix.clone();
+        // Tests run side by side on one server: each keeps to a small share of it.
+        store.limits.max_connections = 8;
         config.stores = vec![store];
         // The catalog moves to PostgreSQL too: the whole deployment is PostgreSQL.
         config.catalog_url = Some(db.url.clone());
