@@ -42,6 +42,8 @@ pub struct SqliteStore {
     pub name: String,
     dir: PathBuf,
     handles: HandleCache<TenantDb>,
+    /// One template build at a time in this process.
+    template_lock: Mutex<()>,
 }
 
 impl SqliteStore {
@@ -52,6 +54,7 @@ impl SqliteStore {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
             handles: HandleCache::new(cache),
+            template_lock: Mutex::new(()),
         })
     }
 
@@ -101,21 +104,19 @@ impl SqliteStore {
 
     /// Builds the tenant's database with every migration and places it at its final name.
     /// Returns the schema version. On error nothing is left on disk.
+    ///
+    /// The file is a copy of a template: a database migrated once per migration set (named
+    /// by the checksum of its scripts, in `templates/` beside the store's folder), so provisioning costs a file
+    /// copy rather than running every migration again.
     pub fn build(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
         let scripts = migrations.scripts(Dialect::Sqlite)?;
+        let (template, version) = self.template(&scripts)?;
         let tmp = self.tmp_path(location);
         let done = self.path(location);
         let result = (|| {
             remove_db_files(&tmp)?;
-            let mut conn = Connection::open_with_flags(
-                &tmp,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-            )
-            .map_err(|e| Error::store(&tmp, e))?;
-            configure(&conn).map_err(|e| Error::store(&tmp, e))?;
-            let (_, version) = apply_scripts(&mut conn, &scripts, None)?;
-            // Closing checkpoints the WAL into the file, so one file holds everything.
-            conn.close().map_err(|(_, e)| Error::store(&tmp, e))?;
+            std::fs::copy(&template, &tmp)
+                .map_err(|e| Error::io(format!("copying {}", template.display()), e))?;
             sync_file(&tmp)?;
             fault::pause(points::PROVISION_FILE_BUILT);
             std::fs::rename(&tmp, &done)
@@ -127,6 +128,59 @@ impl SqliteStore {
             let _ = remove_db_files(&tmp);
         }
         result
+    }
+
+    /// The template database of these scripts, built (under a temporary name, renamed
+    /// when complete) if it does not exist yet, and its schema version.
+    fn template(&self, scripts: &[Script<'_>]) -> Result<(PathBuf, i64)> {
+        let version = scripts.last().map_or(0, |s| s.version);
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        for script in scripts {
+            sha2::Digest::update(&mut hasher, script.file.as_bytes());
+            sha2::Digest::update(&mut hasher, script.checksum.as_bytes());
+        }
+        let digest = hex::encode(sha2::Digest::finalize(hasher));
+        // Beside the store's folder, not in it: the store holds tenant files only.
+        let dir = match self.dir.parent() {
+            Some(parent) => parent.join("templates"),
+            None => self.dir.join("templates"),
+        };
+        let path = dir.join(format!("v{version}-{}.db", &digest[..16]));
+        if path.exists() {
+            return Ok((path, version));
+        }
+        let _guard = self
+            .template_lock
+            .lock()
+            .map_err(|_| Error::Internal("template lock poisoned".into()))?;
+        if path.exists() {
+            return Ok((path, version));
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Unique per process: two processes building the same template each place a
+        // complete file; the second rename replaces the first with an identical one.
+        let tmp = dir.join(format!("{}.{}.tmp", &digest[..16], std::process::id()));
+        let result = (|| {
+            remove_db_files(&tmp)?;
+            let mut conn = Connection::open_with_flags(
+                &tmp,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            )
+            .map_err(|e| Error::store(&tmp, e))?;
+            configure(&conn).map_err(|e| Error::store(&tmp, e))?;
+            apply_scripts(&mut conn, scripts, None)?;
+            // Closing checkpoints the WAL into the file, so one file holds everything.
+            conn.close().map_err(|(_, e)| Error::store(&tmp, e))?;
+            sync_file(&tmp)?;
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| Error::io(format!("placing {}", path.display()), e))?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = remove_db_files(&tmp);
+        }
+        result.map(|()| (path, version))
     }
 
     /// The schema version of a placed tenant file, or `None` if there is none.
