@@ -188,6 +188,8 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
     match command {
         TenantCommand::Create {
             slug,
+            bulk,
+            concurrency,
             name,
             mode,
             store,
@@ -197,6 +199,10 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
                 mode: mode.as_deref().map(crate::config::parse_mode).transpose()?,
                 store,
             };
+            if let Some(file) = bulk {
+                return create_bulk(engine, &file, &place, concurrency, json).await;
+            }
+            let slug = slug.context("a slug, or --bulk FILE")?;
             let started = Instant::now();
             let tenant = engine
                 .create_tenant_with(Slug::parse(&slug)?, name, None, &place)
@@ -300,6 +306,112 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The slugs of a bulk file: every line checked, and every problem reported, before any
+/// tenant is created.
+fn read_bulk_file(file: &Path) -> Result<Vec<Slug>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut slugs = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match Slug::parse(line) {
+            Ok(slug) => {
+                if let Some(first) = seen.insert(slug.to_string(), i + 1) {
+                    problems.push(format!("line {}: {slug} repeats line {first}", i + 1));
+                } else {
+                    slugs.push(slug);
+                }
+            }
+            Err(e) => problems.push(format!("line {}: {e}", i + 1)),
+        }
+    }
+    if !problems.is_empty() {
+        let shown: Vec<&str> = problems.iter().take(20).map(String::as_str).collect();
+        let more = problems.len().saturating_sub(shown.len());
+        bail!(
+            "{} is refused, nothing was created:\n  {}{}",
+            file.display(),
+            shown.join("\n  "),
+            if more > 0 {
+                format!("\n  … and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if slugs.is_empty() {
+        bail!("{} holds no slugs", file.display());
+    }
+    Ok(slugs)
+}
+
+async fn create_bulk(
+    engine: Engine,
+    file: &Path,
+    place: &tenancy::PlaceOptions,
+    concurrency: Option<usize>,
+    json: bool,
+) -> Result<ExitCode> {
+    let slugs = read_bulk_file(file)?;
+    if concurrency == Some(0) {
+        bail!("--concurrency must be at least 1");
+    }
+    let concurrency = concurrency.unwrap_or(engine.config().migrate_concurrency);
+    let total = slugs.len();
+    let started = Instant::now();
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} created, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let report = {
+        let bar = bar.clone();
+        engine
+            .create_tenants(slugs, place, concurrency, move |slug, outcome| {
+                if let Err(e) = outcome {
+                    match &bar {
+                        Some(bar) => bar.println(format!("{slug}: {e}")),
+                        None => eprintln!("{slug}: {e}"),
+                    }
+                }
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            })
+            .await?
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if json {
+        output::json(&report)?;
+    } else {
+        println!(
+            "created {} of {total} tenant(s) in {elapsed:.2} s ({:.0}/s); {} failed",
+            report.created.len(),
+            report.created.len() as f64 / elapsed.max(1e-9),
+            report.failed.len()
+        );
+        for (slug, why) in &report.failed {
+            println!("  {slug}: {why}");
+        }
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<ExitCode> {

@@ -137,9 +137,17 @@ enum KeysCommand {
 
 #[derive(Subcommand)]
 enum TenantCommand {
-    /// Create a tenant and provision its database.
+    /// Create a tenant and provision its database; or, with --bulk, one per line of FILE.
     Create {
-        slug: String,
+        #[arg(required_unless_present = "bulk", conflicts_with = "bulk")]
+        slug: Option<String>,
+        /// A file of slugs, one per line (blank lines and lines starting with # skipped).
+        /// Every line is checked before any tenant is created.
+        #[arg(long, value_name = "FILE", conflicts_with = "name")]
+        bulk: Option<std::path::PathBuf>,
+        /// Tenants provisioned at once with --bulk (default: migrate.concurrency).
+        #[arg(long, value_name = "N", requires = "bulk")]
+        concurrency: Option<usize>,
         #[arg(long)]
         name: Option<String>,
         /// database, schema or shared (default: [tenants] default_mode).

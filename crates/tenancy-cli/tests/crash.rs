@@ -1045,6 +1045,51 @@ fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
     f.fails(&["migrate", "--canary", "0"]);
 }
 
+#[test]
+fn bulk_creation_checks_every_line_first_then_creates_the_rest_past_a_failure() {
+    let f = Fleet::new();
+    let file = f.dir.path().join("slugs.txt");
+    // Bad lines: nothing at all is created, and every problem is named by its line.
+    std::fs::write(&file, "good-one\nBad_Slug\n\n# a comment\ngood-one\nwww\n").unwrap();
+    let o = f.fails(&["tenant", "create", "--bulk", file.to_str().unwrap()]);
+    let err = stderr(&o);
+    for needle in ["line 2", "line 5", "repeats line 1", "line 6"] {
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    assert!(f.tenants().is_empty());
+    assert!(f.tenant_files().is_empty());
+
+    // A slug already taken fails alone; the others are created.
+    f.create("taken");
+    let slugs: Vec<String> = (0..30).map(|i| format!("bulk-{i:02}")).collect();
+    std::fs::write(&file, format!("{}\ntaken\n", slugs.join("\n"))).unwrap();
+    let o = f.fails(&[
+        "tenant",
+        "create",
+        "--bulk",
+        file.to_str().unwrap(),
+        "--concurrency",
+        "4",
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("created 30 of 31"), "{out}");
+    assert!(out.contains("taken"), "{out}");
+    let tenants = f.tenants();
+    assert_eq!(tenants.len(), 31);
+    for t in &tenants {
+        assert_eq!(t["status"], "active", "{t}");
+        assert_eq!(t["schema_version"], 2, "{t}");
+    }
+    f.assert_files_match_catalog();
+    // Neither a slug and --bulk together, nor nothing at all.
+    f.fails(&["tenant", "create", "x", "--bulk", file.to_str().unwrap()]);
+    f.fails(&["tenant", "create"]);
+    let empty = f.dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n# nothing\n").unwrap();
+    f.fails(&["tenant", "create", "--bulk", empty.to_str().unwrap()]);
+    f.fails(&["tenant", "create", "--bulk", "/nonexistent/slugs.txt"]);
+}
+
 // ---------------------------------------------------------------------------------------
 // PostgreSQL modes: the same kills, with tenants in databases, schemas and shared tables.
 

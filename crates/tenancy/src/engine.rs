@@ -190,6 +190,23 @@ pub struct MigrateReport {
     pub dry_run: bool,
 }
 
+/// The outcome of [`Engine::create_tenants`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkReport {
+    pub created: Vec<Tenant>,
+    /// `(slug, why)` of each tenant that was not created.
+    pub failed: Vec<(String, String)>,
+}
+
+impl BulkReport {
+    fn add(&mut self, (slug, created): (Slug, Result<Tenant>)) {
+        match created {
+            Ok(tenant) => self.created.push(tenant),
+            Err(e) => self.failed.push((slug.to_string(), e.to_string())),
+        }
+    }
+}
+
 /// Fleet overview for `tenancy status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetStatus {
@@ -361,6 +378,45 @@ impl Engine {
             })
             .await?;
         self.provision(tenant).await
+    }
+
+    /// Creates many tenants, `concurrency` at a time, each as [`Engine::create_tenant_with`]
+    /// does (so each is crash-safe on its own). One tenant's failure (a slug taken, a
+    /// store refusing) is reported and the others go on. `progress` sees each outcome.
+    pub async fn create_tenants(
+        &self,
+        slugs: Vec<Slug>,
+        place: &PlaceOptions,
+        concurrency: usize,
+        progress: impl Fn(&Slug, Result<&Tenant, &Error>) + Send + Sync + 'static,
+    ) -> Result<BulkReport> {
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let progress = Arc::new(progress);
+        let mut tasks = JoinSet::new();
+        let mut report = BulkReport::default();
+        for slug in slugs {
+            let permit = Arc::clone(&permits)
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let (engine, place, progress) = (self.clone(), place.clone(), Arc::clone(&progress));
+            tasks.spawn(async move {
+                let created = engine
+                    .create_tenant_with(slug.clone(), None, None, &place)
+                    .await;
+                drop(permit);
+                progress(&slug, created.as_ref());
+                (slug, created)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                report.add(done?);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            report.add(done?);
+        }
+        report.created.sort_by(|a, b| a.slug.cmp(&b.slug));
+        Ok(report)
     }
 
     /// Provisions a `failed` tenant again.

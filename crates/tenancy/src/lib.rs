@@ -41,7 +41,7 @@ pub use accounts::Session;
 pub use auth::AdminToken;
 pub use domain::Domain;
 pub use engine::{
-    Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
+    BulkReport, Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
     MigrationSource, PlaceOptions, RecoveryReport, StoreSpec, DEFAULT_STORE,
 };
 pub use error::{Error, Result};
