@@ -36,7 +36,7 @@ use rusqlite::types::Value as Sql;
 use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
 // The buffer type `ToSql` names, by the path `to_sql_checked!` itself expands to.
-use tokio_postgres::types::private::BytesMut;
+use bytes::BytesMut;
 use tokio_postgres::types::{
     to_sql_checked, Date, Format, FromSql, IsNull, Kind, Timestamp, ToSql, Type,
 };
