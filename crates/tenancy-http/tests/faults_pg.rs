@@ -5,54 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pg::Proxy;
 use common::{Backend, Server, ADMIN_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tenancy::Mode;
-
-/// A TCP proxy in front of PostgreSQL that can be cut and started again on its port.
-struct Proxy {
-    port: u16,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut cut = rx.clone();
-            loop {
-                tokio::select! {
-                    _ = cut.changed() => break,
-                    accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { break };
-                        let mut cut = rx.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) =
-                                tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                            else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = cut.changed() => {}
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        Proxy { port, stop }
-    }
-
-    fn cut(&self) {
-        let _ = self.stop.send(true);
-    }
-}
 
 async fn api_key(s: &Server, slug: &str) -> String {
     let (status, body) = s

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pg::TestDb;
+use common::pg::{Proxy, TestDb};
 use tenancy::catalog::NewTenant;
 use tenancy::secrets::SecretKey;
 use tenancy::{
@@ -630,58 +630,12 @@ async fn unknown_stores_modes_and_hostile_names_are_refused() {
     assert!(Engine::open(bad).await.is_err());
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can cut and restore: the server
-/// "stops" mid-traffic without disturbing other tests.
-struct Proxy {
-    port: u16,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-}
-
-impl Proxy {
-    async fn start(port: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let mut stop = rx.clone();
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { break };
-                        let mut stop = rx.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await else { return };
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = stop.changed() => {}
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        Proxy {
-            port,
-            stop: Some(tx),
-        }
-    }
-
-    fn cut(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(true);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_answers_unavailable_quickly_and_recovery_is_automatic() {
     let Some(db) = TestDb::create().await else {
         return;
     };
-    let mut proxy = Proxy::start(0).await;
+    let proxy = Proxy::start(0).await;
     let port = proxy.port;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), &db);

@@ -127,3 +127,63 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// A TCP proxy in front of the test server that a test can cut (every connection through
+/// it closed, new ones refused) and start again on the same port: PostgreSQL "stops"
+/// mid-traffic without disturbing the other tests that use it.
+pub struct Proxy {
+    pub port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Listens on `port` (0: any) of 127.0.0.1, forwarding to the test server.
+    pub async fn start(port: u16) -> Proxy {
+        let upstream = server_address();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut cut = rx.clone();
+            loop {
+                tokio::select! {
+                    _ = cut.changed() => break,
+                    accepted = listener.accept() => {
+                        let Ok((mut inbound, _)) = accepted else { break };
+                        let mut cut = rx.clone();
+                        let upstream = upstream.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = cut.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Proxy { port, stop }
+    }
+
+    /// Closes every connection through the proxy and stops listening.
+    pub fn cut(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// `host:port` of the test server.
+fn server_address() -> String {
+    let config: tokio_postgres::Config = server_url().parse().expect("a PostgreSQL URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
