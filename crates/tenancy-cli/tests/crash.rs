@@ -937,12 +937,10 @@ fn migration_with_a_syntax_error_fails_every_tenant_and_changes_nothing() {
     assert_eq!(failed.as_array().map(Vec::len), Some(3), "{failed}");
 }
 
-#[test]
-fn data_dependent_migration_failure_fails_only_that_tenant() {
-    let f = Fleet::with_migrations();
-    let tenants = f.create_many(4);
-    let (bad_slug, bad_id) = &tenants[2];
-    open_db(&f.db_path(bad_id))
+/// Migration 0003 makes `members.class` unique, and tenant `id` gets two mages: its
+/// migration fails on its data alone.
+fn add_class_clash(f: &Fleet, id: &str) {
+    open_db(&f.db_path(id))
         .execute_batch(
             "INSERT INTO members (id, name, class) VALUES ('m1', 'Alva', 'mage'), ('m2', 'Brim', 'mage');",
         )
@@ -951,6 +949,21 @@ fn data_dependent_migration_failure_fails_only_that_tenant() {
         "0003_unique_class.sql",
         "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
     );
+}
+
+/// Fixes the data [`add_class_clash`] broke.
+fn resolve_class_clash(f: &Fleet, id: &str) {
+    open_db(&f.db_path(id))
+        .execute("UPDATE members SET class = 'priest' WHERE id = 'm2'", [])
+        .unwrap();
+}
+
+#[test]
+fn data_dependent_migration_failure_fails_only_that_tenant() {
+    let f = Fleet::with_migrations();
+    let tenants = f.create_many(4);
+    let (bad_slug, bad_id) = &tenants[2];
+    add_class_clash(&f, bad_id);
 
     let o = f.fails(&["migrate"]);
     let out = stdout(&o);
@@ -979,9 +992,7 @@ fn data_dependent_migration_failure_fails_only_that_tenant() {
     assert_eq!(failed[0]["slug"], bad_slug.as_str());
 
     // Fix the data and rerun: only that tenant was pending.
-    open_db(&f.db_path(bad_id))
-        .execute("UPDATE members SET class = 'priest' WHERE id = 'm2'", [])
-        .unwrap();
+    resolve_class_clash(&f, bad_id);
     let report = f.json(&["migrate", "--json"]);
     assert_eq!(report["pending"], serde_json::json!([bad_slug]), "{report}");
     f.assert_all_at(3);
@@ -1023,15 +1034,7 @@ fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
     let tenants = f.create_many(6);
     // Tenants migrate in slug order: t01 is among the first two, the canaries.
     let (bad_slug, bad_id) = &tenants[1];
-    open_db(&f.db_path(bad_id))
-        .execute_batch(
-            "INSERT INTO members (id, name, class) VALUES ('m1', 'Alva', 'mage'), ('m2', 'Brim', 'mage');",
-        )
-        .unwrap();
-    f.add_migration(
-        "0003_unique_class.sql",
-        "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
-    );
+    add_class_clash(&f, bad_id);
     let o = f.fails(&["migrate", "--canary", "2", "--concurrency", "1"]);
     assert!(
         stdout(&o).contains("canary failed"),
@@ -1049,9 +1052,7 @@ fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
     assert_eq!(failed[0]["slug"], bad_slug.as_str(), "{failed}");
 
     // Canaries that pass let the rest through.
-    open_db(&f.db_path(bad_id))
-        .execute("UPDATE members SET class = 'priest' WHERE id = 'm2'", [])
-        .unwrap();
+    resolve_class_clash(&f, bad_id);
     let report = f.json(&["migrate", "--canary", "2", "--json"]);
     assert_eq!(report["canary_failed"], false, "{report}");
     assert_eq!(report["migrated"], 5, "{report}");

@@ -441,9 +441,9 @@ impl Engine {
     }
 
     async fn provision(&self, tenant: Tenant) -> Result<Tenant> {
-        tokio::task::spawn_blocking(|| fault::pause(points::PROVISION_CATALOG_WRITTEN)).await?;
+        fault::pause_async(points::PROVISION_CATALOG_WRITTEN).await;
         let built = self.inner.build(&tenant).await;
-        tokio::task::spawn_blocking(|| fault::pause(points::PROVISION_FILE_PLACED)).await?;
+        fault::pause_async(points::PROVISION_FILE_PLACED).await;
         let owner = self.catalog().owner().to_owned();
         match built {
             Ok(version) => {
@@ -523,9 +523,9 @@ impl Engine {
     }
 
     async fn finish_delete(&self, tenant: Tenant, expect_owner: Option<String>) -> Result<Tenant> {
-        tokio::task::spawn_blocking(|| fault::pause(points::DELETE_MARKED)).await?;
+        fault::pause_async(points::DELETE_MARKED).await;
         self.inner.remove_data(&tenant).await?;
-        tokio::task::spawn_blocking(|| fault::pause(points::DELETE_FILE_REMOVED)).await?;
+        fault::pause_async(points::DELETE_FILE_REMOVED).await;
         self.catalog()
             .transition(Transition {
                 id: tenant.id,
@@ -738,7 +738,7 @@ impl Engine {
         progress: Arc<dyn Fn(MigrateEvent) + Send + Sync>,
         report: &mut MigrateReport,
     ) -> Result<()> {
-        tokio::task::spawn_blocking(|| fault::pause(points::MIGRATE_LOCKED)).await?;
+        fault::pause_async(points::MIGRATE_LOCKED).await;
         let target = report.target_version;
         let run_id = self.catalog().start_migration_run(target).await?;
         let concurrency = options
@@ -806,8 +806,7 @@ impl Engine {
                     .migrate(tenant.placement.mode, &location, &inner.migrations)
                     .await;
                 if migrated.is_ok() {
-                    tokio::task::spawn_blocking(|| fault::pause(points::MIGRATE_TENANT_COMMITTED))
-                        .await?;
+                    fault::pause_async(points::MIGRATE_TENANT_COMMITTED).await;
                 }
                 migrated
             }

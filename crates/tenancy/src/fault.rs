@@ -28,6 +28,14 @@ fn configured() -> Option<&'static str> {
     .as_deref()
 }
 
+/// [`pause`] for async code: costs one comparison when `point` is not the configured
+/// one, and otherwise waits on a blocking thread, never on an async worker.
+pub async fn pause_async(point: &'static str) {
+    if configured() == Some(point) {
+        let _ = tokio::task::spawn_blocking(move || pause(point)).await;
+    }
+}
+
 /// Blocks forever if `TENANCY_PAUSE_AT` names `point`. Call it from blocking code only.
 pub fn pause(point: &str) {
     if configured() == Some(point) {

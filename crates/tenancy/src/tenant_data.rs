@@ -54,7 +54,9 @@ impl Engine {
         op: impl for<'c> FnOnce(&'c Client) -> BoxFuture<'c, Result<T>>,
     ) -> Result<T> {
         let work = async {
-            let session = self.inner.session(tenant).await?;
+            let session = store
+                .session(tenant.placement.mode, &tenant.placement.location)
+                .await?;
             let out = op(session.client()).await?;
             session.commit().await?;
             Ok(out)

@@ -8,5 +8,5 @@ mod sqlite;
 
 pub use cache::{CacheConfig, HandleCache};
 pub use pgpool::{PgConn, PgPools, PoolLimits};
-pub use postgres::{quote_ident, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
+pub use postgres::{PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio_postgres::{Client, Config};
 
 use super::pgpool::{PgConn, PgPools, PoolLimits};
+use crate::data::schema::quote;
 use crate::error::{Error, Result};
 use crate::migrations::{Dialect, MigrationSet, Script};
 use crate::store::LEDGER_TABLE;
@@ -97,11 +98,6 @@ impl Drop for TenantSession {
             self.conn.discard();
         }
     }
-}
-
-/// `"name"` with embedded quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl PgStore {
@@ -192,11 +188,11 @@ impl PgStore {
             Mode::Database => {
                 let admin = self.admin_conn().await?;
                 admin
-                    .batch_execute(&format!("CREATE DATABASE {}", quote_ident(location)))
+                    .batch_execute(&format!("CREATE DATABASE {}", quote(location)))
                     .await
                     .map_err(|e| self.db_error(e))?;
                 drop(admin);
-                crate::fault::pause(crate::fault::points::PROVISION_FILE_BUILT);
+                crate::fault::pause_async(crate::fault::points::PROVISION_FILE_BUILT).await;
                 let migrated = async {
                     let mut conn = self.pools.get(&self.database_config(location)).await?;
                     self.apply(&mut conn, None, migrations).await
@@ -263,7 +259,7 @@ impl PgStore {
             .query_one(
                 &format!(
                     "SELECT COALESCE(MAX(version), 0)::int8 FROM {}.{LEDGER_TABLE}",
-                    quote_ident(schema)
+                    quote(schema)
                 ),
                 &[],
             )
@@ -280,7 +276,7 @@ impl PgStore {
                 let conn = self.admin_conn().await?;
                 conn.batch_execute(&format!(
                     "DROP SCHEMA IF EXISTS {} CASCADE",
-                    quote_ident(location)
+                    quote(location)
                 ))
                 .await
                 .map_err(|e| self.db_error(e))
@@ -295,7 +291,7 @@ impl PgStore {
         admin
             .batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                quote_ident(database)
+                quote(database)
             ))
             .await
             .map_err(|e| self.db_error(e))
@@ -324,8 +320,8 @@ impl PgStore {
             conn.execute(
                 &format!(
                     "DELETE FROM {}.{} WHERE tenant_id = $1::text::uuid",
-                    quote_ident(SHARED_SCHEMA),
-                    quote_ident(&table)
+                    quote(SHARED_SCHEMA),
+                    quote(&table)
                 ),
                 &[&id.to_string()],
             )
@@ -416,10 +412,11 @@ impl PgStore {
         after_create: Option<&str>,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
-        let schema_q = quote_ident(schema);
+        let schema_q = quote(schema);
         conn.batch_execute("BEGIN").await.map_err(db)?;
         // One migration of this schema at a time, across processes: creating the schema,
-        // granting on it and the ledger's check all happen under it.
+        // granting on it and the ledger's check all happen under it (a second process
+        // waits, then finds the schema current).
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext('tenancy.migrate.' || $1))",
             &[&schema],
@@ -441,12 +438,6 @@ impl PgStore {
             "CREATE TABLE IF NOT EXISTS {schema_q}.{LEDGER_TABLE} (\
                 version BIGINT PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL, \
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        ))
-        .await
-        .map_err(db)?;
-        // Two processes migrating the same tenant: the second waits, then finds it current.
-        conn.batch_execute(&format!(
-            "LOCK TABLE {schema_q}.{LEDGER_TABLE} IN EXCLUSIVE MODE"
         ))
         .await
         .map_err(db)?;
@@ -486,7 +477,7 @@ impl PgStore {
             .map_err(db)?;
         }
         if latest > from {
-            crate::fault::pause(crate::fault::points::MIGRATE_TENANT_APPLIED);
+            crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
         }
         conn.batch_execute("COMMIT").await.map_err(db)?;
         Ok((from, latest))
@@ -516,8 +507,8 @@ impl PgStore {
         self.ensure_data_role(&conn).await?;
         let grant = format!(
             "GRANT USAGE ON SCHEMA {} TO {}",
-            quote_ident(SHARED_SCHEMA),
-            quote_ident(&role)
+            quote(SHARED_SCHEMA),
+            quote(&role)
         );
         let result = self
             .apply_statements(
@@ -559,7 +550,7 @@ impl PgStore {
             let verb = if exists { "ALTER" } else { "CREATE" };
             conn.batch_execute(&format!(
                 "{verb} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{}'",
-                quote_ident(role),
+                quote(role),
                 self.data_password
             ))
             .await
@@ -567,8 +558,8 @@ impl PgStore {
             let database = self.admin.get_dbname().unwrap_or("");
             conn.batch_execute(&format!(
                 "GRANT CONNECT ON DATABASE {} TO {}",
-                quote_ident(database),
-                quote_ident(role)
+                quote(database),
+                quote(role)
             ))
             .await
             .map_err(db)
@@ -630,20 +621,20 @@ impl PgStore {
         let (conn, search_path, tenant_id) = match mode {
             Mode::Database => (
                 self.pools.get(&self.database_config(location)).await?,
-                quote_ident("public"),
+                quote("public"),
                 None,
             ),
-            Mode::Schema => (self.admin_conn().await?, quote_ident(location), None),
+            Mode::Schema => (self.admin_conn().await?, quote(location), None),
             Mode::Shared => {
                 self.require_audited().await?;
                 (
                     self.pools.get(&self.data).await?,
-                    quote_ident(SHARED_SCHEMA),
+                    quote(SHARED_SCHEMA),
                     Some(location),
                 )
             }
         };
-        let mut session = TenantSession { conn, open: true };
+        let session = TenantSession { conn, open: true };
         let db = |e: tokio_postgres::Error| self.db_error(e);
         session.conn.batch_execute("BEGIN").await.map_err(db)?;
         session
@@ -654,7 +645,6 @@ impl PgStore {
             )
             .await
             .map_err(db)?;
-        session.open = true;
         Ok(session)
     }
 }
