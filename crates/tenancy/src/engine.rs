@@ -33,6 +33,8 @@ use TenantStatus::*;
 pub const DEFAULT_STORE: &str = "default";
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 const MIGRATE_LOCK: &str = "migrate";
+/// Tenants per catalog transaction in [`Engine::create_tenants`].
+const BULK_BATCH: usize = 500;
 
 /// Where the tenant schema comes from.
 #[derive(Debug, Clone, Default)]
@@ -380,9 +382,14 @@ impl Engine {
         self.provision(tenant).await
     }
 
-    /// Creates many tenants, `concurrency` at a time, each as [`Engine::create_tenant_with`]
-    /// does (so each is crash-safe on its own). One tenant's failure (a slug taken, a
-    /// store refusing) is reported and the others go on. `progress` sees each outcome.
+    /// Creates many tenants in batches. Each batch is one catalog transaction that
+    /// registers its tenants as `provisioning`, their data built `concurrency` at a time
+    /// (shared tenants: the store's shared tables made current once), and one catalog
+    /// transaction that settles them `active`. Crash safety is that of a single create: a
+    /// tenant is `active` only once its data is complete, and recovery finishes or
+    /// removes the `provisioning` ones a dead process left. One tenant's failure (a slug
+    /// taken, a store refusing) is reported and the others go on. `progress` sees each
+    /// outcome.
     pub async fn create_tenants(
         &self,
         slugs: Vec<Slug>,
@@ -390,33 +397,110 @@ impl Engine {
         concurrency: usize,
         progress: impl Fn(&Slug, Result<&Tenant, &Error>) + Send + Sync + 'static,
     ) -> Result<BulkReport> {
-        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-        let progress = Arc::new(progress);
-        let mut tasks = JoinSet::new();
+        let config = &self.inner.config;
+        let store = place.store.as_deref().unwrap_or(&config.default_store);
+        let mode = place.mode.unwrap_or(config.default_mode);
+        // A store that does not exist or cannot hold the mode refuses the whole file.
+        self.inner.location_for(store, mode, TenantId::generate())?;
+        self.check_migrations_unchanged().await?;
         let mut report = BulkReport::default();
-        for slug in slugs {
+        for batch in slugs.chunks(BULK_BATCH) {
+            let new = batch
+                .iter()
+                .map(|slug| {
+                    let id = TenantId::generate();
+                    Ok(NewTenant {
+                        id,
+                        slug: slug.clone(),
+                        name: slug.to_string(),
+                        placement: Placement {
+                            store: store.to_owned(),
+                            mode,
+                            location: self.inner.location_for(store, mode, id)?,
+                            schema_version: 0,
+                        },
+                        owner: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut outcomes: Vec<(Slug, Result<Tenant>)> = Vec::with_capacity(new.len());
+            let mut registered = Vec::with_capacity(new.len());
+            for (n, inserted) in new.iter().zip(self.catalog().insert_tenants(&new).await?) {
+                match inserted {
+                    Ok(tenant) => registered.push(tenant),
+                    Err(e) => outcomes.push((n.slug.clone(), Err(e))),
+                }
+            }
+            fault::pause_async(points::PROVISION_CATALOG_WRITTEN).await;
+            let built = self.build_many(&registered, concurrency).await?;
+            fault::pause_async(points::PROVISION_FILE_PLACED).await;
+            let mut done = Vec::with_capacity(registered.len());
+            let mut ready = Vec::with_capacity(registered.len());
+            for (tenant, version) in registered.into_iter().zip(built) {
+                match version {
+                    Ok(v) => {
+                        done.push((tenant.id, v));
+                        ready.push(tenant.slug);
+                    }
+                    Err(reason) => {
+                        let e = self.provisioning_failed(&tenant, reason).await?;
+                        outcomes.push((tenant.slug, Err(e)));
+                    }
+                }
+            }
+            if !done.is_empty() {
+                let dialect = self.inner.dialect_of_store(store)?;
+                let scripts = self.migrations().scripts(dialect)?;
+                self.catalog()
+                    .register_migrations(dialect, &scripts)
+                    .await?;
+                let settled = self.catalog().activate_provisioned(&done).await?;
+                outcomes.extend(ready.into_iter().zip(settled));
+            }
+            for (slug, outcome) in outcomes {
+                progress(&slug, outcome.as_ref());
+                report.add((slug, outcome));
+            }
+        }
+        report.created.sort_by(|a, b| a.slug.cmp(&b.slug));
+        Ok(report)
+    }
+
+    /// Builds the data of freshly registered tenants of one store and mode, `concurrency`
+    /// at a time; the outcomes in order. Shared tenants have no data of their own: the
+    /// store's shared tables are made current once for all of them.
+    async fn build_many(
+        &self,
+        tenants: &[Tenant],
+        concurrency: usize,
+    ) -> Result<Vec<std::result::Result<i64, String>>> {
+        let Some(first) = tenants.first() else {
+            return Ok(Vec::new());
+        };
+        if first.placement.mode == Mode::Shared {
+            let built = self.inner.build(first).await.map_err(|e| e.to_string());
+            return Ok(tenants.iter().map(|_| built.clone()).collect());
+        }
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        for (i, tenant) in tenants.iter().enumerate() {
             let permit = Arc::clone(&permits)
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            let (engine, place, progress) = (self.clone(), place.clone(), Arc::clone(&progress));
+            let (inner, tenant) = (Arc::clone(&self.inner), tenant.clone());
             tasks.spawn(async move {
-                let created = engine
-                    .create_tenant_with(slug.clone(), None, None, &place)
-                    .await;
+                let built = inner.build(&tenant).await.map_err(|e| e.to_string());
                 drop(permit);
-                progress(&slug, created.as_ref());
-                (slug, created)
+                (i, built)
             });
-            while let Some(done) = tasks.try_join_next() {
-                report.add(done?);
-            }
         }
+        let mut built: Vec<Option<std::result::Result<i64, String>>> = (0..tenants.len()).map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
-            report.add(done?);
+            let (i, outcome) = done?;
+            built[i] = Some(outcome);
         }
-        report.created.sort_by(|a, b| a.slug.cmp(&b.slug));
-        Ok(report)
+        Ok(built.into_iter().flatten().collect())
     }
 
     /// Provisions a `failed` tenant again.
@@ -465,27 +549,31 @@ impl Engine {
                     })
                     .await
             }
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(slug = %tenant.slug, error = %reason, "provisioning failed");
-                self.catalog()
-                    .transition(Transition {
-                        id: tenant.id,
-                        from: &[Provisioning],
-                        to: Failed,
-                        expect_owner: Some(&owner),
-                        new_owner: None,
-                        error: Some(reason.clone()),
-                        schema_version: None,
-                        event: "provision.failed",
-                    })
-                    .await?;
-                Err(Error::ProvisioningFailed {
-                    slug: tenant.slug.to_string(),
-                    reason,
-                })
-            }
+            Err(e) => Err(self.provisioning_failed(&tenant, e.to_string()).await?),
         }
+    }
+
+    /// Records a provisioning that failed (`provisioning` → `failed`, retriable) and
+    /// returns the error to report.
+    async fn provisioning_failed(&self, tenant: &Tenant, reason: String) -> Result<Error> {
+        tracing::warn!(slug = %tenant.slug, error = %reason, "provisioning failed");
+        let owner = self.catalog().owner().to_owned();
+        self.catalog()
+            .transition(Transition {
+                id: tenant.id,
+                from: &[Provisioning],
+                to: Failed,
+                expect_owner: Some(&owner),
+                new_owner: None,
+                error: Some(reason.clone()),
+                schema_version: None,
+                event: "provision.failed",
+            })
+            .await?;
+        Ok(Error::ProvisioningFailed {
+            slug: tenant.slug.to_string(),
+            reason,
+        })
     }
 
     /// The tenant holding `slug` (not `deleted`).
@@ -615,10 +703,7 @@ impl Engine {
 
     /// The dialect of the store holding the tenant.
     pub(crate) fn dialect_of(&self, tenant: &Tenant) -> Result<Dialect> {
-        Ok(match self.inner.pg_store_of(tenant)? {
-            Some(_) => Dialect::Postgres,
-            None => Dialect::Sqlite,
-        })
+        self.inner.dialect_of_store(&tenant.placement.store)
     }
 
     /// Refuses a migration set in which a file that was already applied somewhere changed.

@@ -223,6 +223,17 @@ impl MigrationSet {
 }
 
 /// Hex SHA-256 of a migration's text, exactly as stored on disk.
+/// A short name for a list of scripts (their files and checksums): templates built from
+/// them are named by it, so a changed or added script makes a new template.
+pub(crate) fn scripts_digest(scripts: &[Script<'_>]) -> String {
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for script in scripts {
+        sha2::Digest::update(&mut hasher, script.file.as_bytes());
+        sha2::Digest::update(&mut hasher, script.checksum.as_bytes());
+    }
+    hex::encode(sha2::Digest::finalize(hasher))[..16].to_owned()
+}
+
 /// Checks a tenant's ledger (`(version, name, checksum)` rows, by version) against the
 /// scripts: every applied migration still exists unchanged, and no older one was added
 /// later. Returns the applied version.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::engine::{EngineConfig, Inner, StoreSpec, DEFAULT_STORE};
 use crate::error::{Error, Result};
+use crate::migrations::Dialect;
 use crate::secrets::SecretKey;
 use crate::store::{PgStore, PgStoreConfig, PoolLimits, SqliteStore, TenantSession};
 use crate::tenant::{Mode, Tenant, TenantId};
@@ -192,6 +193,14 @@ impl Inner {
             .ok_or_else(|| Error::UnknownStore {
                 store: name.chars().take(64).collect(),
             })
+    }
+
+    /// The SQL dialect of a store's tenants.
+    pub(crate) fn dialect_of_store(&self, name: &str) -> Result<Dialect> {
+        Ok(match self.store_named(name)? {
+            StoreRef::Sqlite(_) => Dialect::Sqlite,
+            StoreRef::Postgres(_) => Dialect::Postgres,
+        })
     }
 
     pub(crate) fn pg_store_of(&self, tenant: &Tenant) -> Result<Option<&Arc<PgStore>>> {

@@ -1397,3 +1397,124 @@ async fn a_bad_url_is_refused() {
     let error = PgCatalog::connect("not a url at all").await.unwrap_err();
     assert!(matches!(error, Error::Catalog(_)), "{error}");
 }
+
+/// The batch writes of bulk creation, on both catalogs: each tenant of a batch succeeds
+/// or fails on its own, exactly as one insert or one transition would.
+async fn batches_behave_like_single_writes(cat: &dyn Catalog, other: &dyn Catalog) {
+    assert!(cat.insert_tenants(&[]).await.unwrap().is_empty());
+    assert!(cat.activate_provisioned(&[]).await.unwrap().is_empty());
+    let taken = cat.insert_tenant(&new_tenant("taken")).await.unwrap();
+    let gone = cat.insert_tenant(&new_tenant("gone")).await.unwrap();
+    cat.transition(transition(
+        &gone,
+        &[TenantStatus::Provisioning],
+        TenantStatus::Deleted,
+        "delete.done",
+    ))
+    .await
+    .unwrap();
+    let owner = cat
+        .insert_user(&new_user("owner@example.com"), None)
+        .await
+        .unwrap();
+    let mut batch: Vec<NewTenant> = ["a", "taken", "b", "a", "gone", "c"]
+        .iter()
+        .map(|s| new_tenant(s))
+        .collect();
+    batch[5].owner = Some(owner.id);
+    let outcomes = cat.insert_tenants(&batch).await.unwrap();
+    assert_eq!(outcomes.len(), 6);
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (1 | 3, Err(Error::TenantExists { slug })) => assert_eq!(slug, batch[i].slug.as_str()),
+            (1 | 3, other) => panic!("#{i}: expected TenantExists, got {other:?}"),
+            (_, Ok(t)) => {
+                assert_eq!(t.id, batch[i].id);
+                assert_eq!(t.slug, batch[i].slug);
+                assert_eq!(t.status, TenantStatus::Provisioning);
+                assert_eq!(t.op_owner.as_deref(), Some(cat.owner()));
+                assert_eq!(t.placement, batch[i].placement);
+                let journal = cat.journal(t.id).await.unwrap();
+                assert_eq!(journal.len(), 1, "{journal:?}");
+                assert_eq!(journal[0].event, "provision.begin");
+            }
+            (_, Err(e)) => panic!("#{i}: {e}"),
+        }
+    }
+    // The repeated slug's second row left nothing behind.
+    assert!(cat.tenant(batch[3].id).await.unwrap().is_none());
+    assert_eq!(
+        cat.membership_role(batch[5].id, owner.id).await.unwrap(),
+        Some(Role::Owner)
+    );
+    assert_eq!(cat.membership_role(batch[0].id, owner.id).await.unwrap(), None);
+
+    // Settling: the batch's own tenants become active at their version; a tenant not
+    // provisioning, and one whose provisioning another live process owns, fail alone.
+    let busy = other.insert_tenant(&new_tenant("busy")).await.unwrap();
+    let done = [
+        (batch[0].id, 2),
+        (taken.id, 2),
+        (batch[2].id, 3),
+        (busy.id, 2),
+    ];
+    activate_on(cat, &taken).await;
+    let settled = cat.activate_provisioned(&done).await.unwrap();
+    assert_eq!(settled.len(), 4);
+    let a = settled[0].as_ref().unwrap();
+    assert_eq!(
+        (a.status, a.placement.schema_version, a.op_owner.as_deref()),
+        (TenantStatus::Active, 2, None)
+    );
+    assert_eq!(settled[2].as_ref().unwrap().placement.schema_version, 3);
+    assert!(
+        matches!(&settled[1], Err(Error::InvalidTransition { status, .. }) if status == "active"),
+        "{:?}",
+        settled[1]
+    );
+    assert!(
+        matches!(&settled[3], Err(Error::TenantBusy { .. })),
+        "{:?}",
+        settled[3]
+    );
+    let journal = cat.journal(batch[0].id).await.unwrap();
+    assert_eq!(
+        journal.iter().map(|j| j.event.as_str()).collect::<Vec<_>>(),
+        ["provision.begin", "provision.done"]
+    );
+    assert_eq!(journal[1].from_status.as_deref(), Some("provisioning"));
+    assert_eq!(journal[1].to_status, "active");
+    let busy_now = cat.tenant(busy.id).await.unwrap().unwrap();
+    assert_eq!(busy_now.status, TenantStatus::Provisioning);
+    assert_eq!(cat.journal(busy.id).await.unwrap().len(), 1);
+    // Settled twice: the second time it is no longer provisioning.
+    let again = cat.activate_provisioned(&[(batch[0].id, 2)]).await.unwrap();
+    assert!(matches!(&again[0], Err(Error::InvalidTransition { .. })));
+}
+
+async fn activate_on(cat: &dyn Catalog, t: &Tenant) {
+    let mut tr = transition(
+        t,
+        &[TenantStatus::Provisioning],
+        TenantStatus::Active,
+        "provision.done",
+    );
+    tr.expect_owner = Some(cat.owner());
+    cat.transition(tr).await.unwrap();
+}
+
+#[tokio::test]
+async fn batches_of_tenants_are_inserted_and_settled_one_by_one_on_postgres() {
+    let db = test_db!();
+    let (cat, other) = (connect(&db).await, connect(&db).await);
+    batches_behave_like_single_writes(&cat, &other).await;
+}
+
+#[tokio::test]
+async fn batches_of_tenants_are_inserted_and_settled_one_by_one_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let cat = tenancy::catalog::SqliteCatalog::open(&path).await.unwrap();
+    let other = tenancy::catalog::SqliteCatalog::open(&path).await.unwrap();
+    batches_behave_like_single_writes(&cat, &other).await;
+}

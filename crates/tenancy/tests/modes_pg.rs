@@ -761,3 +761,153 @@ async fn no_session_ever_runs_with_another_tenants_context() {
     let store = engine.pg_store("pg").unwrap();
     assert!(store.pools().open_connections() <= 4);
 }
+
+/// Names of the template databases of the test's store.
+async fn templates(db: &TestDb) -> Vec<(String, bool)> {
+    admin(&db.url)
+        .await
+        .query(
+            "SELECT datname, datallowconn FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+            &[&format!("{}\\_tpl\\_%", db.prefix)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_creation_in_each_mode_makes_every_tenant_whole_and_skips_taken_slugs() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    for (prefix, mode) in [
+        ("db", Mode::Database),
+        ("sc", Mode::Schema),
+        ("sh", Mode::Shared),
+    ] {
+        engine
+            .create_tenant_with(slug(&format!("{prefix}-taken")), None, None, &place(mode))
+            .await
+            .unwrap();
+        let mut slugs: Vec<Slug> = (0..12)
+            .map(|i| slug(&format!("{prefix}-{i:02}")))
+            .collect();
+        slugs.insert(5, slug(&format!("{prefix}-taken")));
+        slugs.push(slug(&format!("{prefix}-03")));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let progress = {
+            let seen = Arc::clone(&seen);
+            move |s: &Slug, r: Result<&tenancy::Tenant, &Error>| {
+                seen.lock().unwrap().push((s.to_string(), r.is_ok()));
+            }
+        };
+        let report = engine
+            .create_tenants(slugs, &place(mode), 3, progress)
+            .await
+            .unwrap();
+        assert_eq!(report.created.len(), 12, "{mode}: {:?}", report.failed);
+        let failed: Vec<&str> = report.failed.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(failed.len(), 2, "{mode}: {failed:?}");
+        assert!(failed.contains(&format!("{prefix}-taken").as_str()));
+        assert!(failed.contains(&format!("{prefix}-03").as_str()));
+        assert_eq!(seen.lock().unwrap().len(), 14, "progress saw every line");
+        for t in &report.created {
+            assert_eq!(t.status, TenantStatus::Active, "{}", t.slug);
+            assert_eq!(t.placement.schema_version, 2, "{}", t.slug);
+            assert_eq!(t.placement.mode, mode);
+            let location = &t.placement.location;
+            match mode {
+                Mode::Database => assert!(database_exists(&db, location).await, "{location}"),
+                Mode::Schema => assert!(schema_exists(&db, location).await, "{location}"),
+                Mode::Shared => {}
+            }
+            // Every tenant is served, alone with its data.
+            let session = engine.session(t).await.unwrap();
+            session
+                .client()
+                .execute(
+                    "INSERT INTO members (id, name) VALUES ($1, $2)",
+                    &[&uuid::Uuid::now_v7().to_string(), &t.slug.as_str()],
+                )
+                .await
+                .unwrap();
+            session.commit().await.unwrap();
+            assert_eq!(members_seen(&engine, t.slug.as_str()).await, 1, "{}", t.slug);
+        }
+    }
+    // Database tenants are copies of one template, closed to connections.
+    let tpl = templates(&db).await;
+    assert_eq!(tpl.len(), 1, "{tpl:?}");
+    assert!(!tpl[0].1, "the template accepts no connections: {tpl:?}");
+    assert!(tpl[0].0.contains("_tpl_v2_"), "{tpl:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_migration() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let mut cfg = config(&dir.path().join("data"), &db);
+    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    engine
+        .create_tenant_with(slug("first"), None, None, &place(Mode::Database))
+        .await
+        .unwrap();
+    let built = templates(&db).await;
+    assert_eq!(built.len(), 1, "{built:?}");
+    drop(engine);
+
+    // A build a dead process left half-done (still open to connections, no ledger) is
+    // never copied: it is dropped and built again.
+    let name = built[0].0.clone();
+    let c = admin(&db.url).await;
+    c.batch_execute(&format!("DROP DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    let second = engine
+        .create_tenant_with(slug("second"), None, None, &place(Mode::Database))
+        .await
+        .unwrap();
+    assert_eq!(second.placement.schema_version, 2);
+    assert_eq!(members_seen(&engine, "second").await, 0);
+    assert_eq!(templates(&db).await, vec![(name.clone(), false)]);
+    drop(engine);
+
+    // A new migration: a new template, the old one dropped, new tenants at version 3.
+    std::fs::write(
+        migrations.join("0003_notes.sql"),
+        "CREATE TABLE notes (id UUID PRIMARY KEY, body TEXT NOT NULL);\n",
+    )
+    .unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    let third = engine
+        .create_tenant_with(slug("third"), None, None, &place(Mode::Database))
+        .await
+        .unwrap();
+    assert_eq!(third.placement.schema_version, 3);
+    let session = engine.session(&third).await.unwrap();
+    session
+        .client()
+        .query("SELECT * FROM notes", &[])
+        .await
+        .unwrap();
+    session.commit().await.unwrap();
+    let now = templates(&db).await;
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(now[0].0.contains("_tpl_v3_"), "{now:?}");
+}

@@ -171,6 +171,17 @@ pub trait Catalog: Send + Sync + 'static {
     /// `TenantExists` if a tenant that is not `deleted` has the slug.
     async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant>;
 
+    /// [`Catalog::insert_tenant`] for many tenants in one transaction: the outcome of
+    /// each, in order. A tenant whose slug is taken (by an earlier one of the batch too)
+    /// is `TenantExists` and the others are inserted.
+    async fn insert_tenants(&self, new: &[NewTenant]) -> Result<Vec<Result<Tenant>>>;
+
+    /// Settles many `provisioning` tenants this instance owns as `active` at the schema
+    /// version given, in one transaction, journaled as `provision.done`. A tenant no
+    /// longer in that state is `InvalidTransition` (or `TenantBusy`) and the others are
+    /// settled. The outcomes come in the order given.
+    async fn activate_provisioned(&self, done: &[(TenantId, i64)]) -> Result<Vec<Result<Tenant>>>;
+
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>>;
 
     /// The tenant that holds the slug (never a `deleted` one).

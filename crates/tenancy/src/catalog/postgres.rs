@@ -15,6 +15,7 @@
 //! processes' notifications. While that session is down, [`Catalog::generation`] returns a
 //! new number on every call, so that nothing cached is trusted until it is back.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
-use crate::tenant::{Placement, Tenant, TenantId};
+use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
 
 /// The catalog's own schema, one entry per version. Append only. Text that is sorted is
 /// `COLLATE "C"`: byte order, as in SQLite, whatever the database's locale.
@@ -396,6 +397,20 @@ impl PgCatalog {
             self.shared.generation.fetch_add(1, Ordering::AcqRel);
         }
         committed
+    }
+
+    /// The tenants with these ids, by id.
+    async fn tenants_by_id(
+        &self,
+        c: &impl GenericClient,
+        ids: &HashSet<Uuid>,
+    ) -> Result<HashMap<Uuid, Tenant>> {
+        let ids: Vec<Uuid> = ids.iter().copied().collect();
+        query(c, &format!("{TENANT_SELECT} WHERE t.id = ANY($1)"), &[&ids])
+            .await?
+            .iter()
+            .map(|r| tenant_from_row(r).map(|t| (t.id.0, t)))
+            .collect()
     }
 
     /// One statement in its own transaction; the number of rows it changed.
@@ -925,6 +940,123 @@ impl Catalog for PgCatalog {
             .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
         self.commit(tx).await?;
         Ok(tenant)
+    }
+
+    async fn insert_tenants(&self, new: &[NewTenant]) -> Result<Vec<Result<Tenant>>> {
+        let ids: Vec<Uuid> = new.iter().map(|n| n.id.0).collect();
+        let slugs: Vec<&str> = new.iter().map(|n| n.slug.as_str()).collect();
+        let names: Vec<&str> = new.iter().map(|n| n.name.as_str()).collect();
+        let stores: Vec<&str> = new.iter().map(|n| n.placement.store.as_str()).collect();
+        let modes: Vec<&str> = new.iter().map(|n| n.placement.mode.as_str()).collect();
+        let locations: Vec<&str> = new.iter().map(|n| n.placement.location.as_str()).collect();
+        let versions: Vec<i64> = new.iter().map(|n| n.placement.schema_version).collect();
+        let owners: Vec<Option<Uuid>> = new.iter().map(|n| n.owner.map(|u| u.0)).collect();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // One statement for the whole batch: a taken slug (or one repeated in the batch)
+        // is skipped by ON CONFLICT and reported below; the rest get their placement,
+        // owner and journal row from the same statement.
+        let inserted: HashSet<Uuid> = query(
+            &tx,
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
+                     $5::text[], $6::text[], $7::int8[], $8::uuid[]) WITH ORDINALITY \
+                     AS i (id, slug, name, store, mode, location, schema_version, owner_user, ord) \
+             ), ins AS ( \
+                 INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
+                 SELECT id, slug, name, 'provisioning', $9, now(), now() FROM input ORDER BY ord \
+                 ON CONFLICT (slug) WHERE status <> 'deleted' DO NOTHING \
+                 RETURNING id \
+             ), placed AS ( \
+                 INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
+                 SELECT i.id, i.store, i.mode, i.location, i.schema_version, now() \
+                 FROM input i JOIN ins USING (id) \
+             ), owned AS ( \
+                 INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+                 SELECT i.id, i.owner_user, 'owner', now() FROM input i JOIN ins USING (id) \
+                 WHERE i.owner_user IS NOT NULL \
+             ), journaled AS ( \
+                 INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+                 SELECT id, 'provision.begin', NULL, 'provisioning', $9, now() FROM ins \
+             ) SELECT id FROM ins",
+            &[
+                &ids, &slugs, &names, &stores, &modes, &locations, &versions, &owners,
+                &self.owner,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_>>()?;
+        let mut tenants = self.tenants_by_id(&tx, &inserted).await?;
+        self.commit(tx).await?;
+        Ok(new
+            .iter()
+            .map(|n| match tenants.remove(&n.id.0) {
+                Some(t) => Ok(t),
+                None => Err(Error::TenantExists {
+                    slug: n.slug.to_string(),
+                }),
+            })
+            .collect())
+    }
+
+    async fn activate_provisioned(&self, done: &[(TenantId, i64)]) -> Result<Vec<Result<Tenant>>> {
+        let ids: Vec<Uuid> = done.iter().map(|(id, _)| id.0).collect();
+        let versions: Vec<i64> = done.iter().map(|(_, v)| *v).collect();
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // The status and owner checked are those replaced: UPDATE re-checks its WHERE on
+        // each row it locks.
+        let settled: HashSet<Uuid> = query(
+            &tx,
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::uuid[], $2::int8[]) AS i (id, version) \
+             ), settled AS ( \
+                 UPDATE tenants t SET status = 'active', op_owner = NULL, error = NULL, \
+                     updated_at = now() \
+                 FROM input i \
+                 WHERE t.id = i.id AND t.status = 'provisioning' \
+                     AND (t.op_owner IS NULL OR t.op_owner = $3) \
+                 RETURNING t.id, i.version \
+             ), placed AS ( \
+                 UPDATE placements p SET schema_version = s.version, updated_at = now() \
+                 FROM settled s WHERE p.tenant_id = s.id \
+             ), journaled AS ( \
+                 INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+                 SELECT id, 'provision.done', 'provisioning', 'active', $3, now() FROM settled \
+             ) SELECT id FROM settled",
+            &[&ids, &versions, &self.owner],
+        )
+        .await?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_>>()?;
+        let all: HashSet<Uuid> = ids.iter().copied().collect();
+        let mut tenants = self.tenants_by_id(&tx, &all).await?;
+        self.commit(tx).await?;
+        done.iter()
+            .map(|(id, _)| {
+                let tenant = tenants
+                    .remove(&id.0)
+                    .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+                Ok(if settled.contains(&id.0) {
+                    Ok(tenant)
+                } else if tenant.status == TenantStatus::Provisioning {
+                    Err(Error::TenantBusy {
+                        slug: tenant.slug.to_string(),
+                        status: tenant.status.to_string(),
+                    })
+                } else {
+                    Err(Error::InvalidTransition {
+                        slug: tenant.slug.to_string(),
+                        status: tenant.status.to_string(),
+                        action: super::event_action("provision.done"),
+                        expected: super::expected_statuses(&["provisioning"]),
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn tenant(&self, id: TenantId) -> Result<Option<Tenant>> {

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::slug::Slug;
-use crate::tenant::{Mode, Placement, Tenant, TenantId};
+use crate::tenant::{Mode, Placement, Tenant, TenantId, TenantStatus};
 
 /// The catalog's own schema, one entry per version. Append only.
 const CATALOG_MIGRATIONS: &[&str] = &[
@@ -417,6 +417,100 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
     })
 }
 
+/// Inserts one tenant (`provisioning`, owned by `owner`) with its placement, its owner
+/// membership and its journal row, inside the caller's transaction.
+fn insert_tenant_in(conn: &Connection, new: &NewTenant, owner: &str, at: &str) -> Result<Tenant> {
+    let id = new.id.to_string();
+    let inserted = conn.execute(
+        "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, 'provisioning', ?4, ?5, ?5)",
+        params![id, new.slug.as_str(), new.name, owner, at],
+    );
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::TenantExists {
+                slug: new.slug.to_string(),
+            })
+        }
+        other => other?,
+    };
+    conn.execute(
+        "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            id,
+            new.placement.store,
+            new.placement.mode.as_str(),
+            new.placement.location,
+            new.placement.schema_version,
+            at
+        ],
+    )?;
+    if let Some(user) = new.owner {
+        conn.execute(
+            "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
+            params![id, user.to_string(), at],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+         VALUES (?1, 'provision.begin', NULL, 'provisioning', ?2, ?3)",
+        params![id, owner, at],
+    )?;
+    select_tenant(conn, "t.id = ?1", &id)?
+        .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))
+}
+
+/// Applies one journaled compare-and-set inside the caller's (immediate) transaction.
+fn transition_in(conn: &Connection, t: &Transition<'_>, at: &str) -> Result<Tenant> {
+    let id = t.id.to_string();
+    let from: Vec<&'static str> = t.from.iter().map(|s| s.as_str()).collect();
+    let current = select_tenant(conn, "t.id = ?1", &id)?
+        .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+    if !from.contains(&current.status.as_str()) {
+        return Err(Error::InvalidTransition {
+            slug: current.slug.to_string(),
+            status: current.status.to_string(),
+            action: super::event_action(t.event),
+            expected: super::expected_statuses(&from),
+        });
+    }
+    if let (Some(expected), Some(actual)) = (t.expect_owner, &current.op_owner) {
+        if expected != actual {
+            return Err(Error::TenantBusy {
+                slug: current.slug.to_string(),
+                status: current.status.to_string(),
+            });
+        }
+    }
+    conn.execute(
+        "UPDATE tenants SET status = ?2, op_owner = ?3, error = ?4, updated_at = ?5, \
+         deleted_at = CASE WHEN ?2 = 'deleted' THEN ?5 ELSE deleted_at END WHERE id = ?1",
+        params![id, t.to.as_str(), t.new_owner, t.error, at],
+    )?;
+    if let Some(v) = t.schema_version {
+        conn.execute(
+            "UPDATE placements SET schema_version = ?2, updated_at = ?3 WHERE tenant_id = ?1",
+            params![id, v, at],
+        )?;
+    }
+    conn.execute(
+        "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            id,
+            t.event,
+            current.status.as_str(),
+            t.to.as_str(),
+            t.new_owner.or(t.expect_owner),
+            t.error,
+            at
+        ],
+    )?;
+    select_tenant(conn, "t.id = ?1", &id)?
+        .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))
+}
+
 fn select_tenant(conn: &Connection, clause: &str, param: &str) -> rusqlite::Result<Option<Tenant>> {
     conn.query_row(
         &format!("SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id WHERE {clause}"),
@@ -580,48 +674,64 @@ impl Catalog for SqliteCatalog {
         let owner = self.owner.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let at = now();
-            let id = new.id.to_string();
-            let inserted = tx.execute(
-                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, 'provisioning', ?4, ?5, ?5)",
-                params![id, new.slug.as_str(), new.name, owner, at],
-            );
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(Error::TenantExists {
-                        slug: new.slug.to_string(),
-                    })
-                }
-                other => other?,
-            };
-            tx.execute(
-                "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    new.placement.store,
-                    new.placement.mode.as_str(),
-                    new.placement.location,
-                    new.placement.schema_version,
-                    at
-                ],
-            )?;
-            if let Some(user) = new.owner {
-                tx.execute(
-                    "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, 'owner', ?3)",
-                    params![id, user.to_string(), at],
-                )?;
-            }
-            tx.execute(
-                "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
-                 VALUES (?1, 'provision.begin', NULL, 'provisioning', ?2, ?3)",
-                params![id, owner, at],
-            )?;
-            let tenant = select_tenant(&tx, "t.id = ?1", &id)?
-                .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
+            let tenant = insert_tenant_in(&tx, &new, &owner, &now())?;
             tx.commit()?;
             Ok(tenant)
+        })
+        .await
+    }
+
+    async fn insert_tenants(&self, new: &[NewTenant]) -> Result<Vec<Result<Tenant>>> {
+        let new = new.to_vec();
+        let owner = self.owner.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            let mut outcomes = Vec::with_capacity(new.len());
+            for n in &new {
+                // A taken slug fails its own statement only; the transaction goes on.
+                match insert_tenant_in(&tx, n, &owner, &at) {
+                    Err(e @ Error::TenantExists { .. }) => outcomes.push(Err(e)),
+                    other => outcomes.push(Ok(other?)),
+                }
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn activate_provisioned(&self, done: &[(TenantId, i64)]) -> Result<Vec<Result<Tenant>>> {
+        let done = done.to_vec();
+        let owner = self.owner.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            let mut outcomes = Vec::with_capacity(done.len());
+            for (id, version) in done {
+                let settled = transition_in(
+                    &tx,
+                    &Transition {
+                        id,
+                        from: &[TenantStatus::Provisioning],
+                        to: TenantStatus::Active,
+                        expect_owner: Some(&owner),
+                        new_owner: None,
+                        error: None,
+                        schema_version: Some(version),
+                        event: "provision.done",
+                    },
+                    &at,
+                );
+                match settled {
+                    Err(e @ (Error::InvalidTransition { .. } | Error::TenantBusy { .. })) => {
+                        outcomes.push(Err(e))
+                    }
+                    other => outcomes.push(Ok(other?)),
+                }
+            }
+            tx.commit()?;
+            Ok(outcomes)
         })
         .await
     }
@@ -673,61 +783,24 @@ impl Catalog for SqliteCatalog {
     }
 
     async fn transition(&self, t: Transition<'_>) -> Result<Tenant> {
-        let id = t.id.to_string();
-        let from: Vec<&'static str> = t.from.iter().map(|s| s.as_str()).collect();
-        let to = t.to;
+        let (id, from, to, error, schema_version) =
+            (t.id, t.from.to_vec(), t.to, t.error, t.schema_version);
         let expect_owner = t.expect_owner.map(str::to_owned);
         let new_owner = t.new_owner.map(str::to_owned);
-        let error = t.error;
-        let schema_version = t.schema_version;
         let event = t.event.to_owned();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = select_tenant(&tx, "t.id = ?1", &id)?
-                .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
-            if !from.contains(&current.status.as_str()) {
-                return Err(Error::InvalidTransition {
-                    slug: current.slug.to_string(),
-                    status: current.status.to_string(),
-                    action: super::event_action(&event),
-                    expected: super::expected_statuses(&from),
-                });
-            }
-            if let (Some(expected), Some(actual)) = (&expect_owner, &current.op_owner) {
-                if expected != actual {
-                    return Err(Error::TenantBusy {
-                        slug: current.slug.to_string(),
-                        status: current.status.to_string(),
-                    });
-                }
-            }
-            let at = now();
-            tx.execute(
-                "UPDATE tenants SET status = ?2, op_owner = ?3, error = ?4, updated_at = ?5, \
-                 deleted_at = CASE WHEN ?2 = 'deleted' THEN ?5 ELSE deleted_at END WHERE id = ?1",
-                params![id, to.as_str(), new_owner, error, at],
-            )?;
-            if let Some(v) = schema_version {
-                tx.execute(
-                    "UPDATE placements SET schema_version = ?2, updated_at = ?3 WHERE tenant_id = ?1",
-                    params![id, v, at],
-                )?;
-            }
-            tx.execute(
-                "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    id,
-                    event,
-                    current.status.as_str(),
-                    to.as_str(),
-                    new_owner.as_ref().or(expect_owner.as_ref()),
-                    error,
-                    at
-                ],
-            )?;
-            let tenant = select_tenant(&tx, "t.id = ?1", &id)?
-                .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+            let t = Transition {
+                id,
+                from: &from,
+                to,
+                expect_owner: expect_owner.as_deref(),
+                new_owner: new_owner.as_deref(),
+                error,
+                schema_version,
+                event: &event,
+            };
+            let tenant = transition_in(&tx, &t, &now())?;
             tx.commit()?;
             Ok(tenant)
         })

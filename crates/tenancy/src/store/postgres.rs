@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 
 use super::pgpool::{PgConn, PgPools, PoolLimits};
@@ -56,6 +57,8 @@ pub struct PgStore {
     pools: Arc<PgPools>,
     /// The audit of the shared schema: `None` until it ran, then why it failed (if it did).
     audit_failure: std::sync::Mutex<Option<Option<String>>>,
+    /// The template database this process last found complete (database mode).
+    template: std::sync::Mutex<Option<String>>,
 }
 
 /// A transaction on a tenant's data with the tenant context set: `search_path` pinned to
@@ -135,6 +138,7 @@ impl PgStore {
             data_password: config.data_password,
             prefix: config.database_prefix,
             audit_failure: std::sync::Mutex::new(None),
+            template: std::sync::Mutex::new(None),
         })
     }
 
@@ -186,25 +190,27 @@ impl PgStore {
     ) -> Result<i64> {
         match mode {
             Mode::Database => {
+                // A copy of the template is complete the moment it exists: CREATE
+                // DATABASE commits whole or not at all.
+                let (template, version) = self.template(migrations).await?;
                 let admin = self.admin_conn().await?;
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {}", quote(location)))
-                    .await
-                    .map_err(|e| self.db_error(e))?;
+                let created = admin
+                    .batch_execute(&format!(
+                        "CREATE DATABASE {} TEMPLATE {}",
+                        quote(location),
+                        quote(&template)
+                    ))
+                    .await;
+                if let Err(e) = created {
+                    // Replaced by a newer process's template: find or build it next time.
+                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE) {
+                        self.forget_template();
+                    }
+                    return Err(self.db_error(e));
+                }
                 drop(admin);
                 crate::fault::pause_async(crate::fault::points::PROVISION_FILE_BUILT).await;
-                let migrated = async {
-                    let mut conn = self.pools.get(&self.database_config(location)).await?;
-                    self.apply(&mut conn, None, migrations).await
-                }
-                .await;
-                match migrated {
-                    Ok((_, version)) => Ok(version),
-                    Err(e) => {
-                        let _ = self.drop_database(location).await;
-                        Err(e)
-                    }
-                }
+                Ok(version)
             }
             Mode::Schema => {
                 let mut conn = self.admin_conn().await?;
@@ -212,6 +218,116 @@ impl PgStore {
                 Ok(version)
             }
             Mode::Shared => self.migrate_shared(migrations).await.map(|(_, v)| v),
+        }
+    }
+
+    /// The template database-mode tenants are copied from: a database migrated once per
+    /// migration set, named `<prefix>_tpl_v<version>_<digest>`, and closed to connections
+    /// as the last step of its build, which marks it complete (PostgreSQL copies only a
+    /// database nobody is connected to). Built under an advisory lock, so one process
+    /// builds it and the others wait and use it; a half-built one a dead process left is
+    /// dropped and rebuilt, and the templates of older migration sets are dropped.
+    async fn template(&self, migrations: &MigrationSet) -> Result<(String, i64)> {
+        let scripts = migrations.scripts(Dialect::Postgres)?;
+        let version = scripts.last().map_or(0, |s| s.version);
+        let family = format!("{}_tpl_", self.prefix);
+        let name = format!(
+            "{family}v{version}_{}",
+            crate::migrations::scripts_digest(&scripts)
+        );
+        if self.template.lock().ok().and_then(|t| t.clone()).as_ref() == Some(&name) {
+            return Ok((name, version));
+        }
+        let mut admin = self.admin_conn().await?;
+        let built = self.build_template(&admin, &family, &name, migrations).await;
+        if built.is_err() {
+            // Closing the connection releases the lock, whatever state it was left in.
+            admin.discard();
+        }
+        built?;
+        if let Ok(mut t) = self.template.lock() {
+            *t = Some(name.clone());
+        }
+        Ok((name, version))
+    }
+
+    async fn build_template(
+        &self,
+        admin: &Client,
+        family: &str,
+        name: &str,
+        migrations: &MigrationSet,
+    ) -> Result<()> {
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        admin
+            .execute(
+                "SELECT pg_advisory_lock(hashtext('tenancy.template.' || $1))",
+                &[&family],
+            )
+            .await
+            .map_err(db)?;
+        let complete: Option<bool> = admin
+            .query_opt(
+                "SELECT NOT datallowconn FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get(0));
+        if complete != Some(true) {
+            if complete == Some(false) {
+                self.drop_database(name).await?;
+            }
+            admin
+                .batch_execute(&format!("CREATE DATABASE {}", quote(name)))
+                .await
+                .map_err(db)?;
+            let migrated = async {
+                let mut conn = self.pools.get(&self.database_config(name)).await?;
+                self.apply(&mut conn, None, migrations).await
+            }
+            .await;
+            self.pools.close_database(name);
+            if let Err(e) = migrated {
+                let _ = self.drop_database(name).await;
+                return Err(e);
+            }
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                    quote(name)
+                ))
+                .await
+                .map_err(db)?;
+            // The templates of other migration sets are of no further use.
+            let stale: Vec<String> = admin
+                .query(
+                    "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1 \
+                     AND datname <> $2",
+                    &[&family, &name],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for old in stale {
+                self.drop_database(&old).await?;
+            }
+        }
+        admin
+            .execute(
+                "SELECT pg_advisory_unlock(hashtext('tenancy.template.' || $1))",
+                &[&family],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn forget_template(&self) {
+        if let Ok(mut t) = self.template.lock() {
+            *t = None;
         }
     }
 

@@ -134,18 +134,13 @@ impl SqliteStore {
     /// when complete) if it does not exist yet, and its schema version.
     fn template(&self, scripts: &[Script<'_>]) -> Result<(PathBuf, i64)> {
         let version = scripts.last().map_or(0, |s| s.version);
-        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-        for script in scripts {
-            sha2::Digest::update(&mut hasher, script.file.as_bytes());
-            sha2::Digest::update(&mut hasher, script.checksum.as_bytes());
-        }
-        let digest = hex::encode(sha2::Digest::finalize(hasher));
+        let digest = crate::migrations::scripts_digest(scripts);
         // Beside the store's folder, not in it: the store holds tenant files only.
         let dir = match self.dir.parent() {
             Some(parent) => parent.join("templates"),
             None => self.dir.join("templates"),
         };
-        let path = dir.join(format!("v{version}-{}.db", &digest[..16]));
+        let path = dir.join(format!("v{version}-{digest}.db"));
         if path.exists() {
             return Ok((path, version));
         }
@@ -160,7 +155,7 @@ impl SqliteStore {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         // Unique per process: two processes building the same template each place a
         // complete file; the second rename replaces the first with an identical one.
-        let tmp = dir.join(format!("{}.{}.tmp", &digest[..16], std::process::id()));
+        let tmp = dir.join(format!("{digest}.{}.tmp", std::process::id()));
         let result = (|| {
             remove_db_files(&tmp)?;
             let mut conn = Connection::open_with_flags(
