@@ -5,7 +5,7 @@
 //! operations of owners that died are finished or rolled back, and store files the catalog
 //! does not account for are removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, Use
 use crate::migrations::{Dialect, MigrationSet};
 use crate::secrets::SecretKey;
 use crate::slug::Slug;
+use crate::stores::StoreRef;
 use crate::store::{apply_migrations, CacheConfig, PgStore, PoolLimits, SqliteStore};
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
@@ -35,6 +36,8 @@ const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 const MIGRATE_LOCK: &str = "migrate";
 /// Tenants per catalog transaction in [`Engine::create_tenants`].
 const BULK_BATCH: usize = 500;
+/// Shared tenants' migration outcomes per catalog transaction.
+const SHARED_RECORD_BATCH: usize = 2_000;
 
 /// Where the tenant schema comes from.
 #[derive(Debug, Clone, Default)]
@@ -190,6 +193,43 @@ pub struct MigrateReport {
     /// A canary tenant failed, so the rest of the fleet was left as it was.
     pub canary_failed: bool,
     pub dry_run: bool,
+}
+
+impl MigrateReport {
+    fn add(&mut self, result: TenantMigrationResult) {
+        if result.ok {
+            self.migrated += 1;
+        } else {
+            self.failed.push(result);
+        }
+    }
+}
+
+/// One fleet migration in progress, shared by its workers.
+struct Run {
+    id: i64,
+    stop: Arc<AtomicBool>,
+    progress: Arc<dyn Fn(MigrateEvent) + Send + Sync>,
+    /// Whether the scripts were registered in the catalog, by dialect (SQLite, PostgreSQL).
+    registered: [AtomicBool; 2],
+}
+
+impl Run {
+    /// Tells the progress callback about a recorded outcome.
+    fn report(&self, r: &TenantMigrationResult) {
+        (self.progress)(if r.ok {
+            MigrateEvent::TenantDone {
+                slug: r.slug.clone(),
+                from: r.from_version,
+                to: r.to_version,
+            }
+        } else {
+            MigrateEvent::TenantFailed {
+                slug: r.slug.clone(),
+                error: r.error.clone().unwrap_or_default(),
+            }
+        });
+    }
 }
 
 /// The outcome of [`Engine::create_tenants`].
@@ -824,59 +864,130 @@ impl Engine {
         report: &mut MigrateReport,
     ) -> Result<()> {
         fault::pause_async(points::MIGRATE_LOCKED).await;
-        let target = report.target_version;
-        let run_id = self.catalog().start_migration_run(target).await?;
+        let run = Arc::new(Run {
+            id: self
+                .catalog()
+                .start_migration_run(report.target_version)
+                .await?,
+            stop,
+            progress,
+            registered: [AtomicBool::new(false), AtomicBool::new(false)],
+        });
         let concurrency = options
             .concurrency
             .unwrap_or(self.inner.config.migrate_concurrency)
             .max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let registered = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
-        let mut tasks = JoinSet::new();
+        // Shared tenants: their store's tables migrate once, then the catalog moves them
+        // all. The others: per store, a queue and as many workers as the store allows.
+        let mut shared: BTreeMap<String, Vec<Tenant>> = BTreeMap::new();
+        let mut own: BTreeMap<String, VecDeque<Tenant>> = BTreeMap::new();
         for tenant in tenants {
-            let permit = Arc::clone(&permits)
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
-            if stop.load(Ordering::SeqCst) {
+            let store = tenant.placement.store.clone();
+            match tenant.placement.mode {
+                Mode::Shared => shared.entry(store).or_default().push(tenant),
+                _ => own.entry(store).or_default().push_back(tenant),
+            }
+        }
+        let mut workers = JoinSet::new();
+        let mut queues = Vec::new();
+        for (store, queue) in own {
+            let n = self.migrate_workers(&store, concurrency)?.min(queue.len());
+            let queue = Arc::new(std::sync::Mutex::new(queue));
+            for _ in 0..n {
+                let (engine, queue, run) = (self.clone(), Arc::clone(&queue), Arc::clone(&run));
+                workers.spawn(async move { engine.migrate_worker(&queue, &run).await });
+            }
+            queues.push(queue);
+        }
+        for group in shared.into_values() {
+            if run.stop.load(Ordering::SeqCst) {
                 report.interrupted = true;
                 break;
             }
-            let engine = self.clone();
-            let progress = Arc::clone(&progress);
-            let registered = Arc::clone(&registered);
-            tasks.spawn(async move {
-                let result = engine.migrate_one(run_id, &tenant, &registered).await;
-                drop(permit);
-                match &result {
-                    Ok(r) if r.ok => progress(MigrateEvent::TenantDone {
-                        slug: r.slug.clone(),
-                        from: r.from_version,
-                        to: r.to_version,
-                    }),
-                    Ok(r) => progress(MigrateEvent::TenantFailed {
-                        slug: r.slug.clone(),
-                        error: r.error.clone().unwrap_or_default(),
-                    }),
-                    Err(e) => progress(MigrateEvent::TenantFailed {
-                        slug: tenant.slug.to_string(),
-                        error: e.to_string(),
-                    }),
-                }
-                result
-            });
-            // Reap finished tasks as we go so results do not pile up.
-            while let Some(done) = tasks.try_join_next() {
-                collect(done, report)?;
+            for result in self.migrate_shared_tenants(&run, group).await? {
+                report.add(result);
             }
         }
-        while let Some(done) = tasks.join_next().await {
-            collect(done, report)?;
+        while let Some(done) = workers.join_next().await {
+            for result in done?? {
+                report.add(result);
+            }
         }
+        let left = queues
+            .iter()
+            .any(|q| q.lock().map_or(true, |q| !q.is_empty()));
+        report.interrupted |= left;
         self.catalog()
-            .finish_migration_run(run_id, report.migrated as u64, report.failed.len() as u64)
+            .finish_migration_run(run.id, report.migrated as u64, report.failed.len() as u64)
             .await?;
         Ok(())
+    }
+
+    /// How many tenants of a store migrate at once: `concurrency`, and on PostgreSQL at
+    /// most half the store's connection budget, so requests keep the other half.
+    fn migrate_workers(&self, store: &str, concurrency: usize) -> Result<usize> {
+        Ok(match self.inner.store_named(store)? {
+            StoreRef::Sqlite(_) => concurrency,
+            StoreRef::Postgres(pg) => concurrency.min(pg.pools().limits().max_connections / 2),
+        }
+        .max(1))
+    }
+
+    /// Migrates tenants from the queue one after another until it is empty or the run
+    /// is stopped; their outcomes.
+    async fn migrate_worker(
+        &self,
+        queue: &std::sync::Mutex<VecDeque<Tenant>>,
+        run: &Run,
+    ) -> Result<Vec<TenantMigrationResult>> {
+        let mut results = Vec::new();
+        loop {
+            if run.stop.load(Ordering::SeqCst) {
+                return Ok(results);
+            }
+            let next = queue
+                .lock()
+                .map_err(|_| Error::Internal("migration queue poisoned".into()))?
+                .pop_front();
+            let Some(tenant) = next else {
+                return Ok(results);
+            };
+            let result = self.migrate_one(run, &tenant).await?;
+            self.catalog()
+                .record_tenant_migrations(std::slice::from_ref(&result))
+                .await?;
+            run.report(&result);
+            results.push(result);
+        }
+    }
+
+    /// Migrates a store's shared tables once (one transaction for the store) and records
+    /// the outcome for each of its shared tenants, a batch per catalog transaction.
+    async fn migrate_shared_tenants(
+        &self,
+        run: &Run,
+        tenants: Vec<Tenant>,
+    ) -> Result<Vec<TenantMigrationResult>> {
+        let Some(first) = tenants.first() else {
+            return Ok(Vec::new());
+        };
+        let outcome = self.migrate_one(run, first).await?;
+        let results: Vec<TenantMigrationResult> = tenants
+            .iter()
+            .map(|t| TenantMigrationResult {
+                tenant_id: t.id,
+                slug: t.slug.to_string(),
+                from_version: t.placement.schema_version,
+                ..outcome.clone()
+            })
+            .collect();
+        for batch in results.chunks(SHARED_RECORD_BATCH) {
+            self.catalog().record_tenant_migrations(batch).await?;
+            for result in batch {
+                run.report(result);
+            }
+        }
+        Ok(results)
     }
 
     /// Brings one tenant's data to the latest migration, in one transaction (shared
@@ -943,16 +1054,13 @@ impl Engine {
         Ok(current)
     }
 
-    async fn migrate_one(
-        &self,
-        run_id: i64,
-        tenant: &Tenant,
-        registered: &[AtomicBool; 2],
-    ) -> Result<TenantMigrationResult> {
+    /// Migrates one tenant's data (shared: its store's tables) and registers the scripts
+    /// the first time one succeeds; the outcome, not yet recorded.
+    async fn migrate_one(&self, run: &Run, tenant: &Tenant) -> Result<TenantMigrationResult> {
         let dialect = self.dialect_of(tenant)?;
         let applied = self.apply_tenant_migrations(tenant).await?;
         let mut result = TenantMigrationResult {
-            run_id,
+            run_id: run.id,
             tenant_id: tenant.id,
             slug: tenant.slug.to_string(),
             from_version: tenant.placement.schema_version,
@@ -964,19 +1072,17 @@ impl Engine {
             Ok((from, to)) => {
                 // Shared tables are migrated once per store; the tenant moved from where
                 // the catalog had it.
-                result.from_version = match tenant.placement.mode {
-                    Mode::Shared => tenant.placement.schema_version,
-                    _ => from,
-                };
+                if tenant.placement.mode != Mode::Shared {
+                    result.from_version = from;
+                }
                 result.to_version = to;
-                let flag = &registered[usize::from(dialect == Dialect::Postgres)];
+                let flag = &run.registered[usize::from(dialect == Dialect::Postgres)];
                 if !flag.swap(true, Ordering::SeqCst) {
                     let scripts = self.migrations().scripts(dialect)?;
                     self.catalog()
                         .register_migrations(dialect, &scripts)
                         .await?;
                 }
-                self.catalog().set_schema_version(tenant.id, to).await?;
             }
             Err(e) => {
                 result.ok = false;
@@ -984,7 +1090,6 @@ impl Engine {
                 result.error = Some(e.to_string());
             }
         }
-        self.catalog().record_tenant_migration(&result).await?;
         Ok(result)
     }
 
@@ -1025,19 +1130,6 @@ impl Engine {
             .await?;
         Ok((token, secret))
     }
-}
-
-fn collect(
-    done: std::result::Result<Result<TenantMigrationResult>, tokio::task::JoinError>,
-    report: &mut MigrateReport,
-) -> Result<()> {
-    let result = done??;
-    if result.ok {
-        report.migrated += 1;
-    } else {
-        report.failed.push(result);
-    }
-    Ok(())
 }
 
 /// Finishes or rolls back what dead owners left in transition, then removes store files

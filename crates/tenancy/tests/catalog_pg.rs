@@ -1168,23 +1168,36 @@ async fn failed_migrations_are_those_whose_latest_attempt_failed() {
         ok,
         error: (!ok).then(|| "syntax error".to_owned()),
     };
-    for t in [&acme, &beta, &gamma] {
-        cat.record_tenant_migration(&result(t, false))
-            .await
-            .unwrap();
-    }
+    cat.record_tenant_migrations(&[acme.clone(), beta.clone(), gamma.clone()].map(|t| result(&t, false)))
+        .await
+        .unwrap();
     cat.finish_migration_run(run, 0, 3).await.unwrap();
+    let version = |t: &Tenant| {
+        let id = t.id;
+        let cat = &cat;
+        async move { cat.tenant(id).await.unwrap().unwrap().placement.schema_version }
+    };
+    assert_eq!(version(&acme).await, 0, "a failure moves no version");
 
     let run2 = cat.start_migration_run(2).await.unwrap();
     assert!(run2 > run);
     // beta: retried and now fine; gamma: reached the version otherwise.
-    cat.record_tenant_migration(&TenantMigrationResult {
+    cat.record_tenant_migrations(&[TenantMigrationResult {
         run_id: run2,
         ..result(&beta, true)
-    })
+    }])
     .await
     .unwrap();
-    cat.set_schema_version(gamma.id, 1).await.unwrap();
+    assert_eq!(version(&beta).await, 1, "a success raises the version with it");
+    cat.set_schema_version(gamma.id, 3).await.unwrap();
+    // An outcome that reached less than the tenant already has never lowers it.
+    cat.record_tenant_migrations(&[TenantMigrationResult {
+        run_id: run2,
+        ..result(&gamma, true)
+    }])
+    .await
+    .unwrap();
+    assert_eq!(version(&gamma).await, 3);
     cat.finish_migration_run(run2, 1, 0).await.unwrap();
 
     let failed = cat.failed_migrations().await.unwrap();

@@ -911,3 +911,75 @@ async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_m
     assert_eq!(now.len(), 1, "{now:?}");
     assert!(now[0].0.contains("_tpl_v3_"), "{now:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let mut cfg = config(&dir.path().join("data"), &db);
+    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    cfg.stores[0].limits.max_connections = 4;
+    cfg.stores[0].limits.acquire_timeout = Duration::from_secs(30);
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    let slugs = (0..8).map(|i| slug(&format!("s{i}"))).collect();
+    let report = engine
+        .create_tenants(slugs, &place(Mode::Schema), 4, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.created.len(), 8);
+    drop(engine);
+
+    // Each tenant's migration holds its connection for a while; a watcher samples how
+    // many run at once.
+    std::fs::write(
+        migrations.join("0003_slow.sql"),
+        "CREATE TABLE slow_marker AS SELECT 1 AS one FROM pg_sleep(0.3);\n",
+    )
+    .unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (done, url) = (Arc::clone(&done), db.url.clone());
+        tokio::spawn(async move {
+            let c = admin(&url).await;
+            let mut most = 0i64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: i64 = c
+                    .query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' \
+                         AND query LIKE '%slow_marker%' AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                most = most.max(n);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            most
+        })
+    };
+    let options = MigrateOptions {
+        concurrency: Some(16),
+        ..MigrateOptions::default()
+    };
+    let report = engine
+        .migrate(options, Arc::new(AtomicBool::new(false)), |_| {})
+        .await
+        .unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = watcher.await.unwrap();
+    assert_eq!(report.migrated, 8, "{:?}", report.failed);
+    assert!(most >= 1, "the watcher saw the migrations run");
+    assert!(
+        most <= 2,
+        "{most} tenants migrated at once on a budget of 4 connections"
+    );
+}

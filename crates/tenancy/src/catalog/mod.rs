@@ -209,7 +209,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// Starts a migration run toward `target`, returning its id.
     async fn start_migration_run(&self, target: i64) -> Result<i64>;
 
-    async fn record_tenant_migration(&self, result: &TenantMigrationResult) -> Result<()>;
+    /// Records the outcomes of a run's tenants in one transaction; each tenant that
+    /// succeeded has its schema version raised to the version reached in that same
+    /// transaction (never lowered).
+    async fn record_tenant_migrations(&self, results: &[TenantMigrationResult]) -> Result<()>;
 
     async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()>;
 

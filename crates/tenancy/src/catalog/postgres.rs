@@ -1285,20 +1285,28 @@ impl Catalog for PgCatalog {
         Ok(id)
     }
 
-    async fn record_tenant_migration(&self, r: &TenantMigrationResult) -> Result<()> {
+    async fn record_tenant_migrations(&self, results: &[TenantMigrationResult]) -> Result<()> {
+        let runs: Vec<i64> = results.iter().map(|r| r.run_id).collect();
+        let ids: Vec<Uuid> = results.iter().map(|r| r.tenant_id.0).collect();
+        let slugs: Vec<&str> = results.iter().map(|r| r.slug.as_str()).collect();
+        let from: Vec<i64> = results.iter().map(|r| r.from_version).collect();
+        let to: Vec<i64> = results.iter().map(|r| r.to_version).collect();
+        let ok: Vec<bool> = results.iter().map(|r| r.ok).collect();
+        let errors: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
         self.write(
-            "INSERT INTO tenant_migrations \
-             (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())",
-            &[
-                &r.run_id,
-                &r.tenant_id.0,
-                &r.slug,
-                &r.from_version,
-                &r.to_version,
-                &r.ok,
-                &r.error,
-            ],
+            "WITH input AS ( \
+                 SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int8[], \
+                     $5::int8[], $6::bool[], $7::text[]) WITH ORDINALITY \
+                     AS i (run_id, tenant_id, slug, from_version, to_version, ok, error, ord) \
+             ), raised AS ( \
+                 UPDATE placements p SET schema_version = i.to_version, updated_at = now() \
+                 FROM input i \
+                 WHERE p.tenant_id = i.tenant_id AND i.ok AND p.schema_version < i.to_version \
+             ) INSERT INTO tenant_migrations \
+                 (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
+             SELECT run_id, tenant_id, slug, from_version, to_version, ok, error, now() \
+             FROM input ORDER BY ord",
+            &[&runs, &ids, &slugs, &from, &to, &ok, &errors],
         )
         .await?;
         Ok(())

@@ -943,23 +943,38 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn record_tenant_migration(&self, r: &TenantMigrationResult) -> Result<()> {
-        let r = r.clone();
+    async fn record_tenant_migrations(&self, results: &[TenantMigrationResult]) -> Result<()> {
+        let results = results.to_vec();
         self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO tenant_migrations (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    r.run_id,
-                    r.tenant_id.to_string(),
-                    r.slug,
-                    r.from_version,
-                    r.to_version,
-                    r.ok,
-                    r.error,
-                    now()
-                ],
-            )?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            {
+                let mut record = tx.prepare_cached(
+                    "INSERT INTO tenant_migrations (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                let mut raise = tx.prepare_cached(
+                    "UPDATE placements SET schema_version = ?2, updated_at = ?3 \
+                     WHERE tenant_id = ?1 AND schema_version < ?2",
+                )?;
+                for r in &results {
+                    let id = r.tenant_id.to_string();
+                    record.execute(params![
+                        r.run_id,
+                        id,
+                        r.slug,
+                        r.from_version,
+                        r.to_version,
+                        r.ok,
+                        r.error,
+                        at
+                    ])?;
+                    if r.ok {
+                        raise.execute(params![id, r.to_version, at])?;
+                    }
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await
