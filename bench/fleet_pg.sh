@@ -9,9 +9,9 @@
 # Baselines, measured in the same run:
 #   - provisioning: the same number of SQLite tenants created with --bulk (the embedded
 #     default), per tenant;
-#   - migration: the same ALTER TABLE + CREATE INDEX sent by one psql session to every
-#     schema in turn, one transaction each, with no ledger and no catalog — the floor any
-#     schema-per-tenant migrator pays on this server.
+#   - migration: the same kind of ALTER TABLE + CREATE INDEX sent by one psql session to
+#     every schema in turn, one transaction each, with no ledger and no catalog — the
+#     floor any schema-per-tenant migrator pays on this server.
 # Creates its own databases (prefix fleet_<hex>) on TENANCY_BENCH_POSTGRES_URL (default
 # postgres://postgres@127.0.0.1:5432/postgres) and drops them at the end. The last line is
 # one JSON object.
@@ -22,7 +22,7 @@ SHARED_N=${2:-100000}
 DATABASE_N=${3:-100}
 SERVER=${TENANCY_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 
-cargo build --release -q -p tenancy-cli
+[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release -q -p tenancy-cli
 BIN=$PWD/target/release/tenancy
 WORK=$(mktemp -d)
 PREFIX=fleet_$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -58,21 +58,14 @@ bulk() { # file slug-prefix count, then tenancy options
 # Baseline for provisioning: SQLite tenants, the embedded default, same command.
 sqlite_s=$(TENANCY_CATALOG_URL= TENANCY_STORE_URL= TENANCY_DATA_DIR=$WORK/sqlite bulk sqlite s "$SCHEMA_N")
 schema_s=$(bulk schema sc "$SCHEMA_N" --mode schema --store pg)
-shared_s=$(bulk shared sh "$SHARED_N" --mode shared --store pg)
-database_s=$(bulk database db "$DATABASE_N" --mode database --store pg)
-total=$("$BIN" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
 
-# No-op migrate: every tenant current, decided from the catalog alone.
-t0=$(now); "$BIN" migrate >/dev/null 2>&1; noop_s=$(secs "$t0" "$(now)")
-
-# Add a column and an index to every tenant: schema and database tenants one by one,
-# the shared tables once.
+# Add a column and an index to every schema tenant.
 cat > "$WORK/migrations/0003_member_rank.sql" <<'SQL'
 ALTER TABLE members ADD COLUMN rank TEXT NOT NULL DEFAULT 'recruit';
 CREATE INDEX members_rank_idx ON members (rank);
 SQL
 t0=$(now); "$BIN" migrate --json > "$WORK/migrate.json" 2>/dev/null; migrate_s=$(secs "$t0" "$(now)")
-migrated=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["migrated"], len(r["failed"]))' "$WORK/migrate.json")
+migrated=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["migrated"], "migrated,", len(r["failed"]), "failed")' "$WORK/migrate.json")
 
 # Baseline for migration: the next such change over the same schemas by one bare psql
 # session, one transaction per schema, nothing else.
@@ -84,14 +77,29 @@ for s in $schemas; do
 done | psql "$base/${PREFIX}_store" -qX -v ON_ERROR_STOP=1 >/dev/null
 baseline_s=$(secs "$t0" "$(now)")
 
-echo "tenants in the catalog:                      $total"
-echo "baseline: $SCHEMA_N SQLite tenants with --bulk:     ${sqlite_s} s"
-echo "$SCHEMA_N schema tenants with --bulk:               ${schema_s} s (per tenant, ratio to SQLite: $(div "$schema_s" "$sqlite_s"))"
-echo "$SHARED_N shared tenants with --bulk:             ${shared_s} s ($(div "$SHARED_N" "$shared_s") tenants/s)"
-echo "$DATABASE_N database tenants with --bulk:            ${database_s} s ($(div "$database_s" "$DATABASE_N") s each)"
-echo "no-op migrate over $total:                  ${noop_s} s"
-echo "add column + index (migrated, failed):       ${migrate_s} s ($migrated)"
-echo "baseline: bare psql over $nschemas schemas:        ${baseline_s} s"
-echo "ratio tenancy / baseline:                    $(div "$migrate_s" "$baseline_s")"
-printf '{"bench":"fleet_pg","schema_tenants":%s,"shared_tenants":%s,"database_tenants":%s,"sqlite_bulk_s":%s,"schema_bulk_s":%s,"schema_vs_sqlite":%s,"shared_bulk_s":%s,"database_bulk_s":%s,"noop_migrate_s":%s,"add_column_migrate_s":%s,"baseline_psql_s":%s,"ratio_vs_baseline":%s}\n' \
-  "$SCHEMA_N" "$SHARED_N" "$DATABASE_N" "$sqlite_s" "$schema_s" "$(div "$schema_s" "$sqlite_s")" "$shared_s" "$database_s" "$noop_s" "$migrate_s" "$baseline_s" "$(div "$migrate_s" "$baseline_s")"
+# The rest of the fleet: shared tenants, then databases copied from the template.
+shared_s=$(bulk shared sh "$SHARED_N" --mode shared --store pg)
+database_s=$(bulk database db "$DATABASE_N" --mode database --store pg)
+total=$("$BIN" status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+
+# No-op migrate: every tenant current, decided from the catalog alone.
+t0=$(now); "$BIN" migrate >/dev/null 2>&1; noop_s=$(secs "$t0" "$(now)")
+
+# One more change over the whole fleet: schemas and databases one by one, the shared
+# tables once and their tenants moved in the catalog in batches.
+cat > "$WORK/migrations/0004_raid_note.sql" <<'SQL'
+ALTER TABLE raids ADD COLUMN note TEXT;
+SQL
+t0=$(now); "$BIN" migrate --json > "$WORK/fleet.json" 2>/dev/null; fleet_s=$(secs "$t0" "$(now)")
+fleet=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["migrated"], "migrated,", len(r["failed"]), "failed")' "$WORK/fleet.json")
+
+echo "baseline: $SCHEMA_N SQLite tenants with --bulk:    ${sqlite_s} s"
+echo "$SCHEMA_N schema tenants with --bulk:              ${schema_s} s (ratio to SQLite: $(div "$schema_s" "$sqlite_s"))"
+echo "add column + index over $SCHEMA_N schemas:         ${migrate_s} s ($migrated)"
+echo "baseline: bare psql over $nschemas schemas:       ${baseline_s} s (ratio tenancy / baseline: $(div "$migrate_s" "$baseline_s"))"
+echo "$SHARED_N shared tenants with --bulk:            ${shared_s} s ($(div "$SHARED_N" "$shared_s") tenants/s)"
+echo "$DATABASE_N database tenants with --bulk:           ${database_s} s ($(div "$database_s" "$DATABASE_N") s each)"
+echo "no-op migrate over $total tenants:        ${noop_s} s"
+echo "add a column over all $total tenants:     ${fleet_s} s ($fleet)"
+printf '{"bench":"fleet_pg","schema_tenants":%s,"shared_tenants":%s,"database_tenants":%s,"sqlite_bulk_s":%s,"schema_bulk_s":%s,"schema_vs_sqlite":%s,"schema_add_column_s":%s,"baseline_psql_s":%s,"ratio_vs_baseline":%s,"shared_bulk_s":%s,"database_bulk_s":%s,"noop_migrate_s":%s,"fleet_add_column_s":%s}\n' \
+  "$SCHEMA_N" "$SHARED_N" "$DATABASE_N" "$sqlite_s" "$schema_s" "$(div "$schema_s" "$sqlite_s")" "$migrate_s" "$baseline_s" "$(div "$migrate_s" "$baseline_s")" "$shared_s" "$database_s" "$noop_s" "$fleet_s"

@@ -24,8 +24,8 @@ use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, Use
 use crate::migrations::{Dialect, MigrationSet};
 use crate::secrets::SecretKey;
 use crate::slug::Slug;
-use crate::stores::StoreRef;
 use crate::store::{apply_migrations, CacheConfig, PgStore, PoolLimits, SqliteStore};
+use crate::stores::StoreRef;
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
 use TenantStatus::*;
@@ -36,6 +36,8 @@ const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 const MIGRATE_LOCK: &str = "migrate";
 /// Tenants per catalog transaction in [`Engine::create_tenants`].
 const BULK_BATCH: usize = 500;
+/// Schema-mode tenants created per store transaction in [`Engine::create_tenants`].
+const SCHEMA_GROUP: usize = 10;
 /// Shared tenants' migration outcomes per catalog transaction.
 const SHARED_RECORD_BATCH: usize = 2_000;
 
@@ -521,24 +523,31 @@ impl Engine {
             let built = self.inner.build(first).await.map_err(|e| e.to_string());
             return Ok(tenants.iter().map(|_| built.clone()).collect());
         }
+        // Schemas go a group per transaction (one commit for the group); the others, and
+        // the tenants of a group that failed, one by one.
+        let group = match first.placement.mode {
+            Mode::Schema => SCHEMA_GROUP,
+            _ => 1,
+        };
         let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let mut tasks = JoinSet::new();
-        for (i, tenant) in tenants.iter().enumerate() {
+        for (g, chunk) in tenants.chunks(group).enumerate() {
             let permit = Arc::clone(&permits)
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            let (inner, tenant) = (Arc::clone(&self.inner), tenant.clone());
+            let (inner, chunk) = (Arc::clone(&self.inner), chunk.to_vec());
             tasks.spawn(async move {
-                let built = inner.build(&tenant).await.map_err(|e| e.to_string());
+                let built = build_group(&inner, &chunk).await;
                 drop(permit);
-                (i, built)
+                (g, built)
             });
         }
-        let mut built: Vec<Option<std::result::Result<i64, String>>> = (0..tenants.len()).map(|_| None).collect();
+        let mut built: Vec<Vec<std::result::Result<i64, String>>> =
+            (0..tenants.len().div_ceil(group)).map(|_| Vec::new()).collect();
         while let Some(done) = tasks.join_next().await {
-            let (i, outcome) = done?;
-            built[i] = Some(outcome);
+            let (g, outcomes) = done?;
+            built[g] = outcomes;
         }
         Ok(built.into_iter().flatten().collect())
     }
@@ -1130,6 +1139,31 @@ impl Engine {
             .await?;
         Ok((token, secret))
     }
+}
+
+/// Builds a group of freshly registered tenants: schema-mode tenants of a PostgreSQL store
+/// in one transaction, falling back to one at a time if the group fails (so one bad
+/// tenant fails alone); anything else one at a time.
+async fn build_group(
+    inner: &Arc<Inner>,
+    tenants: &[Tenant],
+) -> Vec<std::result::Result<i64, String>> {
+    if let [first, _, ..] = tenants {
+        if let Ok(Some(pg)) = inner.pg_store_of(first) {
+            let locations: Vec<&str> = tenants
+                .iter()
+                .map(|t| t.placement.location.as_str())
+                .collect();
+            if let Ok(version) = pg.provision_schemas(&locations, &inner.migrations).await {
+                return tenants.iter().map(|_| Ok(version)).collect();
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        outcomes.push(inner.build(tenant).await.map_err(|e| e.to_string()));
+    }
+    outcomes
 }
 
 /// Finishes or rolls back what dead owners left in transition, then removes store files

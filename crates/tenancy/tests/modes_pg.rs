@@ -983,3 +983,35 @@ async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
         "{most} tenants migrated at once on a budget of 4 connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_schemas_is_created_whole_or_not_at_all() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    let pg = engine.pg_store("pg").unwrap();
+    let migrations = engine.migrations();
+    assert_eq!(
+        pg.provision_schemas(&["t_group_a", "t_group_b"], migrations)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(schema_exists(&db, "t_group_a").await && schema_exists(&db, "t_group_b").await);
+    // One schema of the group cannot be built (a table of its name is in the way): the
+    // others are not left behind either.
+    admin(&db.url)
+        .await
+        .batch_execute("CREATE SCHEMA t_group_d; CREATE TABLE t_group_d.members (x int);")
+        .await
+        .unwrap();
+    let err = pg
+        .provision_schemas(&["t_group_c", "t_group_d", "t_group_e"], migrations)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("members"), "{err}");
+    assert!(!schema_exists(&db, "t_group_c").await);
+    assert!(!schema_exists(&db, "t_group_e").await);
+}

@@ -528,8 +528,59 @@ impl PgStore {
         after_create: Option<&str>,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
-        let schema_q = quote(schema);
         conn.batch_execute("BEGIN").await.map_err(db)?;
+        let (from, latest) = self
+            .apply_within(conn, schema, create_schema, scripts, statements, after_create)
+            .await?;
+        if latest > from {
+            crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
+        }
+        conn.batch_execute("COMMIT").await.map_err(db)?;
+        Ok((from, latest))
+    }
+
+    /// Creates many schema-mode tenants in one transaction (one commit for all of them):
+    /// every schema exists whole, or none does. Returns their schema version.
+    pub async fn provision_schemas(
+        &self,
+        locations: &[&str],
+        migrations: &MigrationSet,
+    ) -> Result<i64> {
+        let scripts = migrations.scripts(Dialect::Postgres)?;
+        let statements: Vec<Vec<String>> = scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
+        let mut conn = self.admin_conn().await?;
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        let built = async {
+            conn.batch_execute("BEGIN").await.map_err(db)?;
+            let mut version = 0;
+            for location in locations {
+                (_, version) = self
+                    .apply_within(&conn, location, true, &scripts, &statements, None)
+                    .await?;
+            }
+            conn.batch_execute("COMMIT").await.map_err(db)?;
+            Ok(version)
+        }
+        .await;
+        if built.is_err() {
+            conn.discard();
+        }
+        built
+    }
+
+    /// The body of a schema's migration, inside the caller's transaction: lock, ledger,
+    /// validation, scripts.
+    async fn apply_within(
+        &self,
+        conn: &Client,
+        schema: &str,
+        create_schema: bool,
+        scripts: &[Script<'_>],
+        statements: &[Vec<String>],
+        after_create: Option<&str>,
+    ) -> Result<(i64, i64)> {
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        let schema_q = quote(schema);
         // One migration of this schema at a time, across processes: creating the schema,
         // granting on it and the ledger's check all happen under it (a second process
         // waits, then finds the schema current).
@@ -592,10 +643,6 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
-        if latest > from {
-            crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
-        }
-        conn.batch_execute("COMMIT").await.map_err(db)?;
         Ok((from, latest))
     }
 
