@@ -363,7 +363,6 @@ async fn create_bulk(
     if concurrency == Some(0) {
         bail!("--concurrency must be at least 1");
     }
-    let concurrency = concurrency.unwrap_or(engine.config().migrate_concurrency);
     let total = slugs.len();
     let started = Instant::now();
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {

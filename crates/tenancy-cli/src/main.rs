@@ -145,7 +145,8 @@ enum TenantCommand {
         /// Every line is checked before any tenant is created.
         #[arg(long, value_name = "FILE", conflicts_with = "name")]
         bulk: Option<std::path::PathBuf>,
-        /// Tenants provisioned at once with --bulk (default: migrate.concurrency).
+        /// Tenants provisioned at once with --bulk (default: migrate.concurrency on SQLite,
+        /// half the store's max_connections on PostgreSQL, which is also the cap).
         #[arg(long, value_name = "N", requires = "bulk")]
         concurrency: Option<usize>,
         #[arg(long)]

@@ -432,11 +432,14 @@ impl Engine {
     /// removes the `provisioning` ones a dead process left. One tenant's failure (a slug
     /// taken, a store refusing) is reported and the others go on. `progress` sees each
     /// outcome.
+    ///
+    /// `concurrency` defaults to `migrate_concurrency` on SQLite and to half the store's
+    /// connection budget on PostgreSQL, which it never exceeds.
     pub async fn create_tenants(
         &self,
         slugs: Vec<Slug>,
         place: &PlaceOptions,
-        concurrency: usize,
+        concurrency: Option<usize>,
         progress: impl Fn(&Slug, Result<&Tenant, &Error>) + Send + Sync + 'static,
     ) -> Result<BulkReport> {
         let config = &self.inner.config;
@@ -444,6 +447,11 @@ impl Engine {
         let mode = place.mode.unwrap_or(config.default_mode);
         // A store that does not exist or cannot hold the mode refuses the whole file.
         self.inner.location_for(store, mode, TenantId::generate())?;
+        let concurrency = match (concurrency, self.inner.dialect_of_store(store)?) {
+            (Some(n), _) => self.store_workers(store, n)?,
+            (None, Dialect::Sqlite) => config.migrate_concurrency.max(1),
+            (None, Dialect::Postgres) => self.store_workers(store, usize::MAX)?,
+        };
         self.check_migrations_unchanged().await?;
         let mut report = BulkReport::default();
         for batch in slugs.chunks(BULK_BATCH) {
@@ -900,7 +908,7 @@ impl Engine {
         let mut workers = JoinSet::new();
         let mut queues = Vec::new();
         for (store, queue) in own {
-            let n = self.migrate_workers(&store, concurrency)?.min(queue.len());
+            let n = self.store_workers(&store, concurrency)?.min(queue.len());
             let queue = Arc::new(std::sync::Mutex::new(queue));
             for _ in 0..n {
                 let (engine, queue, run) = (self.clone(), Arc::clone(&queue), Arc::clone(&run));
@@ -932,9 +940,10 @@ impl Engine {
         Ok(())
     }
 
-    /// How many tenants of a store migrate at once: `concurrency`, and on PostgreSQL at
-    /// most half the store's connection budget, so requests keep the other half.
-    fn migrate_workers(&self, store: &str, concurrency: usize) -> Result<usize> {
+    /// How many tenants of a store are migrated or provisioned at once: `concurrency`,
+    /// and on PostgreSQL at most half the store's connection budget, so requests keep
+    /// the other half.
+    fn store_workers(&self, store: &str, concurrency: usize) -> Result<usize> {
         Ok(match self.inner.store_named(store)? {
             StoreRef::Sqlite(_) => concurrency,
             StoreRef::Postgres(pg) => concurrency.min(pg.pools().limits().max_connections / 2),

@@ -806,7 +806,7 @@ async fn bulk_creation_in_each_mode_makes_every_tenant_whole_and_skips_taken_slu
             }
         };
         let report = engine
-            .create_tenants(slugs, &place(mode), 3, progress)
+            .create_tenants(slugs, &place(mode), Some(3), progress)
             .await
             .unwrap();
         assert_eq!(report.created.len(), 12, "{mode}: {:?}", report.failed);
@@ -930,7 +930,7 @@ async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
     let engine = Engine::open(cfg.clone()).await.unwrap();
     let slugs = (0..8).map(|i| slug(&format!("s{i}"))).collect();
     let report = engine
-        .create_tenants(slugs, &place(Mode::Schema), 4, |_, _| {})
+        .create_tenants(slugs, &place(Mode::Schema), None, |_, _| {})
         .await
         .unwrap();
     assert_eq!(report.created.len(), 8);
