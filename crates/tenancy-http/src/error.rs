@@ -136,6 +136,24 @@ impl From<tenancy::Error> for ApiError {
                 "operation_in_progress",
                 format!("another `{operation}` is running; try again when it ends"),
             ),
+            // A full disk answers the same code wherever it strikes; the tenant a failed
+            // provisioning registered is still `failed` and retriable, and the detail says so.
+            E::ProvisioningFailed { slug, .. } if e.is_storage_full() => {
+                tracing::error!(error = %e, "provisioning failed: disk full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    format!("provisioning tenant {slug:?} failed: the server's disk is full; the tenant is marked failed and can be retried with `tenancy tenant retry {slug}` once space is freed"),
+                )
+            }
+            E::StorageFull { .. } => {
+                tracing::error!(error = %e, "disk full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "the server's disk is full, so the change was not made (nothing was half-written); retry once the operator has freed space",
+                )
+            }
             E::ProvisioningFailed { slug, .. } => {
                 tracing::error!(error = %e, "provisioning failed");
                 ApiError::new(

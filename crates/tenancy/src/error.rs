@@ -162,6 +162,11 @@ pub enum Error {
     #[error("store error at {path}: {reason}")]
     Store { path: PathBuf, reason: String },
 
+    /// The disk ran out of space (SQLite's `SQLITE_FULL`, or `ENOSPC`). The write that hit
+    /// it was rolled back, or its partial file removed: nothing half-written remains.
+    #[error("{STORAGE_FULL_PREFIX} while {context}; nothing half-written was kept. Free space (or grow the disk), then retry")]
+    StorageFull { context: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -173,11 +178,51 @@ pub enum Error {
     Internal(String),
 }
 
+/// How every [`Error::StorageFull`] message starts.
+const STORAGE_FULL_PREFIX: &str = "the disk is full";
+
 impl Error {
+    /// An I/O failure while doing `context`; `ENOSPC` becomes [`Error::StorageFull`].
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        if is_enospc(&source) {
+            return Error::StorageFull {
+                context: context.into(),
+            };
+        }
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A tenant database's SQLite error; `SQLITE_FULL` becomes [`Error::StorageFull`].
+    pub(crate) fn tenant_db(context: &str, e: rusqlite::Error) -> Self {
+        if is_sqlite_full(&e) {
+            return Error::StorageFull {
+                context: context.to_owned(),
+            };
+        }
+        Error::TenantDb(e.to_string())
+    }
+
+    /// A SQLite error on the file at `path`; `SQLITE_FULL` becomes [`Error::StorageFull`].
+    pub(crate) fn store_sqlite(path: &std::path::Path, e: rusqlite::Error) -> Self {
+        if is_sqlite_full(&e) {
+            return Error::StorageFull {
+                context: format!("writing {}", path.display()),
+            };
+        }
+        Error::store(path, e)
+    }
+
+    /// Whether the disk being full is the cause: a [`Error::StorageFull`], or a failed
+    /// provisioning whose reason is one (its reason is kept as text in the catalog, so the
+    /// message's fixed start is what tells).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::StorageFull { .. } => true,
+            Error::ProvisioningFailed { reason, .. } => reason.starts_with(STORAGE_FULL_PREFIX),
+            _ => false,
         }
     }
 
@@ -191,9 +236,30 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        if is_sqlite_full(&e) {
+            return Error::StorageFull {
+                context: "writing to a database".into(),
+            };
+        }
         Error::Sqlite(e.to_string())
     }
 }
+
+/// SQLite's "database or disk is full" (`SQLITE_FULL`, which its file layer also returns
+/// when a write gets `ENOSPC`), or its failure to grow a WAL index (`-shm`) file, which on
+/// a local disk only a lack of space causes: opening a tenant on a full disk fails so.
+pub(crate) fn is_sqlite_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.code == rusqlite::ErrorCode::DiskFull
+            || f.extended_code == rusqlite::ffi::SQLITE_IOERR_SHMSIZE)
+}
+
+fn is_enospc(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(ENOSPC)
+}
+
+/// `ENOSPC` on Linux and the BSDs.
+const ENOSPC: i32 = 28;
 
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
@@ -202,3 +268,52 @@ impl From<tokio::task::JoinError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_and_sqlite_full_are_storage_full() {
+        let io = Error::io("copying a.db", std::io::Error::from_raw_os_error(ENOSPC));
+        assert!(matches!(io, Error::StorageFull { .. }), "{io:?}");
+        assert!(io.to_string().starts_with(STORAGE_FULL_PREFIX), "{io}");
+        assert!(io.to_string().contains("copying a.db"), "{io}");
+
+        let other = Error::io("copying a.db", std::io::Error::from_raw_os_error(2));
+        assert!(matches!(other, Error::Io { .. }), "{other:?}");
+        assert!(!other.is_storage_full());
+
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(Error::from(full).is_storage_full());
+        let shm = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR_SHMSIZE),
+            None,
+        );
+        assert!(Error::from(shm).is_storage_full());
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(!Error::from(busy).is_storage_full());
+    }
+
+    #[test]
+    fn a_provisioning_that_ran_out_of_space_says_so() {
+        let cause = Error::io("copying a.db", std::io::Error::from_raw_os_error(ENOSPC));
+        let failed = Error::ProvisioningFailed {
+            slug: "acme".into(),
+            reason: cause.to_string(),
+        };
+        assert!(failed.is_storage_full());
+        assert!(failed.to_string().contains("the disk is full"), "{failed}");
+        let other = Error::ProvisioningFailed {
+            slug: "acme".into(),
+            reason: "store error at a.db: boom".into(),
+        };
+        assert!(!other.is_storage_full());
+    }
+}

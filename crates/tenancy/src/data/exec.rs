@@ -52,8 +52,14 @@ fn select_list(columns: &[String]) -> String {
         .join(", ")
 }
 
-/// Maps SQLite's errors: constraint failures name their constraint; the rest are internal.
+/// Maps SQLite's errors: constraint failures name their constraint, a full disk is
+/// [`Error::StorageFull`] (the write's transaction rolls back); the rest are internal.
 pub fn db_error(table: &Table, e: rusqlite::Error) -> Error {
+    if crate::error::is_sqlite_full(&e) {
+        return Error::StorageFull {
+            context: format!("writing to table {}", table.name),
+        };
+    }
     if let rusqlite::Error::SqliteFailure(f, Some(message)) = &e {
         if f.code == ErrorCode::ConstraintViolation {
             let detail = message.split_once(": ").map(|(_, d)| d).unwrap_or("");

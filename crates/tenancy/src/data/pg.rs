@@ -192,12 +192,18 @@ pub async fn introspect<C: GenericClient>(
 
 /// Maps PostgreSQL's errors as [`super::exec::db_error`] maps SQLite's: constraint
 /// failures name their constraint, a null in a NOT NULL column names the column, values
-/// the column refuses are the client's fault; the rest is internal.
+/// the column refuses are the client's fault, a full disk is [`Error::StorageFull`]; the
+/// rest is internal.
 pub fn db_error(table: &Table, e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
         return Error::TenantDb(e.to_string());
     };
     let code = db.code();
+    if *code == SqlState::DISK_FULL {
+        return Error::StorageFull {
+            context: format!("writing to table {}", table.name),
+        };
+    }
     if *code == SqlState::NOT_NULL_VIOLATION {
         return Error::InvalidValue {
             column: db.column().unwrap_or("?").to_owned(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::cache::{CacheConfig, HandleCache};
-use crate::error::{Error, Result};
+use crate::error::{is_sqlite_full, Error, Result};
 use crate::fault::{self, points};
 use crate::migrations::{Dialect, MigrationSet, Script};
 use crate::tenant::TenantId;
@@ -115,8 +115,10 @@ impl SqliteStore {
         let done = self.path(location);
         let result = (|| {
             remove_db_files(&tmp)?;
+            // On a full disk the copy stops part-way (ENOSPC): the partial file is
+            // removed below, so only complete files ever sit in the store.
             std::fs::copy(&template, &tmp)
-                .map_err(|e| Error::io(format!("copying {}", template.display()), e))?;
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
             sync_file(&tmp)?;
             fault::pause(points::PROVISION_FILE_BUILT);
             std::fs::rename(&tmp, &done)
@@ -162,11 +164,12 @@ impl SqliteStore {
                 &tmp,
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             )
-            .map_err(|e| Error::store(&tmp, e))?;
-            configure(&conn).map_err(|e| Error::store(&tmp, e))?;
+            .map_err(|e| Error::store_sqlite(&tmp, e))?;
+            configure(&conn).map_err(|e| Error::store_sqlite(&tmp, e))?;
             apply_scripts(&mut conn, scripts, None)?;
             // Closing checkpoints the WAL into the file, so one file holds everything.
-            conn.close().map_err(|(_, e)| Error::store(&tmp, e))?;
+            conn.close()
+                .map_err(|(_, e)| Error::store_sqlite(&tmp, e))?;
             sync_file(&tmp)?;
             std::fs::rename(&tmp, &path)
                 .map_err(|e| Error::io(format!("placing {}", path.display()), e))?;
@@ -185,7 +188,7 @@ impl SqliteStore {
             return Ok(None);
         }
         let conn = open_existing(&path)?;
-        let version = ledger_version(&conn).map_err(|e| Error::store(&path, e))?;
+        let version = ledger_version(&conn).map_err(|e| Error::store_sqlite(&path, e))?;
         Ok(Some(version))
     }
 
@@ -238,8 +241,8 @@ fn open_existing(path: &Path) -> Result<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| Error::store(path, e))?;
-    configure(&conn).map_err(|e| Error::store(path, e))?;
+    .map_err(|e| Error::store_sqlite(path, e))?;
+    configure(&conn).map_err(|e| Error::store_sqlite(path, e))?;
     Ok(conn)
 }
 
@@ -274,7 +277,8 @@ fn apply_scripts(
     scripts: &[Script<'_>],
     pause_before_commit: Option<&str>,
 ) -> Result<(i64, i64)> {
-    let sqlite = |e: rusqlite::Error| Error::TenantDb(e.to_string());
+    // A full disk rolls the transaction back: the tenant stays whole at its old version.
+    let sqlite = |e: rusqlite::Error| Error::tenant_db("migrating a tenant database", e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite)?;
@@ -300,11 +304,17 @@ fn apply_scripts(
     let latest = scripts.last().map_or(0, |s| s.version);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     for script in scripts.iter().filter(|s| s.version > from) {
-        tx.execute_batch(script.sql)
-            .map_err(|e| Error::MigrationFailed {
+        tx.execute_batch(script.sql).map_err(|e| {
+            if is_sqlite_full(&e) {
+                return Error::StorageFull {
+                    context: format!("applying migration {}", script.file),
+                };
+            }
+            Error::MigrationFailed {
                 file: script.file.to_owned(),
                 reason: one_line(&e.to_string()),
-            })?;
+            }
+        })?;
         tx.execute(
             &format!(
                 "INSERT INTO {LEDGER_TABLE} (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)"
