@@ -552,7 +552,9 @@ impl Engine {
             });
         }
         let mut built: Vec<Vec<std::result::Result<i64, String>>> =
-            (0..tenants.len().div_ceil(group)).map(|_| Vec::new()).collect();
+            (0..tenants.len().div_ceil(group))
+                .map(|_| Vec::new())
+                .collect();
         while let Some(done) = tasks.join_next().await {
             let (g, outcomes) = done?;
             built[g] = outcomes;

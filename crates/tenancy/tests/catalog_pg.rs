@@ -1168,14 +1168,23 @@ async fn failed_migrations_are_those_whose_latest_attempt_failed() {
         ok,
         error: (!ok).then(|| "syntax error".to_owned()),
     };
-    cat.record_tenant_migrations(&[acme.clone(), beta.clone(), gamma.clone()].map(|t| result(&t, false)))
-        .await
-        .unwrap();
+    cat.record_tenant_migrations(
+        &[acme.clone(), beta.clone(), gamma.clone()].map(|t| result(&t, false)),
+    )
+    .await
+    .unwrap();
     cat.finish_migration_run(run, 0, 3).await.unwrap();
     let version = |t: &Tenant| {
         let id = t.id;
         let cat = &cat;
-        async move { cat.tenant(id).await.unwrap().unwrap().placement.schema_version }
+        async move {
+            cat.tenant(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .placement
+                .schema_version
+        }
     };
     assert_eq!(version(&acme).await, 0, "a failure moves no version");
 
@@ -1188,7 +1197,11 @@ async fn failed_migrations_are_those_whose_latest_attempt_failed() {
     }])
     .await
     .unwrap();
-    assert_eq!(version(&beta).await, 1, "a success raises the version with it");
+    assert_eq!(
+        version(&beta).await,
+        1,
+        "a success raises the version with it"
+    );
     cat.set_schema_version(gamma.id, 3).await.unwrap();
     // An outcome that reached less than the tenant already has never lowers it.
     cat.record_tenant_migrations(&[TenantMigrationResult {
@@ -1460,7 +1473,10 @@ async fn batches_behave_like_single_writes(cat: &dyn Catalog, other: &dyn Catalo
         cat.membership_role(batch[5].id, owner.id).await.unwrap(),
         Some(Role::Owner)
     );
-    assert_eq!(cat.membership_role(batch[0].id, owner.id).await.unwrap(), None);
+    assert_eq!(
+        cat.membership_role(batch[0].id, owner.id).await.unwrap(),
+        None
+    );
 
     // Settling: the batch's own tenants become active at their version; a tenant not
     // provisioning, and one whose provisioning another live process owns, fail alone.

@@ -793,9 +793,7 @@ async fn bulk_creation_in_each_mode_makes_every_tenant_whole_and_skips_taken_slu
             .create_tenant_with(slug(&format!("{prefix}-taken")), None, None, &place(mode))
             .await
             .unwrap();
-        let mut slugs: Vec<Slug> = (0..12)
-            .map(|i| slug(&format!("{prefix}-{i:02}")))
-            .collect();
+        let mut slugs: Vec<Slug> = (0..12).map(|i| slug(&format!("{prefix}-{i:02}"))).collect();
         slugs.insert(5, slug(&format!("{prefix}-taken")));
         slugs.push(slug(&format!("{prefix}-03")));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -836,7 +834,12 @@ async fn bulk_creation_in_each_mode_makes_every_tenant_whole_and_skips_taken_slu
                 .await
                 .unwrap();
             session.commit().await.unwrap();
-            assert_eq!(members_seen(&engine, t.slug.as_str()).await, 1, "{}", t.slug);
+            assert_eq!(
+                members_seen(&engine, t.slug.as_str()).await,
+                1,
+                "{}",
+                t.slug
+            );
         }
     }
     // Database tenants are copies of one template, closed to connections.
@@ -1014,4 +1017,27 @@ async fn a_group_of_schemas_is_created_whole_or_not_at_all() {
     assert!(err.to_string().contains("members"), "{err}");
     assert!(!schema_exists(&db, "t_group_c").await);
     assert!(!schema_exists(&db, "t_group_e").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_database_tenants_share_one_template_build() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            engine
+                .create_tenant_with(slug(&format!("c{i}")), None, None, &place(Mode::Database))
+                .await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let tenant = done.unwrap().unwrap();
+        assert_eq!(tenant.status, TenantStatus::Active);
+    }
+    assert_eq!(templates(&db).await.len(), 1);
 }

@@ -224,9 +224,11 @@ impl PgStore {
     /// The template database-mode tenants are copied from: a database migrated once per
     /// migration set, named `<prefix>_tpl_v<version>_<digest>`, and closed to connections
     /// as the last step of its build, which marks it complete (PostgreSQL copies only a
-    /// database nobody is connected to). Built under an advisory lock, so one process
-    /// builds it and the others wait and use it; a half-built one a dead process left is
-    /// dropped and rebuilt, and the templates of older migration sets are dropped.
+    /// database nobody is connected to). Whoever finds it missing creates it; every
+    /// builder then migrates it under an advisory lock taken inside it, so one migrates
+    /// and the others find it current; a build a dead process left is simply finished.
+    /// One connection at a time, so a budget of one connection suffices. Once complete,
+    /// the templates of older migration sets are dropped.
     async fn template(&self, migrations: &MigrationSet) -> Result<(String, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
         let version = scripts.last().map_or(0, |s| s.version);
@@ -238,90 +240,96 @@ impl PgStore {
         if self.template.lock().ok().and_then(|t| t.clone()).as_ref() == Some(&name) {
             return Ok((name, version));
         }
-        let mut admin = self.admin_conn().await?;
-        let built = self.build_template(&admin, &family, &name, migrations).await;
-        if built.is_err() {
-            // Closing the connection releases the lock, whatever state it was left in.
-            admin.discard();
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        let complete = |admin: PgConn| {
+            let name = name.clone();
+            async move {
+                let row = admin
+                    .query_opt(
+                        "SELECT NOT datallowconn FROM pg_database WHERE datname = $1",
+                        &[&name],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok::<_, Error>(row.map(|r| r.get::<_, bool>(0)))
+            }
+        };
+        let found = complete(self.admin_conn().await?).await?;
+        if found != Some(true) {
+            if found.is_none() {
+                let admin = self.admin_conn().await?;
+                match admin
+                    .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
+                    .await
+                {
+                    // Another builder got there first (a race on the name can also
+                    // surface as a unique violation): its build is finished below.
+                    Err(e)
+                        if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                            || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                    other => other.map_err(db)?,
+                }
+            }
+            let finished = self.finish_template(&name, migrations).await;
+            self.pools.close_database(&name);
+            if let Err(e) = finished {
+                // Closed to connections by another builder meanwhile: complete.
+                if complete(self.admin_conn().await?).await? != Some(true) {
+                    return Err(e);
+                }
+            }
+            self.drop_other_templates(&family, &name).await?;
         }
-        built?;
         if let Ok(mut t) = self.template.lock() {
             *t = Some(name.clone());
         }
         Ok((name, version))
     }
 
-    async fn build_template(
-        &self,
-        admin: &Client,
-        family: &str,
-        name: &str,
-        migrations: &MigrationSet,
-    ) -> Result<()> {
+    /// Migrates the template (a no-op if another builder did), under a lock held by a
+    /// connection to the template itself, then closes it to connections.
+    async fn finish_template(&self, name: &str, migrations: &MigrationSet) -> Result<()> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
-        admin
-            .execute(
-                "SELECT pg_advisory_lock(hashtext('tenancy.template.' || $1))",
-                &[&family],
-            )
-            .await
-            .map_err(db)?;
-        let complete: Option<bool> = admin
-            .query_opt(
-                "SELECT NOT datallowconn FROM pg_database WHERE datname = $1",
-                &[&name],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0));
-        if complete != Some(true) {
-            if complete == Some(false) {
-                self.drop_database(name).await?;
-            }
-            admin
-                .batch_execute(&format!("CREATE DATABASE {}", quote(name)))
+        let mut conn = self.pools.get(&self.database_config(name)).await?;
+        let migrated = async {
+            conn.batch_execute("SELECT pg_advisory_lock(hashtext('tenancy.template'))")
                 .await
                 .map_err(db)?;
-            let migrated = async {
-                let mut conn = self.pools.get(&self.database_config(name)).await?;
-                self.apply(&mut conn, None, migrations).await
-            }
-            .await;
-            self.pools.close_database(name);
-            if let Err(e) = migrated {
-                let _ = self.drop_database(name).await;
-                return Err(e);
-            }
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
-                    quote(name)
-                ))
-                .await
-                .map_err(db)?;
-            // The templates of other migration sets are of no further use.
-            let stale: Vec<String> = admin
-                .query(
-                    "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1 \
-                     AND datname <> $2",
-                    &[&family, &name],
-                )
-                .await
-                .map_err(db)?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            for old in stale {
-                self.drop_database(&old).await?;
-            }
+            self.apply(&mut conn, None, migrations).await
         }
-        admin
-            .execute(
-                "SELECT pg_advisory_unlock(hashtext('tenancy.template.' || $1))",
-                &[&family],
+        .await;
+        // Not reused: closing the connection releases the lock and frees the template
+        // for copying.
+        conn.discard();
+        drop(conn);
+        migrated?;
+        self.admin_conn()
+            .await?
+            .batch_execute(&format!(
+                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                quote(name)
+            ))
+            .await
+            .map_err(db)
+    }
+
+    async fn drop_other_templates(&self, family: &str, keep: &str) -> Result<()> {
+        let stale: Vec<String> = self
+            .admin_conn()
+            .await?
+            .query(
+                "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1 \
+                 AND datname <> $2",
+                &[&family, &keep],
             )
             .await
-            .map_err(db)?;
+            .map_err(|e| self.db_error(e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for old in stale {
+            self.drop_database(&old).await?;
+        }
         Ok(())
     }
 
@@ -530,7 +538,14 @@ impl PgStore {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         conn.batch_execute("BEGIN").await.map_err(db)?;
         let (from, latest) = self
-            .apply_within(conn, schema, create_schema, scripts, statements, after_create)
+            .apply_within(
+                conn,
+                schema,
+                create_schema,
+                scripts,
+                statements,
+                after_create,
+            )
             .await?;
         if latest > from {
             crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
