@@ -959,6 +959,52 @@ fn resolve_class_clash(f: &Fleet, id: &str) {
 }
 
 #[test]
+fn a_migration_that_fails_for_one_percent_of_the_fleet_lists_those_and_does_the_rest() {
+    let f = Fleet::with_migrations();
+    let file = f.dir.path().join("fleet.txt");
+    let slugs: Vec<String> = (0..200).map(|i| format!("f{i:03}")).collect();
+    std::fs::write(&file, slugs.join("\n")).unwrap();
+    f.ok(&["tenant", "create", "--bulk", file.to_str().unwrap()]);
+    let tenants = f.tenants();
+    assert_eq!(tenants.len(), 200);
+    let bad: Vec<(String, String)> = [37, 151]
+        .iter()
+        .map(|&i| {
+            let t = &tenants[i];
+            (
+                t["slug"].as_str().unwrap().to_owned(),
+                t["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (_, id) in &bad {
+        add_class_clash(&f, id);
+    }
+
+    let report: Value = serde_json::from_slice(&f.fails(&["migrate", "--json"]).stdout).unwrap();
+    assert_eq!(report["migrated"], 198, "{report}");
+    let mut listed: Vec<&str> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["slug"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, [bad[0].0.as_str(), bad[1].0.as_str()], "{report}");
+    let failed = f.json(&["status", "--failed", "--json"]);
+    assert_eq!(failed.as_array().map(Vec::len), Some(2), "{failed}");
+    for t in f.tenants() {
+        let is_bad = bad.iter().any(|(s, _)| t["slug"] == s.as_str());
+        let expected = if is_bad { 2 } else { 3 };
+        assert_eq!(t["schema_version"], expected, "{t}");
+        assert_eq!(
+            ledger_version(&f.db_path(t["id"].as_str().unwrap())),
+            expected
+        );
+    }
+}
+
+#[test]
 fn data_dependent_migration_failure_fails_only_that_tenant() {
     let f = Fleet::with_migrations();
     let tenants = f.create_many(4);

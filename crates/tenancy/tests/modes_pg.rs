@@ -1041,3 +1041,83 @@ async fn concurrent_first_database_tenants_share_one_template_build() {
     }
     assert_eq!(templates(&db).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_failing_for_one_percent_of_schemas_fails_only_those() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = dir.path().join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let mut cfg = config(&dir.path().join("data"), &db);
+    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    let slugs = (0..100).map(|i| slug(&format!("s{i:03}"))).collect();
+    let report = engine
+        .create_tenants(slugs, &place(Mode::Schema), None, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(report.created.len(), 100, "{:?}", report.failed);
+    // One tenant's data breaks the coming unique index.
+    let bad = engine.tenant(&slug("s042")).await.unwrap();
+    let session = engine.session(&bad).await.unwrap();
+    session
+        .client()
+        .batch_execute(
+            "INSERT INTO members (id, name, class) VALUES ('m1', 'Alva', 'mage'), ('m2', 'Brim', 'mage')",
+        )
+        .await
+        .unwrap();
+    session.commit().await.unwrap();
+    drop(engine);
+
+    std::fs::write(
+        migrations.join("0003_unique_class.sql"),
+        "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
+    )
+    .unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    let report = engine
+        .migrate(
+            MigrateOptions::default(),
+            Arc::new(AtomicBool::new(false)),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.migrated, 99);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].slug, "s042");
+    assert!(
+        report.failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("0003_unique_class.sql"),
+        "{:?}",
+        report.failed[0]
+    );
+    let status = engine.status().await.unwrap();
+    assert_eq!(status.failed_migrations.len(), 1);
+    for t in engine.list_tenants().await.unwrap() {
+        let expected = if t.slug.as_str() == "s042" { 2 } else { 3 };
+        assert_eq!(t.placement.schema_version, expected, "{}", t.slug);
+        let version: i64 = admin(&db.url)
+            .await
+            .query_one(
+                &format!(
+                    "SELECT MAX(version) FROM \"{}\"._tenancy_migrations",
+                    t.placement.location
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(version, expected, "{}", t.slug);
+    }
+}
