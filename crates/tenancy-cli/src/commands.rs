@@ -19,7 +19,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Init { dir, force } = &cli.command {
         return init(dir, *force);
     }
-    let settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    let mut settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    // Removing store files no tenant accounts for reads the whole fleet: the server and
+    // fleet migrations do it; short commands recover only what was in flight.
+    settings.engine.sweep_store_files =
+        matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
     let engine = Engine::open(settings.engine.clone())
         .await
         .with_context(|| {

@@ -519,8 +519,13 @@ fn store_files_no_live_tenant_accounts_for_are_removed() {
     ] {
         std::fs::write(f.tenants_dir().join(name), b"junk").unwrap();
     }
+    // A short command recovers only what was in flight: it does not read the fleet.
     let o = f.run(&["status"]);
     assert!(o.status.success(), "{}", describe(&["status"], &o));
+    assert_eq!(f.tenant_files().len(), 6, "{:?}", f.tenant_files());
+    // The server's start and a fleet migration sweep the store.
+    let o = f.run(&["migrate"]);
+    assert!(o.status.success(), "{}", describe(&["migrate"], &o));
     assert!(stderr(&o).contains("removed"), "{}", stderr(&o));
     f.assert_files_match_catalog();
     assert_eq!(f.tenant_files().len(), 1, "{:?}", f.tenant_files());

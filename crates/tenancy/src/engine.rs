@@ -5,7 +5,7 @@
 //! operations of owners that died are finished or rolled back, and store files the catalog
 //! does not account for are removed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,6 +55,10 @@ pub enum MigrationSource {
 pub struct EngineConfig {
     /// Holds `catalog.db`, `tenants/` (the default SQLite store) and `run/`.
     pub data_dir: PathBuf,
+    /// [`Engine::open`] also removes SQLite store files no tenant accounts for, which
+    /// reads every tenant and lists every file (O(fleet)). Without it, recovery reads only
+    /// the tenants in transition (O(in flight)): for short-lived processes.
+    pub sweep_store_files: bool,
     pub migrations: MigrationSource,
     pub cache: CacheConfig,
     /// How many tenants `migrate` works on at once.
@@ -128,6 +132,7 @@ impl EngineConfig {
             default_store: DEFAULT_STORE.to_owned(),
             default_mode: Mode::Database,
             secret_key: None,
+            sweep_store_files: true,
         }
     }
 }
@@ -1184,10 +1189,16 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
     // List files before reading the catalog: a tenant row is always written before its
     // file, so every file seen here has its row in the listing below.
-    let on_disk = inner.store.tenant_ids_on_disk()?;
+    let sweep = inner.config.sweep_store_files;
+    let on_disk = if sweep {
+        inner.store.tenant_ids_on_disk()?
+    } else {
+        HashSet::new()
+    };
     let tenants = catalog
         .list_tenants(&TenantFilter {
-            include_deleted: true,
+            include_deleted: sweep,
+            statuses: (!sweep).then(|| vec![Provisioning, Moving, Deleting]),
             ..TenantFilter::default()
         })
         .await?;
