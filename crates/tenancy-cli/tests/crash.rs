@@ -1211,6 +1211,59 @@ fn kill_provisioning_on_postgres(mode: &'static str, point: &str, completes: boo
     );
 }
 
+/// `tenancy tenant create --bulk` killed once its batch is registered (nothing built) or
+/// once every tenant of the batch is built (none settled): the next command settles each
+/// tenant as a single create would — `failed` with nothing left behind, or `active`.
+fn kill_bulk(f: &Fleet, point: &str, completes: bool) {
+    let file = f.dir.path().join("bulk.txt");
+    let slugs: Vec<String> = (0..12).map(|i| format!("b{i:02}")).collect();
+    std::fs::write(&file, slugs.join("\n")).unwrap();
+    f.spawn_paused(
+        &["tenant", "create", "--bulk", file.to_str().unwrap()],
+        point,
+    );
+    let tenants = f.tenants();
+    assert_eq!(
+        tenants.len(),
+        12,
+        "every tenant of the batch was registered"
+    );
+    for t in &tenants {
+        if completes {
+            assert_eq!(t["status"], "active", "{point}: {t}");
+            assert_eq!(t["schema_version"], 2, "{point}: {t}");
+        } else {
+            assert_eq!(t["status"], "failed", "{point}: {t}");
+        }
+        if f.postgres.is_some() {
+            let expected = i64::from(completes && f.postgres.as_ref().unwrap().1 != "shared");
+            assert_eq!(pg_footprint(f, t), expected, "{point}: {t}");
+        }
+    }
+    if f.postgres.is_none() {
+        f.assert_files_match_catalog();
+    }
+    if !completes {
+        let retried = f.json(&["tenant", "retry", "b07", "--json"]);
+        assert_eq!(retried["status"], "active", "{retried}");
+    }
+}
+
+#[test]
+fn bulk_creation_killed_mid_batch_settles_every_tenant() {
+    for (point, completes) in [
+        ("provision.catalog_written", false),
+        ("provision.file_placed", true),
+    ] {
+        kill_bulk(&Fleet::new(), point, completes);
+        for mode in ["database", "schema", "shared"] {
+            if let Some(f) = Fleet::on_postgres(mode) {
+                kill_bulk(&f, point, completes);
+            }
+        }
+    }
+}
+
 #[test]
 fn postgres_provisioning_killed_mid_way_is_rolled_back_in_every_mode() {
     for mode in ["database", "schema", "shared"] {
