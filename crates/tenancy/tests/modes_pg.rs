@@ -32,6 +32,19 @@ fn config(dir: &Path, db: &TestDb) -> EngineConfig {
     config
 }
 
+/// A config whose migrations are a folder holding the guild schema, to which a test adds
+/// migrations; the folder.
+fn with_migrations_folder(dir: &Path, db: &TestDb) -> (EngineConfig, std::path::PathBuf) {
+    let migrations = dir.join("migrations");
+    std::fs::create_dir_all(&migrations).unwrap();
+    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
+        std::fs::write(migrations.join(file), sql).unwrap();
+    }
+    let mut cfg = config(&dir.join("data"), db);
+    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    (cfg, migrations)
+}
+
 fn place(mode: Mode) -> PlaceOptions {
     PlaceOptions {
         store: Some("pg".into()),
@@ -270,13 +283,7 @@ async fn migrations_fan_out_to_every_mode_and_shared_runs_once() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
-        std::fs::write(migrations.join(file), sql).unwrap();
-    }
-    let mut cfg = config(&dir.path().join("data"), &db);
-    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let (cfg, migrations) = with_migrations_folder(dir.path(), &db);
     let engine = Engine::open(cfg.clone()).await.unwrap();
     for (i, mode) in [Mode::Database, Mode::Schema, Mode::Shared, Mode::Shared]
         .into_iter()
@@ -855,13 +862,7 @@ async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_m
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
-        std::fs::write(migrations.join(file), sql).unwrap();
-    }
-    let mut cfg = config(&dir.path().join("data"), &db);
-    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let (cfg, migrations) = with_migrations_folder(dir.path(), &db);
     let engine = Engine::open(cfg.clone()).await.unwrap();
     engine
         .create_tenant_with(slug("first"), None, None, &place(Mode::Database))
@@ -921,13 +922,7 @@ async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
-        std::fs::write(migrations.join(file), sql).unwrap();
-    }
-    let mut cfg = config(&dir.path().join("data"), &db);
-    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let (mut cfg, migrations) = with_migrations_folder(dir.path(), &db);
     cfg.stores[0].limits.max_connections = 4;
     cfg.stores[0].limits.acquire_timeout = Duration::from_secs(30);
     let engine = Engine::open(cfg.clone()).await.unwrap();
@@ -1048,13 +1043,7 @@ async fn a_migration_failing_for_one_percent_of_schemas_fails_only_those() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let migrations = dir.path().join("migrations");
-    std::fs::create_dir_all(&migrations).unwrap();
-    for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
-        std::fs::write(migrations.join(file), sql).unwrap();
-    }
-    let mut cfg = config(&dir.path().join("data"), &db);
-    cfg.migrations = MigrationSource::Folder(migrations.clone());
+    let (cfg, migrations) = with_migrations_folder(dir.path(), &db);
     let engine = Engine::open(cfg.clone()).await.unwrap();
     let slugs = (0..100).map(|i| slug(&format!("s{i:03}"))).collect();
     let report = engine

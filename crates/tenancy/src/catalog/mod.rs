@@ -305,6 +305,29 @@ pub trait Catalog: Send + Sync + 'static {
 }
 
 /// How a refused transition names what was attempted, from its journal event.
+/// Whether `t` may apply to a tenant that is now `current`: `InvalidTransition` if its
+/// status is not one of `t.from`, `TenantBusy` if another process owns its operation.
+fn check_transition(current: &Tenant, t: &Transition<'_>) -> Result<()> {
+    if !t.from.contains(&current.status) {
+        let from: Vec<&str> = t.from.iter().map(|s| s.as_str()).collect();
+        return Err(crate::error::Error::InvalidTransition {
+            slug: current.slug.to_string(),
+            status: current.status.to_string(),
+            action: event_action(t.event),
+            expected: expected_statuses(&from),
+        });
+    }
+    match (t.expect_owner, &current.op_owner) {
+        (Some(expected), Some(actual)) if expected != actual => {
+            Err(crate::error::Error::TenantBusy {
+                slug: current.slug.to_string(),
+                status: current.status.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 fn event_action(event: &str) -> &'static str {
     match event.split('.').next() {
         Some("provision") => "provisioning",

@@ -1040,21 +1040,29 @@ impl Catalog for PgCatalog {
                 let tenant = tenants
                     .remove(&id.0)
                     .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
-                Ok(if settled.contains(&id.0) {
-                    Ok(tenant)
-                } else if tenant.status == TenantStatus::Provisioning {
-                    Err(Error::TenantBusy {
-                        slug: tenant.slug.to_string(),
-                        status: tenant.status.to_string(),
-                    })
-                } else {
-                    Err(Error::InvalidTransition {
-                        slug: tenant.slug.to_string(),
-                        status: tenant.status.to_string(),
-                        action: super::event_action("provision.done"),
-                        expected: super::expected_statuses(&["provisioning"]),
-                    })
-                })
+                if settled.contains(&id.0) {
+                    return Ok(Ok(tenant));
+                }
+                // Why it was not settled, in the words a single transition would use.
+                let check = super::check_transition(
+                    &tenant,
+                    &Transition {
+                        id: *id,
+                        from: &[TenantStatus::Provisioning],
+                        to: TenantStatus::Active,
+                        expect_owner: Some(&self.owner),
+                        new_owner: None,
+                        error: None,
+                        schema_version: None,
+                        event: "provision.done",
+                    },
+                );
+                match check {
+                    Err(e) => Ok(Err(e)),
+                    Ok(()) => Err(Error::Internal(format!(
+                        "tenant {id} changed while being settled"
+                    ))),
+                }
             })
             .collect()
     }
@@ -1102,22 +1110,7 @@ impl Catalog for PgCatalog {
         let current = select_tenant(&tx, "t.id = $1 FOR NO KEY UPDATE OF t", &t.id.0)
             .await?
             .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
-        if !from.contains(&current.status.as_str()) {
-            return Err(Error::InvalidTransition {
-                slug: current.slug.to_string(),
-                status: current.status.to_string(),
-                action: super::event_action(t.event),
-                expected: super::expected_statuses(&from),
-            });
-        }
-        if let (Some(expected), Some(actual)) = (t.expect_owner, &current.op_owner) {
-            if expected != actual {
-                return Err(Error::TenantBusy {
-                    slug: current.slug.to_string(),
-                    status: current.status.to_string(),
-                });
-            }
-        }
+        super::check_transition(&current, &t)?;
         let to = t.to.as_str();
         let updated = execute(
             &tx,

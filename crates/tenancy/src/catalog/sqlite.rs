@@ -464,25 +464,9 @@ fn insert_tenant_in(conn: &Connection, new: &NewTenant, owner: &str, at: &str) -
 /// Applies one journaled compare-and-set inside the caller's (immediate) transaction.
 fn transition_in(conn: &Connection, t: &Transition<'_>, at: &str) -> Result<Tenant> {
     let id = t.id.to_string();
-    let from: Vec<&'static str> = t.from.iter().map(|s| s.as_str()).collect();
     let current = select_tenant(conn, "t.id = ?1", &id)?
         .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
-    if !from.contains(&current.status.as_str()) {
-        return Err(Error::InvalidTransition {
-            slug: current.slug.to_string(),
-            status: current.status.to_string(),
-            action: super::event_action(t.event),
-            expected: super::expected_statuses(&from),
-        });
-    }
-    if let (Some(expected), Some(actual)) = (t.expect_owner, &current.op_owner) {
-        if expected != actual {
-            return Err(Error::TenantBusy {
-                slug: current.slug.to_string(),
-                status: current.status.to_string(),
-            });
-        }
-    }
+    super::check_transition(&current, t)?;
     conn.execute(
         "UPDATE tenants SET status = ?2, op_owner = ?3, error = ?4, updated_at = ?5, \
          deleted_at = CASE WHEN ?2 = 'deleted' THEN ?5 ELSE deleted_at END WHERE id = ?1",

@@ -486,72 +486,9 @@ impl PgStore {
         schema: Option<&str>,
         migrations: &MigrationSet,
     ) -> Result<(i64, i64)> {
-        let scripts = migrations.scripts(Dialect::Postgres)?;
-        let statements: Vec<Vec<String>> = scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
-        self.apply_statements(
-            conn,
-            schema.unwrap_or("public"),
-            schema.is_some(),
-            &scripts,
-            &statements,
-            None,
-        )
-        .await
-    }
-
-    /// The transaction shared by every mode: lock, ledger, validation, scripts, commit.
-    /// On failure the connection, left mid-transaction, is closed rather than pooled.
-    async fn apply_statements(
-        &self,
-        conn: &mut PgConn,
-        schema: &str,
-        create_schema: bool,
-        scripts: &[Script<'_>],
-        statements: &[Vec<String>],
-        after_create: Option<&str>,
-    ) -> Result<(i64, i64)> {
-        let result = self
-            .apply_in_transaction(
-                conn,
-                schema,
-                create_schema,
-                scripts,
-                statements,
-                after_create,
-            )
-            .await;
-        if result.is_err() {
-            conn.discard();
-        }
-        result
-    }
-
-    async fn apply_in_transaction(
-        &self,
-        conn: &Client,
-        schema: &str,
-        create_schema: bool,
-        scripts: &[Script<'_>],
-        statements: &[Vec<String>],
-        after_create: Option<&str>,
-    ) -> Result<(i64, i64)> {
-        let db = |e: tokio_postgres::Error| self.db_error(e);
-        conn.batch_execute("BEGIN").await.map_err(db)?;
-        let (from, latest) = self
-            .apply_within(
-                conn,
-                schema,
-                create_schema,
-                scripts,
-                statements,
-                after_create,
-            )
-            .await?;
-        if latest > from {
-            crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
-        }
-        conn.batch_execute("COMMIT").await.map_err(db)?;
-        Ok((from, latest))
+        let schemas = [schema.unwrap_or("public")];
+        self.apply_plain(conn, &schemas, schema.is_some(), migrations)
+            .await
     }
 
     /// Creates many schema-mode tenants in one transaction (one commit for all of them):
@@ -561,26 +498,66 @@ impl PgStore {
         locations: &[&str],
         migrations: &MigrationSet,
     ) -> Result<i64> {
+        let mut conn = self.admin_conn().await?;
+        let (_, version) = self
+            .apply_plain(&mut conn, locations, true, migrations)
+            .await?;
+        Ok(version)
+    }
+
+    /// [`PgStore::apply_statements`] with the scripts as written.
+    async fn apply_plain(
+        &self,
+        conn: &mut PgConn,
+        schemas: &[&str],
+        create_schema: bool,
+        migrations: &MigrationSet,
+    ) -> Result<(i64, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
         let statements: Vec<Vec<String>> = scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
-        let mut conn = self.admin_conn().await?;
+        self.apply_statements(conn, schemas, create_schema, &scripts, &statements, None)
+            .await
+    }
+
+    /// The transaction shared by every mode: for each schema lock, ledger, validation,
+    /// scripts; then one commit. On failure the connection, left mid-transaction, is
+    /// closed rather than pooled. Returns the last schema's `(from, to)`.
+    async fn apply_statements(
+        &self,
+        conn: &mut PgConn,
+        schemas: &[&str],
+        create_schema: bool,
+        scripts: &[Script<'_>],
+        statements: &[Vec<String>],
+        after_create: Option<&str>,
+    ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
-        let built = async {
+        let result = async {
             conn.batch_execute("BEGIN").await.map_err(db)?;
-            let mut version = 0;
-            for location in locations {
-                (_, version) = self
-                    .apply_within(&conn, location, true, &scripts, &statements, None)
+            let (mut from, mut latest) = (0, 0);
+            for schema in schemas {
+                (from, latest) = self
+                    .apply_within(
+                        conn,
+                        schema,
+                        create_schema,
+                        scripts,
+                        statements,
+                        after_create,
+                    )
                     .await?;
             }
+            if latest > from {
+                crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_APPLIED).await;
+            }
             conn.batch_execute("COMMIT").await.map_err(db)?;
-            Ok(version)
+            Ok((from, latest))
         }
         .await;
-        if built.is_err() {
+        if result.is_err() {
             conn.discard();
         }
-        built
+        result
     }
 
     /// The body of a schema's migration, inside the caller's transaction: lock, ledger,
@@ -691,7 +668,7 @@ impl PgStore {
         let result = self
             .apply_statements(
                 &mut conn,
-                SHARED_SCHEMA,
+                &[SHARED_SCHEMA],
                 true,
                 &scripts,
                 &statements,
