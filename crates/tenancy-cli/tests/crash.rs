@@ -1235,8 +1235,8 @@ fn kill_bulk(f: &Fleet, point: &str, completes: bool) {
         } else {
             assert_eq!(t["status"], "failed", "{point}: {t}");
         }
-        if f.postgres.is_some() {
-            let expected = i64::from(completes && f.postgres.as_ref().unwrap().1 != "shared");
+        if let Some((_, mode)) = &f.postgres {
+            let expected = i64::from(completes && *mode != "shared");
             assert_eq!(pg_footprint(f, t), expected, "{point}: {t}");
         }
     }
