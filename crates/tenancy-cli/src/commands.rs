@@ -447,8 +447,16 @@ async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<
             report.pending.len(),
             report.target_version
         );
-        for slug in &report.pending {
-            println!("  {slug}");
+        for p in &report.plan {
+            println!(
+                "  {}  {}/{}  v{} -> v{}: {}",
+                p.slug,
+                p.store,
+                p.mode,
+                p.from_version,
+                report.target_version,
+                p.files.join(", ")
+            );
         }
     } else {
         println!(

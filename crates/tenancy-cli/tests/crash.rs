@@ -1010,6 +1010,52 @@ fn a_migration_that_fails_for_one_percent_of_the_fleet_lists_those_and_does_the_
 }
 
 #[test]
+fn a_dry_run_says_what_would_run_where_and_changes_nothing() {
+    let f = Fleet::with_migrations();
+    f.create_many(3);
+    f.add_migration(
+        "0003_rank.sql",
+        "ALTER TABLE members ADD COLUMN rank TEXT;\n",
+    );
+    f.add_migration("0004_note.sql", "ALTER TABLE raids ADD COLUMN note TEXT;\n");
+
+    let out = f.ok(&["migrate", "--dry-run"]);
+    assert!(
+        out.contains("3 tenant(s) would be migrated to version 4"),
+        "{out}"
+    );
+    for slug in ["t00", "t01", "t02"] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(slug))
+            .unwrap_or_else(|| panic!("{slug} missing: {out}"));
+        assert!(
+            line.contains("default/database") && line.contains("v2 -> v4"),
+            "{line}"
+        );
+        assert!(line.contains("0003_rank.sql, 0004_note.sql"), "{line}");
+    }
+    let plan = f.json(&["migrate", "--dry-run", "--tenant", "t01", "--json"]);
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert_eq!(plan["pending"], serde_json::json!(["t01"]), "{plan}");
+    assert_eq!(plan["plan"][0]["mode"], "database", "{plan}");
+    assert_eq!(plan["plan"][0]["from_version"], 2, "{plan}");
+    assert_eq!(
+        plan["plan"][0]["files"],
+        serde_json::json!(["0003_rank.sql", "0004_note.sql"]),
+        "{plan}"
+    );
+    // Nothing moved: not the catalog, not a file, no run recorded.
+    f.assert_all_at(2);
+    f.fails(&["migrate", "--dry-run", "--tenant", "nobody"]);
+    // A real run after it does what it said.
+    let report = f.json(&["migrate", "--json"]);
+    assert_eq!(report["migrated"], 3, "{report}");
+    assert!(report.get("plan").is_none(), "{report}");
+    f.assert_all_at(4);
+}
+
+#[test]
 fn data_dependent_migration_failure_fails_only_that_tenant() {
     let f = Fleet::with_migrations();
     let tenants = f.create_many(4);

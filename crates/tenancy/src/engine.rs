@@ -200,6 +200,21 @@ pub struct MigrateReport {
     /// A canary tenant failed, so the rest of the fleet was left as it was.
     pub canary_failed: bool,
     pub dry_run: bool,
+    /// On a dry run: what would run where, tenant by tenant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedMigration>,
+}
+
+/// What a dry run says would happen to one tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedMigration {
+    pub slug: String,
+    pub store: String,
+    pub mode: Mode,
+    pub from_version: i64,
+    /// The migration files that would run, in order (for a `shared` tenant: on its
+    /// store's shared tables, once for all of them).
+    pub files: Vec<String>,
 }
 
 impl MigrateReport {
@@ -839,6 +854,7 @@ impl Engine {
             ..MigrateReport::default()
         };
         if options.dry_run {
+            report.plan = self.plan(&tenants)?;
             return Ok(report);
         }
 
@@ -877,6 +893,26 @@ impl Engine {
         result?;
         released?;
         Ok(report)
+    }
+
+    fn plan(&self, tenants: &[Tenant]) -> Result<Vec<PlannedMigration>> {
+        tenants
+            .iter()
+            .map(|t| {
+                let scripts = self.migrations().scripts(self.dialect_of(t)?)?;
+                Ok(PlannedMigration {
+                    slug: t.slug.to_string(),
+                    store: t.placement.store.clone(),
+                    mode: t.placement.mode,
+                    from_version: t.placement.schema_version,
+                    files: scripts
+                        .iter()
+                        .filter(|s| s.version > t.placement.schema_version)
+                        .map(|s| s.file.to_owned())
+                        .collect(),
+                })
+            })
+            .collect()
     }
 
     async fn migrate_locked(

@@ -42,7 +42,7 @@ pub use auth::AdminToken;
 pub use domain::Domain;
 pub use engine::{
     BulkReport, Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
-    MigrationSource, PlaceOptions, RecoveryReport, StoreSpec, DEFAULT_STORE,
+    MigrationSource, PlaceOptions, PlannedMigration, RecoveryReport, StoreSpec, DEFAULT_STORE,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
