@@ -61,7 +61,8 @@ pub struct EngineConfig {
     pub sweep_store_files: bool,
     pub migrations: MigrationSource,
     pub cache: CacheConfig,
-    /// How many tenants `migrate` works on at once.
+    /// How many tenants of one store `migrate` works on at once (on PostgreSQL, at most
+    /// half the store's connection budget).
     pub migrate_concurrency: usize,
     /// A request to a tenant whose schema is behind migrates it on the spot (`true`) or is
     /// answered `TenantMigrating` (`false`, the default).
@@ -502,30 +503,16 @@ impl Engine {
                 }
             }
             fault::pause_async(points::PROVISION_CATALOG_WRITTEN).await;
-            let built = self.build_many(&registered, concurrency).await?;
-            fault::pause_async(points::PROVISION_FILE_PLACED).await;
-            let mut done = Vec::with_capacity(registered.len());
-            let mut ready = Vec::with_capacity(registered.len());
-            for (tenant, version) in registered.into_iter().zip(built) {
-                match version {
-                    Ok(v) => {
-                        done.push((tenant.id, v));
-                        ready.push(tenant.slug);
+            match self.settle_batch(&registered, store, concurrency).await {
+                Ok(settled) => outcomes.extend(settled),
+                Err(e) => {
+                    // Nothing of this batch stays `provisioning` under a live process:
+                    // each tenant not yet settled is `failed`, and retriable.
+                    for tenant in &registered {
+                        let _ = self.provisioning_failed(tenant, e.to_string()).await;
                     }
-                    Err(reason) => {
-                        let e = self.provisioning_failed(&tenant, reason).await?;
-                        outcomes.push((tenant.slug, Err(e)));
-                    }
+                    return Err(e);
                 }
-            }
-            if !done.is_empty() {
-                let dialect = self.inner.dialect_of_store(store)?;
-                let scripts = self.migrations().scripts(dialect)?;
-                self.catalog()
-                    .register_migrations(dialect, &scripts)
-                    .await?;
-                let settled = self.catalog().activate_provisioned(&done).await?;
-                outcomes.extend(ready.into_iter().zip(settled));
             }
             for (slug, outcome) in outcomes {
                 progress(&slug, outcome.as_ref());
@@ -534,6 +521,43 @@ impl Engine {
         }
         report.created.sort_by(|a, b| a.slug.cmp(&b.slug));
         Ok(report)
+    }
+
+    /// Builds a registered batch's data and settles each tenant: `active` (one catalog
+    /// transaction for all) or `failed` with its reason.
+    async fn settle_batch(
+        &self,
+        registered: &[Tenant],
+        store: &str,
+        concurrency: usize,
+    ) -> Result<Vec<(Slug, Result<Tenant>)>> {
+        let built = self.build_many(registered, concurrency).await?;
+        fault::pause_async(points::PROVISION_FILE_PLACED).await;
+        let mut outcomes = Vec::with_capacity(registered.len());
+        let mut done = Vec::with_capacity(registered.len());
+        let mut ready = Vec::with_capacity(registered.len());
+        for (tenant, version) in registered.iter().zip(built) {
+            match version {
+                Ok(v) => {
+                    done.push((tenant.id, v));
+                    ready.push(tenant.slug.clone());
+                }
+                Err(reason) => {
+                    let e = self.provisioning_failed(tenant, reason).await?;
+                    outcomes.push((tenant.slug.clone(), Err(e)));
+                }
+            }
+        }
+        if !done.is_empty() {
+            let dialect = self.inner.dialect_of_store(store)?;
+            let scripts = self.migrations().scripts(dialect)?;
+            self.catalog()
+                .register_migrations(dialect, &scripts)
+                .await?;
+            let settled = self.catalog().activate_provisioned(&done).await?;
+            outcomes.extend(ready.into_iter().zip(settled));
+        }
+        Ok(outcomes)
     }
 
     /// Builds the data of freshly registered tenants of one store and mode, `concurrency`
@@ -951,7 +975,12 @@ impl Engine {
         let mut workers = JoinSet::new();
         let mut queues = Vec::new();
         for (store, queue) in own {
-            let n = self.store_workers(&store, concurrency)?.min(queue.len());
+            // A store this process does not know: one worker, whose tenants each fail
+            // with the reason (the rest of the fleet goes on).
+            let n = self
+                .store_workers(&store, concurrency)
+                .unwrap_or(1)
+                .min(queue.len());
             let queue = Arc::new(std::sync::Mutex::new(queue));
             for _ in 0..n {
                 let (engine, queue, run) = (self.clone(), Arc::clone(&queue), Arc::clone(&run));
@@ -1057,7 +1086,12 @@ impl Engine {
     async fn apply_tenant_migrations(&self, tenant: &Tenant) -> Result<Result<(i64, i64)>> {
         let inner = Arc::clone(&self.inner);
         let (id, location) = (tenant.id, tenant.placement.location.clone());
-        let applied = match inner.pg_store_of(tenant)? {
+        let store = match inner.pg_store_of(tenant) {
+            Ok(store) => store,
+            // A store this process does not know fails this tenant, not the run.
+            Err(e) => return Ok(Err(e)),
+        };
+        let applied = match store {
             Some(pg) => {
                 let migrated = pg
                     .migrate(tenant.placement.mode, &location, &inner.migrations)
@@ -1118,7 +1152,6 @@ impl Engine {
     /// Migrates one tenant's data (shared: its store's tables) and registers the scripts
     /// the first time one succeeds; the outcome, not yet recorded.
     async fn migrate_one(&self, run: &Run, tenant: &Tenant) -> Result<TenantMigrationResult> {
-        let dialect = self.dialect_of(tenant)?;
         let applied = self.apply_tenant_migrations(tenant).await?;
         let mut result = TenantMigrationResult {
             run_id: run.id,
@@ -1137,6 +1170,7 @@ impl Engine {
                     result.from_version = from;
                 }
                 result.to_version = to;
+                let dialect = self.dialect_of(tenant)?;
                 let flag = &run.registered[usize::from(dialect == Dialect::Postgres)];
                 if !flag.swap(true, Ordering::SeqCst) {
                     let scripts = self.migrations().scripts(dialect)?;

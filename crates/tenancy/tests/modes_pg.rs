@@ -857,7 +857,7 @@ async fn bulk_creation_in_each_mode_makes_every_tenant_whole_and_skips_taken_slu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_migration() {
+async fn the_database_template_is_rebuilt_when_gone_and_replaced_by_a_new_migration() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -872,16 +872,22 @@ async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_m
     assert_eq!(built.len(), 1, "{built:?}");
     drop(engine);
 
-    // A build a dead process left half-done (still open to connections, no ledger) is
-    // never copied: it is dropped and built again.
+    // Builds that processes left behind: one abandoned long ago (dropped), one recent
+    // (perhaps still running: kept); and a database that only looks like a template
+    // (another store's tenant, say): never ours to drop. The template is built again.
     let name = built[0].0.clone();
+    let abandoned = format!("{}_tpl_b1000_0badc0de", db.prefix);
+    let recent = format!("{}_tpl_b99999999999_0badc0de", db.prefix);
+    let lookalike = format!("{}_tpl_b{}", db.prefix, "0".repeat(31));
     let c = admin(&db.url).await;
     c.batch_execute(&format!("DROP DATABASE \"{name}\""))
         .await
         .unwrap();
-    c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
+    for extra in [&abandoned, &recent, &lookalike] {
+        c.batch_execute(&format!("CREATE DATABASE \"{extra}\""))
+            .await
+            .unwrap();
+    }
     let engine = Engine::open(cfg.clone()).await.unwrap();
     let second = engine
         .create_tenant_with(slug("second"), None, None, &place(Mode::Database))
@@ -889,7 +895,20 @@ async fn the_database_template_is_rebuilt_when_half_made_and_replaced_by_a_new_m
         .unwrap();
     assert_eq!(second.placement.schema_version, 2);
     assert_eq!(members_seen(&engine, "second").await, 0);
-    assert_eq!(templates(&db).await, vec![(name.clone(), false)]);
+    let mut expected = vec![
+        (name.clone(), false),
+        (recent.clone(), true),
+        (lookalike.clone(), true),
+    ];
+    expected.sort();
+    let mut found = templates(&db).await;
+    found.sort();
+    assert_eq!(found, expected);
+    for extra in [&recent, &lookalike] {
+        c.batch_execute(&format!("DROP DATABASE \"{extra}\""))
+            .await
+            .unwrap();
+    }
     drop(engine);
 
     // A new migration: a new template, the old one dropped, new tenants at version 3.
@@ -1108,5 +1127,95 @@ async fn a_migration_failing_for_one_percent_of_schemas_fails_only_those() {
             .unwrap()
             .get(0);
         assert_eq!(version, expected, "{}", t.slug);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_cancelled_mid_transaction_never_pools_its_connection() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cfg, migrations) = with_migrations_folder(dir.path(), &db);
+    cfg.stores[0].limits.max_connections = 2;
+    let engine = Engine::open(cfg.clone()).await.unwrap();
+    let slugs = (0..4).map(|i| slug(&format!("s{i}"))).collect();
+    engine
+        .create_tenants(slugs, &place(Mode::Schema), None, |_, _| {})
+        .await
+        .unwrap();
+    drop(engine);
+    std::fs::write(
+        migrations.join("0003_slow.sql"),
+        "CREATE TABLE slow_marker (one int);\nSELECT pg_sleep(2);\n",
+    )
+    .unwrap();
+    let engine = Engine::open(cfg).await.unwrap();
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .migrate(
+                    MigrateOptions::default(),
+                    Arc::new(AtomicBool::new(false)),
+                    |_| {},
+                )
+                .await
+        })
+    };
+    // Cancel the run while a tenant's migration sleeps inside its transaction.
+    let watcher = admin(&db.url).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = watcher
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the migration never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+
+    // Sessions on every tenant reuse the store's pool: none of them may commit the
+    // cancelled transaction's half (a table without its ledger row).
+    for i in 0..4 {
+        let t = engine.tenant(&slug(&format!("s{i}"))).await.unwrap();
+        let session = engine.session(&t).await.unwrap();
+        session
+            .client()
+            .query("SELECT COUNT(*) FROM members", &[])
+            .await
+            .unwrap();
+        session.commit().await.unwrap();
+    }
+    let c = admin(&db.url).await;
+    for t in engine.list_tenants().await.unwrap() {
+        let schema = &t.placement.location;
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT to_regclass('\"{schema}\".slow_marker') IS NOT NULL, \
+                     (SELECT MAX(version) FROM \"{schema}\"._tenancy_migrations)"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        let (has_table, version): (bool, i64) = (row.get(0), row.get(1));
+        assert_eq!(
+            has_table,
+            version == 3,
+            "{}: table {has_table}, ledger {version}",
+            t.slug
+        );
     }
 }

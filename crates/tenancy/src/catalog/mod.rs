@@ -304,7 +304,6 @@ pub trait Catalog: Send + Sync + 'static {
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 }
 
-/// How a refused transition names what was attempted, from its journal event.
 /// Whether `t` may apply to a tenant that is now `current`: `InvalidTransition` if its
 /// status is not one of `t.from`, `TenantBusy` if another process owns its operation.
 fn check_transition(current: &Tenant, t: &Transition<'_>) -> Result<()> {
@@ -328,6 +327,7 @@ fn check_transition(current: &Tenant, t: &Transition<'_>) -> Result<()> {
     }
 }
 
+/// How a refused transition names what was attempted, from its journal event.
 fn event_action(event: &str) -> &'static str {
     match event.split('.').next() {
         Some("provision") => "provisioning",

@@ -1057,12 +1057,9 @@ impl Catalog for PgCatalog {
                         event: "provision.done",
                     },
                 );
-                match check {
-                    Err(e) => Ok(Err(e)),
-                    Ok(()) => Err(Error::Internal(format!(
-                        "tenant {id} changed while being settled"
-                    ))),
-                }
+                Ok(Err(check.err().unwrap_or_else(|| {
+                    Error::Internal(format!("tenant {id} changed while being settled"))
+                })))
             })
             .collect()
     }

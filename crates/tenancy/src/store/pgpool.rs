@@ -87,6 +87,14 @@ impl PgConn {
     pub fn discard(&mut self) {
         self.reusable = false;
     }
+
+    /// Undoes [`PgConn::discard`] once the session is known clean again (after a
+    /// COMMIT). A unit of work discards its connection before `BEGIN` and reuses it after
+    /// `COMMIT`, so a task cancelled in between closes the connection (the server rolls
+    /// the transaction back) instead of pooling it mid-transaction.
+    pub fn reuse(&mut self) {
+        self.reusable = true;
+    }
 }
 
 impl Drop for PgConn {

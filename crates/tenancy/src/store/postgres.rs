@@ -190,25 +190,7 @@ impl PgStore {
     ) -> Result<i64> {
         match mode {
             Mode::Database => {
-                // A copy of the template is complete the moment it exists: CREATE
-                // DATABASE commits whole or not at all.
-                let (template, version) = self.template(migrations).await?;
-                let admin = self.admin_conn().await?;
-                let created = admin
-                    .batch_execute(&format!(
-                        "CREATE DATABASE {} TEMPLATE {}",
-                        quote(location),
-                        quote(&template)
-                    ))
-                    .await;
-                if let Err(e) = created {
-                    // Replaced by a newer process's template: find or build it next time.
-                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE) {
-                        self.forget_template();
-                    }
-                    return Err(self.db_error(e));
-                }
-                drop(admin);
+                let version = self.copy_template(location, migrations).await?;
                 crate::fault::pause_async(crate::fault::points::PROVISION_FILE_BUILT).await;
                 Ok(version)
             }
@@ -221,14 +203,59 @@ impl PgStore {
         }
     }
 
+    /// Creates a tenant's database as a copy of the template. The copy is complete the
+    /// moment it exists: CREATE DATABASE commits whole or not at all. A database of that
+    /// name left by an earlier attempt for this tenant (its outcome unknown) is kept if
+    /// complete and replaced otherwise.
+    async fn copy_template(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
+        let latest = migrations.latest();
+        for attempt in 0..2 {
+            let (template, version) = self.template(migrations).await?;
+            let created = self
+                .admin_conn()
+                .await?
+                .batch_execute(&format!(
+                    "CREATE DATABASE {} TEMPLATE {}",
+                    quote(location),
+                    quote(&template)
+                ))
+                .await;
+            let Err(e) = created else {
+                return Ok(version);
+            };
+            match e.code() {
+                // Replaced by a newer process's template meanwhile: find it, and again.
+                Some(c) if *c == SqlState::UNDEFINED_DATABASE && attempt == 0 => {
+                    self.forget_template();
+                }
+                Some(c) if *c == SqlState::DUPLICATE_DATABASE && attempt == 0 => {
+                    if self.inspect(Mode::Database, location).await? == Some(latest) {
+                        return Ok(latest);
+                    }
+                    self.drop_database(location).await?;
+                }
+                Some(_) => return Err(self.db_error(e)),
+                None => {
+                    // The connection broke: the database may or may not exist. Nothing
+                    // may stay behind for a tenant about to be marked failed.
+                    let _ = self.drop_database(location).await;
+                    return Err(self.db_error(e));
+                }
+            }
+        }
+        Err(Error::Internal(format!(
+            "could not create database {location}"
+        )))
+    }
+
     /// The template database-mode tenants are copied from: a database migrated once per
-    /// migration set, named `<prefix>_tpl_v<version>_<digest>`, and closed to connections
-    /// as the last step of its build, which marks it complete (PostgreSQL copies only a
-    /// database nobody is connected to). Whoever finds it missing creates it; every
-    /// builder then migrates it under an advisory lock taken inside it, so one migrates
-    /// and the others find it current; a build a dead process left is simply finished.
-    /// One connection at a time, so a budget of one connection suffices. Once complete,
-    /// the templates of older migration sets are dropped.
+    /// migration set and named `<prefix>_tpl_v<version>_<digest>` only when complete —
+    /// it is built under a name of its own (`<prefix>_tpl_b<unix time>_<random>`),
+    /// closed to connections, and renamed last, so a database with the final name is
+    /// always whole (as a SQLite file is built under `.tmp` and renamed). Two processes
+    /// may build at once: the first rename wins and the other build is dropped. One
+    /// connection at a time, so a budget of one connection suffices. Once it exists,
+    /// templates of lower versions are dropped, best effort.
     async fn template(&self, migrations: &MigrationSet) -> Result<(String, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
         let version = scripts.last().map_or(0, |s| s.version);
@@ -240,45 +267,9 @@ impl PgStore {
         if self.template.lock().ok().and_then(|t| t.clone()).as_ref() == Some(&name) {
             return Ok((name, version));
         }
-        let db = |e: tokio_postgres::Error| self.db_error(e);
-        let complete = |admin: PgConn| {
-            let name = name.clone();
-            async move {
-                let row = admin
-                    .query_opt(
-                        "SELECT NOT datallowconn FROM pg_database WHERE datname = $1",
-                        &[&name],
-                    )
-                    .await
-                    .map_err(db)?;
-                Ok::<_, Error>(row.map(|r| r.get::<_, bool>(0)))
-            }
-        };
-        let found = complete(self.admin_conn().await?).await?;
-        if found != Some(true) {
-            if found.is_none() {
-                let admin = self.admin_conn().await?;
-                match admin
-                    .batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
-                    .await
-                {
-                    // Another builder got there first (a race on the name can also
-                    // surface as a unique violation): its build is finished below.
-                    Err(e)
-                        if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
-                            || e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
-                    other => other.map_err(db)?,
-                }
-            }
-            let finished = self.finish_template(&name, migrations).await;
-            self.pools.close_database(&name);
-            if let Err(e) = finished {
-                // Closed to connections by another builder meanwhile: complete.
-                if complete(self.admin_conn().await?).await? != Some(true) {
-                    return Err(e);
-                }
-            }
-            self.drop_other_templates(&family, &name).await?;
+        if !self.database_exists(&name).await? {
+            self.build_template(&family, &name, migrations).await?;
+            self.drop_older_templates(&family, version).await;
         }
         if let Ok(mut t) = self.template.lock() {
             *t = Some(name.clone());
@@ -286,51 +277,96 @@ impl PgStore {
         Ok((name, version))
     }
 
-    /// Migrates the template (a no-op if another builder did), under a lock held by a
-    /// connection to the template itself, then closes it to connections.
-    async fn finish_template(&self, name: &str, migrations: &MigrationSet) -> Result<()> {
-        let db = |e: tokio_postgres::Error| self.db_error(e);
-        let mut conn = self.pools.get(&self.database_config(name)).await?;
-        let migrated = async {
-            conn.batch_execute("SELECT pg_advisory_lock(hashtext('tenancy.template'))")
-                .await
-                .map_err(db)?;
-            self.apply(&mut conn, None, migrations).await
-        }
-        .await;
-        // Not reused: closing the connection releases the lock and frees the template
-        // for copying.
-        conn.discard();
-        drop(conn);
-        migrated?;
-        self.admin_conn()
-            .await?
-            .batch_execute(&format!(
-                "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
-                quote(name)
-            ))
-            .await
-            .map_err(db)
-    }
-
-    async fn drop_other_templates(&self, family: &str, keep: &str) -> Result<()> {
-        let stale: Vec<String> = self
+    async fn database_exists(&self, name: &str) -> Result<bool> {
+        Ok(self
             .admin_conn()
             .await?
-            .query(
-                "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1 \
-                 AND datname <> $2",
-                &[&family, &keep],
-            )
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
             .await
             .map_err(|e| self.db_error(e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for old in stale {
-            self.drop_database(&old).await?;
+            .is_some())
+    }
+
+    async fn build_template(
+        &self,
+        family: &str,
+        name: &str,
+        migrations: &MigrationSet,
+    ) -> Result<()> {
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let build = format!("{family}b{now}_{:08x}", rand::random::<u32>());
+        self.admin_conn()
+            .await?
+            .batch_execute(&format!("CREATE DATABASE {}", quote(&build)))
+            .await
+            .map_err(db)?;
+        let built = async {
+            let mut conn = self.pools.get(&self.database_config(&build)).await?;
+            self.apply(&mut conn, None, migrations).await?;
+            conn.discard();
+            drop(conn);
+            self.pools.close_database(&build);
+            let admin = self.admin_conn().await?;
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} WITH ALLOW_CONNECTIONS false",
+                    quote(&build)
+                ))
+                .await
+                .map_err(db)?;
+            // Waits (up to PostgreSQL's 5 s) for the closed connection's backend to go.
+            match admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {} RENAME TO {}",
+                    quote(&build),
+                    quote(name)
+                ))
+                .await
+            {
+                // Another process's build was renamed first: it is as good as ours.
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+                other => other.map(|()| true).map_err(db),
+            }
         }
-        Ok(())
+        .await;
+        if !matches!(built, Ok(true)) {
+            let _ = self.drop_database(&build).await;
+        }
+        built.map(|_| ())
+    }
+
+    /// Drops the complete templates of lower versions, and builds that were abandoned
+    /// (by a process that died mid-build) an hour ago or more. Best effort: a template
+    /// in use by a copy at this moment stays for the next time.
+    async fn drop_older_templates(&self, family: &str, version: i64) {
+        let Ok(admin) = self.admin_conn().await else {
+            return;
+        };
+        let Ok(rows) = admin
+            .query(
+                "SELECT datname FROM pg_database WHERE left(datname, length($1)) = $1",
+                &[&family],
+            )
+            .await
+        else {
+            return;
+        };
+        drop(admin);
+        let an_hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(3600);
+        for row in rows {
+            let datname: String = row.get(0);
+            if stale_template(&datname[family.len()..], version, an_hour_ago) {
+                if let Err(e) = self.drop_database(&datname).await {
+                    tracing::warn!(database = %datname, error = %e, "could not drop an old template");
+                }
+            }
+        }
     }
 
     fn forget_template(&self) {
@@ -520,8 +556,9 @@ impl PgStore {
     }
 
     /// The transaction shared by every mode: for each schema lock, ledger, validation,
-    /// scripts; then one commit. On failure the connection, left mid-transaction, is
-    /// closed rather than pooled. Returns the last schema's `(from, to)`.
+    /// scripts; then one commit. On failure (or cancellation) the connection, left
+    /// mid-transaction, is closed rather than pooled. Returns the last schema's
+    /// `(from, to)`.
     async fn apply_statements(
         &self,
         conn: &mut PgConn,
@@ -532,6 +569,8 @@ impl PgStore {
         after_create: Option<&str>,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
+        // Until COMMIT, a cancelled task must not pool this connection mid-transaction.
+        conn.discard();
         let result = async {
             conn.batch_execute("BEGIN").await.map_err(db)?;
             let (mut from, mut latest) = (0, 0);
@@ -554,8 +593,8 @@ impl PgStore {
             Ok((from, latest))
         }
         .await;
-        if result.is_err() {
-            conn.discard();
+        if result.is_ok() {
+            conn.reuse();
         }
         result
     }
@@ -866,6 +905,24 @@ fn unqualify(name: String) -> String {
 }
 
 /// Names the engine builds SQL from: lower-case letters, digits and `_`, 1–30 characters.
+/// Whether a database named `<prefix>_tpl_<rest>` is a template of a version below
+/// `version` (`v<N>_<16 hex>`) or a build abandoned before `abandoned_before` (unix
+/// seconds; `b<secs>_<8 hex>`). Anything else that merely starts like a template is not
+/// ours to drop.
+fn stale_template(rest: &str, version: i64, abandoned_before: u64) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if let Some((v, digest)) = rest.strip_prefix('v').and_then(|r| r.split_once('_')) {
+        return number(v) && hex(digest, 16) && v.parse::<i64>().is_ok_and(|v| v < version);
+    }
+    if let Some((at, tag)) = rest.strip_prefix('b').and_then(|r| r.split_once('_')) {
+        return number(at)
+            && hex(tag, 8)
+            && at.parse::<u64>().is_ok_and(|at| at < abandoned_before);
+    }
+    false
+}
+
 fn valid_generated_name(name: &str, what: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 30
@@ -879,5 +936,34 @@ fn valid_generated_name(name: &str, what: &str) -> Result<()> {
         Err(Error::InvalidInput(format!(
             "{what} {name:?} must be 1–30 characters of a–z, 0–9 and _, not starting with a digit"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stale_template;
+
+    #[test]
+    fn only_older_templates_and_long_abandoned_builds_are_stale() {
+        let digest = "0123456789abcdef";
+        assert!(stale_template(&format!("v2_{digest}"), 3, 5000));
+        assert!(!stale_template(&format!("v3_{digest}"), 3, 5000), "current");
+        assert!(!stale_template(&format!("v4_{digest}"), 3, 5000), "newer");
+        assert!(stale_template("b1000_0badc0de", 3, 5000));
+        assert!(!stale_template("b9000_0badc0de", 3, 5000), "recent build");
+        // Names that merely start like ours: another store's tenant database
+        // (`<prefix>_tpl_<32 hex>`), odd suffixes.
+        for other in [
+            "b0123456789abcdef0123456789abcde",
+            "v2_0123",
+            "v_0123456789abcdef",
+            "vx_0123456789abcdef",
+            "b1000_xyz",
+            "b_0badc0de",
+            "main",
+            "",
+        ] {
+            assert!(!stale_template(other, 3, 5000), "{other:?}");
+        }
     }
 }
