@@ -971,7 +971,8 @@ async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
                 let n: i64 = c
                     .query_one(
                         "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' \
-                         AND query LIKE '%slow_marker%' AND pid <> pg_backend_pid()",
+                         AND query LIKE '%slow_marker%' AND pid <> pg_backend_pid() \
+                         AND datname = current_database()",
                         &[],
                     )
                     .await
@@ -1147,7 +1148,7 @@ async fn a_migration_cancelled_mid_transaction_never_pools_its_connection() {
     drop(engine);
     std::fs::write(
         migrations.join("0003_slow.sql"),
-        "CREATE TABLE slow_marker (one int);\nSELECT pg_sleep(2);\n",
+        "CREATE TABLE half_done (one int);\nSELECT pg_sleep(2);\n",
     )
     .unwrap();
     let engine = Engine::open(cfg).await.unwrap();
@@ -1170,7 +1171,8 @@ async fn a_migration_cancelled_mid_transaction_never_pools_its_connection() {
         let n: i64 = watcher
             .query_one(
                 "SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' \
-                 AND query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid()",
+                 AND query LIKE '%pg_sleep(2)%' AND pid <> pg_backend_pid() \
+                 AND datname = current_database()",
                 &[],
             )
             .await
@@ -1203,7 +1205,7 @@ async fn a_migration_cancelled_mid_transaction_never_pools_its_connection() {
         let row = c
             .query_one(
                 &format!(
-                    "SELECT to_regclass('\"{schema}\".slow_marker') IS NOT NULL, \
+                    "SELECT to_regclass('\"{schema}\".half_done') IS NOT NULL, \
                      (SELECT MAX(version) FROM \"{schema}\"._tenancy_migrations)"
                 ),
                 &[],

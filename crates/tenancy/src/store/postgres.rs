@@ -59,6 +59,8 @@ pub struct PgStore {
     audit_failure: std::sync::Mutex<Option<Option<String>>>,
     /// The template database this process last found complete (database mode).
     template: std::sync::Mutex<Option<String>>,
+    /// One template build at a time in this process (other processes may build too).
+    template_build: tokio::sync::Mutex<()>,
 }
 
 /// A transaction on a tenant's data with the tenant context set: `search_path` pinned to
@@ -139,6 +141,7 @@ impl PgStore {
             prefix: config.database_prefix,
             audit_failure: std::sync::Mutex::new(None),
             template: std::sync::Mutex::new(None),
+            template_build: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -264,7 +267,12 @@ impl PgStore {
             "{family}v{version}_{}",
             crate::migrations::scripts_digest(&scripts)
         );
-        if self.template.lock().ok().and_then(|t| t.clone()).as_ref() == Some(&name) {
+        let known = || self.template.lock().ok().and_then(|t| t.clone()).as_ref() == Some(&name);
+        if known() {
+            return Ok((name, version));
+        }
+        let _building = self.template_build.lock().await;
+        if known() {
             return Ok((name, version));
         }
         if !self.database_exists(&name).await? {
@@ -326,8 +334,14 @@ impl PgStore {
                 ))
                 .await
             {
-                // Another process's build was renamed first: it is as good as ours.
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+                // Another build was renamed first: it is as good as ours. (Two renames
+                // racing can also surface as a unique violation.)
+                Err(e)
+                    if e.code() == Some(&SqlState::DUPLICATE_DATABASE)
+                        || e.code() == Some(&SqlState::UNIQUE_VIOLATION) =>
+                {
+                    Ok(false)
+                }
                 other => other.map(|()| true).map_err(db),
             }
         }
