@@ -45,6 +45,17 @@ fn with_migrations_folder(dir: &Path, db: &TestDb) -> (EngineConfig, std::path::
     (cfg, migrations)
 }
 
+/// Writes a new migration into the folder and opens an engine on it.
+async fn add_migration_and_open(
+    migrations: &Path,
+    file: &str,
+    sql: &str,
+    cfg: EngineConfig,
+) -> Engine {
+    std::fs::write(migrations.join(file), sql).unwrap();
+    Engine::open(cfg).await.unwrap()
+}
+
 fn place(mode: Mode) -> PlaceOptions {
     PlaceOptions {
         store: Some("pg".into()),
@@ -912,12 +923,13 @@ async fn the_database_template_is_rebuilt_when_gone_and_replaced_by_a_new_migrat
     drop(engine);
 
     // A new migration: a new template, the old one dropped, new tenants at version 3.
-    std::fs::write(
-        migrations.join("0003_notes.sql"),
+    let engine = add_migration_and_open(
+        &migrations,
+        "0003_notes.sql",
         "CREATE TABLE notes (id UUID PRIMARY KEY, body TEXT NOT NULL);\n",
+        cfg,
     )
-    .unwrap();
-    let engine = Engine::open(cfg).await.unwrap();
+    .await;
     let third = engine
         .create_tenant_with(slug("third"), None, None, &place(Mode::Database))
         .await
@@ -955,12 +967,13 @@ async fn a_fleet_migration_keeps_to_half_the_stores_connection_budget() {
 
     // Each tenant's migration holds its connection for a while; a watcher samples how
     // many run at once.
-    std::fs::write(
-        migrations.join("0003_slow.sql"),
+    let engine = add_migration_and_open(
+        &migrations,
+        "0003_slow.sql",
         "CREATE TABLE slow_marker AS SELECT 1 AS one FROM pg_sleep(0.3);\n",
+        cfg,
     )
-    .unwrap();
-    let engine = Engine::open(cfg).await.unwrap();
+    .await;
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (done, url) = (Arc::clone(&done), db.url.clone());
@@ -1084,12 +1097,13 @@ async fn a_migration_failing_for_one_percent_of_schemas_fails_only_those() {
     session.commit().await.unwrap();
     drop(engine);
 
-    std::fs::write(
-        migrations.join("0003_unique_class.sql"),
+    let engine = add_migration_and_open(
+        &migrations,
+        "0003_unique_class.sql",
         "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
+        cfg,
     )
-    .unwrap();
-    let engine = Engine::open(cfg).await.unwrap();
+    .await;
     let report = engine
         .migrate(
             MigrateOptions::default(),
@@ -1146,12 +1160,13 @@ async fn a_migration_cancelled_mid_transaction_never_pools_its_connection() {
         .await
         .unwrap();
     drop(engine);
-    std::fs::write(
-        migrations.join("0003_slow.sql"),
+    let engine = add_migration_and_open(
+        &migrations,
+        "0003_slow.sql",
         "CREATE TABLE half_done (one int);\nSELECT pg_sleep(2);\n",
+        cfg,
     )
-    .unwrap();
-    let engine = Engine::open(cfg).await.unwrap();
+    .await;
     let running = {
         let engine = engine.clone();
         tokio::spawn(async move {
