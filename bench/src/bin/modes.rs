@@ -61,19 +61,9 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    ensure!(
-        args.seconds > 0.0 && args.warmup >= 0.0,
-        "durations must be positive"
-    );
-    ensure!(
-        args.concurrency > 0 && args.tenants > 0,
-        "need a worker and a tenant"
-    );
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?
-        .block_on(bench(args))
+    let (seconds, warmup, workers, tenants) =
+        (args.seconds, args.warmup, args.concurrency, args.tenants);
+    tenancy_bench::run_load_bench(seconds, warmup, workers, tenants, bench(args))
 }
 
 async fn bench(args: Args) -> Result<()> {

@@ -148,14 +148,19 @@ async fn quickstart(mode: &str) {
             .unwrap();
         keys.push(k["key"].as_str().unwrap().to_owned());
     }
-    let resp = http
-        .post(format!("{base}/v1/data/members"))
-        .bearer_auth(&keys[0])
-        .json(&json!([{ "name": "Thrall", "class": "shaman", "dkp": 120 },
-                      { "name": "Jaina", "class": "mage", "dkp": 80 }]))
-        .send()
-        .await
-        .unwrap();
+    let add_members = |key: &str, body: &Value| {
+        let request = http
+            .post(format!("{base}/v1/data/members"))
+            .bearer_auth(key)
+            .json(body);
+        async move { request.send().await.unwrap() }
+    };
+    let resp = add_members(
+        &keys[0],
+        &json!([{ "name": "Thrall", "class": "shaman", "dkp": 120 },
+                      { "name": "Jaina", "class": "mage", "dkp": 80 }]),
+    )
+    .await;
     assert_eq!(resp.status(), 201);
     let page: Value = http
         .get(format!(
@@ -184,13 +189,7 @@ async fn quickstart(mode: &str) {
         .unwrap();
     assert_eq!(other["data"], json!([]), "{other}");
     // Constraints answer 409 and name the constraint.
-    let resp = http
-        .post(format!("{base}/v1/data/members"))
-        .bearer_auth(&keys[0])
-        .json(&json!({ "name": "Thrall" }))
-        .send()
-        .await
-        .unwrap();
+    let resp = add_members(&keys[0], &json!({ "name": "Thrall" })).await;
     assert_eq!(resp.status(), 409);
     let problem: Value = resp.json().await.unwrap();
     assert!(
@@ -201,13 +200,7 @@ async fn quickstart(mode: &str) {
         "{problem}"
     );
     // The same name is free in the other tenant (uniqueness is per tenant in every mode).
-    let resp = http
-        .post(format!("{base}/v1/data/members"))
-        .bearer_auth(&keys[1])
-        .json(&json!({ "name": "Thrall" }))
-        .send()
-        .await
-        .unwrap();
+    let resp = add_members(&keys[1], &json!({ "name": "Thrall" })).await;
     assert_eq!(resp.status(), 201);
 }
 

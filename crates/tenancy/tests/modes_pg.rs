@@ -89,6 +89,16 @@ async fn schema_exists(db: &TestDb, name: &str) -> bool {
         .is_some()
 }
 
+/// The one value the query answers, run as the test database's owner.
+async fn scalar(db: &TestDb, sql: &str) -> i64 {
+    admin(&db.url)
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Rows of `members` the tenant sees through its own session.
 async fn members_seen(engine: &Engine, s: &str) -> i64 {
     let tenant = engine.tenant(&slug(s)).await.unwrap();
@@ -159,12 +169,7 @@ async fn each_mode_provisions_serves_and_deletes() {
     assert!(!database_exists(&db, &in_db.placement.location).await);
     assert!(!schema_exists(&db, &in_schema.placement.location).await);
     // The shared tables stay (other tenants' rows live there); this tenant's rows are gone.
-    let left: i64 = admin(&db.url)
-        .await
-        .query_one("SELECT COUNT(*) FROM tenancy_shared.members", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 = scalar(&db, "SELECT COUNT(*) FROM tenancy_shared.members").await;
     assert_eq!(left, 0);
 }
 
@@ -329,15 +334,11 @@ async fn migrations_fan_out_to_every_mode_and_shared_runs_once() {
         assert_eq!(t.placement.schema_version, 3, "{}", t.slug);
     }
     // Shared: one ledger for the store, with each version once.
-    let versions: i64 = admin(&db.url)
-        .await
-        .query_one(
-            "SELECT COUNT(*) FROM tenancy_shared._tenancy_migrations WHERE version = 3",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let versions: i64 = scalar(
+        &db,
+        "SELECT COUNT(*) FROM tenancy_shared._tenancy_migrations WHERE version = 3",
+    )
+    .await;
     assert_eq!(versions, 1);
     // A no-op rerun touches nothing.
     let again = engine
@@ -379,15 +380,11 @@ async fn a_migration_the_transform_refuses_is_applied_nowhere() {
     let failed = engine.tenant(&slug("shared-one")).await.unwrap();
     assert_eq!(failed.status, TenantStatus::Failed);
     // Nothing of the script ran: not even the first two migrations' shared tables.
-    let tables: i64 = admin(&db.url)
-        .await
-        .query_one(
-            "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'tenancy_shared'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tables: i64 = scalar(
+        &db,
+        "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'tenancy_shared'",
+    )
+    .await;
     assert_eq!(tables, 0);
 }
 
@@ -1129,18 +1126,14 @@ async fn a_migration_failing_for_one_percent_of_schemas_fails_only_those() {
     for t in engine.list_tenants().await.unwrap() {
         let expected = if t.slug.as_str() == "s042" { 2 } else { 3 };
         assert_eq!(t.placement.schema_version, expected, "{}", t.slug);
-        let version: i64 = admin(&db.url)
-            .await
-            .query_one(
-                &format!(
-                    "SELECT MAX(version) FROM \"{}\"._tenancy_migrations",
-                    t.placement.location
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let version: i64 = scalar(
+            &db,
+            &format!(
+                "SELECT MAX(version) FROM \"{}\"._tenancy_migrations",
+                t.placement.location
+            ),
+        )
+        .await;
         assert_eq!(version, expected, "{}", t.slug);
     }
 }

@@ -311,11 +311,7 @@ pub fn update_filtered(
     filters: &[Filter],
     patch: &Object,
 ) -> Result<Vec<Object>> {
-    if filters.is_empty() {
-        return Err(Error::InvalidFilter(
-            "a bulk update needs at least one filter".into(),
-        ));
-    }
+    super::query::require_filters(filters, "update")?;
     let values = set_clause(table, patch, None)?;
     let mut params = Vec::new();
     let condition = where_clause(filters, &mut params);
@@ -372,11 +368,7 @@ pub fn delete(conn: &mut Connection, table: &Table, id: &str) -> Result<()> {
 }
 
 pub fn delete_filtered(conn: &mut Connection, table: &Table, filters: &[Filter]) -> Result<usize> {
-    if filters.is_empty() {
-        return Err(Error::InvalidFilter(
-            "a bulk delete needs at least one filter".into(),
-        ));
-    }
+    super::query::require_filters(filters, "delete")?;
     let mut params = Vec::new();
     let condition = where_clause(filters, &mut params);
     delete_where(conn, table, &condition, params)

@@ -1177,11 +1177,7 @@ pub async fn update_filtered<C: GenericClient>(
     filters: &[Filter],
     patch: &Object,
 ) -> Result<Vec<Object>> {
-    if filters.is_empty() {
-        return Err(Error::InvalidFilter(
-            "a bulk update needs at least one filter".into(),
-        ));
-    }
+    super::query::require_filters(filters, "update")?;
     let values = set_values(table, patch, None)?;
     let mut binds = Binds::default();
     let condition = where_clause(table, filters, &mut binds)?;
@@ -1210,11 +1206,7 @@ pub async fn delete_filtered<C: GenericClient>(
     table: &Table,
     filters: &[Filter],
 ) -> Result<usize> {
-    if filters.is_empty() {
-        return Err(Error::InvalidFilter(
-            "a bulk delete needs at least one filter".into(),
-        ));
-    }
+    super::query::require_filters(filters, "delete")?;
     let mut binds = Binds::default();
     let condition = where_clause(table, filters, &mut binds)?;
     let sql = format!("DELETE FROM {} WHERE {condition}", quote(&table.name));

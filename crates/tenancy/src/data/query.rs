@@ -404,6 +404,16 @@ pub fn keyset_clause(order: &[(String, bool)], after: &[Sql], params: &mut Vec<S
     format!("({})", alternatives.join(" OR "))
 }
 
+/// A bulk update or delete must be narrowed by at least one filter.
+pub(crate) fn require_filters(filters: &[Filter], what: &str) -> Result<()> {
+    if filters.is_empty() {
+        return Err(Error::InvalidFilter(format!(
+            "a bulk {what} needs at least one filter"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

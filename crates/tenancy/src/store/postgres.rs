@@ -68,8 +68,8 @@ pub struct PgStore {
 /// transaction so that nothing outlives it. Dropped without [`TenantSession::commit`], the
 /// connection is closed (and the transaction with it) rather than pooled.
 pub struct TenantSession {
+    /// Not reusable until the transaction ends ([`PgConn::discard`] / [`PgConn::reuse`]).
     conn: PgConn,
-    open: bool,
 }
 
 impl TenantSession {
@@ -78,30 +78,21 @@ impl TenantSession {
         &self.conn
     }
 
-    pub async fn commit(mut self) -> Result<()> {
-        self.conn
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| Error::TenantDb(e.to_string()))?;
-        self.open = false;
-        Ok(())
+    pub async fn commit(self) -> Result<()> {
+        self.end("COMMIT").await
     }
 
-    pub async fn rollback(mut self) -> Result<()> {
+    pub async fn rollback(self) -> Result<()> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, sql: &str) -> Result<()> {
         self.conn
-            .batch_execute("ROLLBACK")
+            .batch_execute(sql)
             .await
             .map_err(|e| Error::TenantDb(e.to_string()))?;
-        self.open = false;
+        self.conn.reuse();
         Ok(())
-    }
-}
-
-impl Drop for TenantSession {
-    fn drop(&mut self) {
-        if self.open {
-            self.conn.discard();
-        }
     }
 }
 
@@ -211,7 +202,6 @@ impl PgStore {
     /// name left by an earlier attempt for this tenant (its outcome unknown) is kept if
     /// complete and replaced otherwise.
     async fn copy_template(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
-        let latest = migrations.latest();
         for attempt in 0..2 {
             let (template, version) = self.template(migrations).await?;
             let created = self
@@ -232,8 +222,8 @@ impl PgStore {
                     self.forget_template();
                 }
                 Some(c) if *c == SqlState::DUPLICATE_DATABASE && attempt == 0 => {
-                    if self.inspect(Mode::Database, location).await? == Some(latest) {
-                        return Ok(latest);
+                    if self.inspect(Mode::Database, location).await? == Some(version) {
+                        return Ok(version);
                     }
                     self.drop_database(location).await?;
                 }
@@ -393,14 +383,7 @@ impl PgStore {
     pub async fn inspect(&self, mode: Mode, location: &str) -> Result<Option<i64>> {
         match mode {
             Mode::Database => {
-                let admin = self.admin_conn().await?;
-                let exists = admin
-                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&location])
-                    .await
-                    .map_err(|e| self.db_error(e))?
-                    .is_some();
-                drop(admin);
-                if !exists {
+                if !self.database_exists(location).await? {
                     return Ok(None);
                 }
                 let conn = self.pools.get(&self.database_config(location)).await?;
@@ -842,7 +825,8 @@ impl PgStore {
                 )
             }
         };
-        let session = TenantSession { conn, open: true };
+        let mut session = TenantSession { conn };
+        session.conn.discard();
         let db = |e: tokio_postgres::Error| self.db_error(e);
         session.conn.batch_execute("BEGIN").await.map_err(db)?;
         session
