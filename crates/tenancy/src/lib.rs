@@ -30,6 +30,7 @@ mod lookup;
 pub mod migrations;
 pub mod secrets;
 mod slug;
+pub mod sql;
 pub mod store;
 mod stores;
 mod tenant;

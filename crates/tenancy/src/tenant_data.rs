@@ -1,39 +1,22 @@
-//! The data API's operations on a tenant, whichever store and mode hold it: SQLite
-//! tenants run [`crate::data::exec`] on their cached handle, PostgreSQL tenants run
-//! [`crate::data::pg`] in a [`TenantSession`] (a transaction with the tenant context set),
-//! bounded by the store's query timeout.
+//! The data API's operations on a tenant, whichever store and mode hold it: the same
+//! [`Plan`] (built once for every dialect by [`crate::sql::builder`]) runs on the SQLite
+//! tenant's cached handle ([`crate::data::sqlite`]) or on PostgreSQL in one pipelined round
+//! trip with the tenant context set ([`crate::data::postgres::run_pipelined`]), bounded by
+//! the store's query timeout.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tokio_postgres::Client;
 
-use crate::data::query::Filter;
-use crate::data::{exec, pg, ListQuery, Object, Page, Schema};
+use crate::data::ops::Plan;
+use crate::data::{postgres as pg, sqlite, Schema};
+pub use crate::data::{DataOp, DataOutput};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::sql::Postgres;
 use crate::store::{PgStore, SHARED_SCHEMA};
 use crate::tenant::{Mode, Tenant};
-
-/// One data operation, in a form both dialects run.
-pub enum DataOp {
-    List(ListQuery),
-    Get(String),
-    Insert(Vec<Object>),
-    Update(String, Object),
-    UpdateFiltered(Vec<Filter>, Object),
-    Delete(String),
-    DeleteFiltered(Vec<Filter>),
-}
-
-/// What a [`DataOp`] answers.
-pub enum DataOutput {
-    Page(Page),
-    Row(Object),
-    Rows(Vec<Object>),
-    Deleted(usize),
-    Done,
-}
 
 fn shape(tenant: &Tenant, pg: bool) -> &'static str {
     match (pg, tenant.placement.mode) {
@@ -119,54 +102,76 @@ impl Engine {
         match self.inner.pg_store_of(tenant)?.cloned() {
             None => {
                 self.with_db(tenant, move |db| {
-                    let t = schema.table(&table)?;
-                    Ok(match op {
-                        DataOp::List(q) => DataOutput::Page(exec::list(db, t, &q)?),
-                        DataOp::Get(id) => DataOutput::Row(exec::get(db, t, &id)?),
-                        DataOp::Insert(rows) => DataOutput::Rows(exec::insert(db, t, &rows)?),
-                        DataOp::Update(id, patch) => {
-                            DataOutput::Row(exec::update(db, t, &id, &patch)?)
-                        }
-                        DataOp::UpdateFiltered(filters, patch) => {
-                            DataOutput::Rows(exec::update_filtered(db, t, &filters, &patch)?)
-                        }
-                        DataOp::Delete(id) => {
-                            exec::delete(db, t, &id)?;
-                            DataOutput::Done
-                        }
-                        DataOp::DeleteFiltered(filters) => {
-                            DataOutput::Deleted(exec::delete_filtered(db, t, &filters)?)
-                        }
-                    })
+                    sqlite::execute(db, schema.table(&table)?, &op)
                 })
                 .await
             }
             Some(store) => {
-                self.on_pg(&store, tenant, move |c| {
-                    Box::pin(async move {
-                        let t = schema.table(&table)?;
-                        Ok(match op {
-                            DataOp::List(q) => DataOutput::Page(pg::list(c, t, &q).await?),
-                            DataOp::Get(id) => DataOutput::Row(pg::get(c, t, &id).await?),
-                            DataOp::Insert(rows) => {
-                                DataOutput::Rows(pg::insert(c, t, &rows).await?)
-                            }
-                            DataOp::Update(id, patch) => {
-                                DataOutput::Row(pg::update(c, t, &id, &patch).await?)
-                            }
-                            DataOp::UpdateFiltered(filters, patch) => {
-                                DataOutput::Rows(pg::update_filtered(c, t, &filters, &patch).await?)
-                            }
-                            DataOp::Delete(id) => {
-                                pg::delete(c, t, &id).await?;
-                                DataOutput::Done
-                            }
-                            DataOp::DeleteFiltered(filters) => {
-                                DataOutput::Deleted(pg::delete_filtered(c, t, &filters).await?)
-                            }
-                        })
-                    })
+                let work = async {
+                    let t = schema.table(&table)?;
+                    let plan = Plan::new(&Postgres, t, &op)?;
+                    let placement = &tenant.placement;
+                    let (mut conn, context) =
+                        store.data_conn(placement.mode, &placement.location).await?;
+                    let outcomes = pg::run_pipelined(
+                        &mut conn,
+                        context.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+                        placement.schema_version,
+                        t,
+                        &plan.statements,
+                        |e| store.session_error(e),
+                    )
+                    .await?;
+                    plan.finish(outcomes)
+                };
+                let limit = store.pools().limits().query_timeout;
+                match tokio::time::timeout(limit, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::StoreUnavailable {
+                        store: store.name.clone(),
+                        reason: format!("no answer within {} ms", limit.as_millis()),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The plan the tenant's store chooses for a listing of `table` with `params` (the
+    /// data API's query string): `EXPLAIN` on PostgreSQL, `EXPLAIN QUERY PLAN` on SQLite,
+    /// one line a step. For checking that an ordering or a filter is served by an index.
+    pub async fn explain_list(
+        &self,
+        tenant: &Tenant,
+        table: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<String>> {
+        let schema = self.data_schema(tenant).await?;
+        let table = table.to_owned();
+        let params = params.to_vec();
+        match self.inner.pg_store_of(tenant)?.cloned() {
+            None => {
+                self.with_db(tenant, move |db| {
+                    let t = schema.table(&table)?;
+                    let q = crate::data::parse_list(t, &params)?;
+                    let list = crate::sql::builder::list(&crate::sql::Sqlite, t, &q)?;
+                    sqlite::explain(db, t, &list.page)
                 })
+                .await
+            }
+            Some(store) => {
+                let t = schema.table(&table)?;
+                let q = crate::data::parse_list(t, &params)?;
+                let list = crate::sql::builder::list(&Postgres, t, &q)?;
+                let placement = &tenant.placement;
+                let (mut conn, context) =
+                    store.data_conn(placement.mode, &placement.location).await?;
+                pg::explain(
+                    &mut conn,
+                    context.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+                    t,
+                    &list.page,
+                    |e| store.session_error(e),
+                )
                 .await
             }
         }

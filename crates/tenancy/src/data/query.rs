@@ -1,15 +1,13 @@
 //! The data API's query language (PostgREST-style), parsed against a table's schema into
-//! typed filters, and compiled to SQL in which every identifier comes from the schema and
-//! every value is a bound parameter.
+//! typed filters, orderings and cursors. No SQL here: [`crate::sql::builder`] writes it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use rusqlite::types::Value as Sql;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::schema::{printable, quote, Column, ColumnType, Table};
-use super::value::{cursor_to_sql, text_to_sql};
+use super::schema::{printable, Column, ColumnType, Table};
+use super::value::{cursor_to_value, text_to_value, Value as Sql};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -42,7 +40,7 @@ pub struct Filter {
     values: Vec<Sql>,
 }
 
-/// Read access for the other dialects' compilers ([`super::pg`]).
+/// Read access for the SQL builder.
 impl Filter {
     /// The column tested: a name from the table's schema.
     pub(crate) fn column(&self) -> &str {
@@ -107,7 +105,7 @@ fn parse_filter(table: &Table, key: &str, raw: &str) -> Result<Filter> {
     let (op, operand) = rest
         .split_once('.')
         .ok_or_else(|| bad(format!("{key}: expected operator.value, e.g. {key}=eq.42")))?;
-    let one = |v: &str| text_to_sql(col, v).map(|s| vec![s]);
+    let one = |v: &str| text_to_value(col, v).map(|s| vec![s]);
     let (op, values) = match op {
         "eq" => (Op::Eq, one(operand)?),
         "neq" => (Op::Neq, one(operand)?),
@@ -130,7 +128,7 @@ fn parse_filter(table: &Table, key: &str, raw: &str) -> Result<Filter> {
             if items.is_empty() || items.len() > MAX_IN_VALUES {
                 return Err(bad(format!("{key}: in.(…) takes 1 to {MAX_IN_VALUES} values")));
             }
-            let values = items.iter().map(|v| text_to_sql(col, v)).collect::<Result<_>>()?;
+            let values = items.iter().map(|v| text_to_value(col, v)).collect::<Result<_>>()?;
             (Op::In, values)
         }
         "is" => match operand {
@@ -311,97 +309,8 @@ fn decode_cursor(raw: &str, fingerprint: &str, keys: usize) -> Result<Vec<Sql>> 
     }
     values
         .iter()
-        .map(|v| cursor_to_sql(v).ok_or_else(invalid))
+        .map(|v| cursor_to_value(v).ok_or_else(invalid))
         .collect()
-}
-
-/// A WHERE clause (without the keyword) and its parameters; `1` when there is no filter.
-pub fn where_clause(filters: &[Filter], params: &mut Vec<Sql>) -> String {
-    if filters.is_empty() {
-        return "1".to_owned();
-    }
-    let parts: Vec<String> = filters
-        .iter()
-        .map(|f| {
-            let c = quote(&f.column);
-            let cond = match f.op {
-                Op::Eq => format!("{c} = ?"),
-                Op::Neq => format!("{c} <> ?"),
-                Op::Lt => format!("{c} < ?"),
-                Op::Lte => format!("{c} <= ?"),
-                Op::Gt => format!("{c} > ?"),
-                Op::Gte => format!("{c} >= ?"),
-                Op::Like => format!("{c} LIKE ?"),
-                Op::In => format!("{c} IN ({})", vec!["?"; f.values.len()].join(", ")),
-                Op::IsNull => format!("{c} IS NULL"),
-                // `IS`, not `=`: so that `not.is.true` keeps NULL rows, as `IS NOT TRUE` does.
-                Op::IsTrue => format!("{c} IS 1"),
-                Op::IsFalse => format!("{c} IS 0"),
-            };
-            params.extend(f.values.iter().cloned());
-            if f.negate {
-                format!("NOT ({cond})")
-            } else {
-                format!("({cond})")
-            }
-        })
-        .collect();
-    parts.join(" AND ")
-}
-
-fn order_column(name: &str) -> String {
-    if name == "rowid" {
-        "rowid".to_owned()
-    } else {
-        quote(name)
-    }
-}
-
-/// `ORDER BY …` with explicit null placement (NULLs first ascending, last descending), so
-/// the keyset condition below holds in every dialect.
-pub fn order_by(order: &[(String, bool)]) -> String {
-    let keys: Vec<String> = order
-        .iter()
-        .map(|(c, desc)| {
-            let c = order_column(c);
-            if *desc {
-                format!("{c} DESC NULLS LAST")
-            } else {
-                format!("{c} ASC NULLS FIRST")
-            }
-        })
-        .collect();
-    keys.join(", ")
-}
-
-/// Rows strictly after `after` in `order`: an OR of "equal on the first i keys, after on
-/// key i", null-aware.
-pub fn keyset_clause(order: &[(String, bool)], after: &[Sql], params: &mut Vec<Sql>) -> String {
-    let mut alternatives = Vec::new();
-    for i in 0..order.len() {
-        let mut terms = Vec::new();
-        for j in 0..i {
-            terms.push(format!("{} IS ?", order_column(&order[j].0)));
-            params.push(after[j].clone());
-        }
-        let c = order_column(&order[i].0);
-        let v = &after[i];
-        let term = match (order[i].1, v) {
-            (false, Sql::Null) => format!("{c} IS NOT NULL"),
-            (false, _) => {
-                params.push(v.clone());
-                format!("{c} > ?")
-            }
-            (true, Sql::Null) => "0".to_owned(),
-            (true, _) => {
-                params.push(v.clone());
-                format!("({c} < ? OR {c} IS NULL)")
-            }
-        };
-        terms.push(term);
-        alternatives.push(format!("({})", terms.join(" AND ")));
-    }
-    format!("({})", alternatives.join(" OR "))
 }
 
 /// A bulk update or delete must be narrowed by at least one filter.

@@ -90,9 +90,6 @@ pub struct Table {
     pub primary_key: Vec<String>,
     #[serde(skip)]
     pub unique: Vec<UniqueKey>,
-    /// `SELECT <every column> FROM <table> WHERE <key> = ?`, built once.
-    #[serde(skip)]
-    pub select_by_key: Option<String>,
 }
 
 impl Table {
@@ -191,18 +188,6 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
         pk.sort();
         let unique = unique_keys(conn, &name).map_err(db)?;
         let primary_key: Vec<String> = pk.into_iter().map(|(_, c)| c).collect();
-        let select_by_key = match primary_key.as_slice() {
-            [key] => Some(format!(
-                "SELECT {} FROM {quoted} WHERE {} = ?",
-                columns
-                    .iter()
-                    .map(|c| quote(&c.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                quote(key)
-            )),
-            _ => None,
-        };
         tables.insert(
             name.clone(),
             Table {
@@ -210,7 +195,6 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
                 columns,
                 primary_key,
                 unique,
-                select_by_key,
             },
         );
     }

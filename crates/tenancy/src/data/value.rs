@@ -1,13 +1,33 @@
-//! JSON ↔ SQL values, by column type, with errors that name the column.
+//! The engine's own SQL value, and JSON → value conversions by column type, with errors
+//! that name the column. Executors convert [`Value`] to their driver's types and read
+//! results back ([`super::sqlite`], [`super::postgres`]).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use rusqlite::types::{Value as Sql, ValueRef};
-use serde_json::Value;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value as Json;
 
 use super::schema::{Column, ColumnType};
 use crate::error::{Error, Result};
+
+/// A value as the data API binds it, in SQLite's storage classes: booleans are integers,
+/// timestamps text (`YYYY-MM-DD HH:MM:SS[.ffffff]`, UTC), JSON a blob of its text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
+type Sql = Value;
 
 fn invalid(column: &Column, reason: impl Into<String>) -> Error {
     Error::InvalidValue {
@@ -23,7 +43,7 @@ fn store_timestamp(t: DateTime<Utc>) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -38,7 +58,7 @@ fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A JSON value for a column, as written by a client (insert, update).
-pub fn json_to_sql(column: &Column, value: &Value) -> Result<Sql> {
+pub fn json_to_value(column: &Column, value: &Json) -> Result<Sql> {
     if value.is_null() {
         return if column.nullable {
             Ok(Sql::Null)
@@ -90,7 +110,7 @@ pub fn json_to_sql(column: &Column, value: &Value) -> Result<Sql> {
 }
 
 /// A filter operand from a query string, typed by its column.
-pub fn text_to_sql(column: &Column, raw: &str) -> Result<Sql> {
+pub fn text_to_value(column: &Column, raw: &str) -> Result<Sql> {
     let bad = |what: &str| Error::InvalidFilter(format!("{}: {what}", column.name));
     match column.kind {
         ColumnType::Integer => raw
@@ -110,7 +130,7 @@ pub fn text_to_sql(column: &Column, raw: &str) -> Result<Sql> {
         ColumnType::Timestamp => DateTime::parse_from_rfc3339(raw)
             .map(|t| Sql::Text(store_timestamp(t.with_timezone(&Utc))))
             .map_err(|_| bad("expected an RFC 3339 timestamp")),
-        ColumnType::Json => serde_json::from_str::<Value>(raw)
+        ColumnType::Json => serde_json::from_str::<Json>(raw)
             .map(|v| Sql::Blob(v.to_string().into_bytes()))
             .map_err(|_| bad("expected JSON")),
         ColumnType::Uuid => uuid::Uuid::parse_str(raw)
@@ -123,45 +143,10 @@ pub fn text_to_sql(column: &Column, raw: &str) -> Result<Sql> {
     }
 }
 
-/// A stored value as JSON.
-pub fn sql_to_json(column: &Column, value: ValueRef<'_>) -> Value {
-    match (column.kind, value) {
-        (_, ValueRef::Null) => Value::Null,
-        (ColumnType::Boolean, ValueRef::Integer(i)) => Value::Bool(i != 0),
-        (ColumnType::Timestamp, ValueRef::Text(t)) => {
-            let s = String::from_utf8_lossy(t);
-            match parse_timestamp(&s) {
-                Some(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-                None => Value::String(s.into_owned()),
-            }
-        }
-        (ColumnType::Json, ValueRef::Text(t) | ValueRef::Blob(t)) => serde_json::from_slice(t)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(t).into_owned())),
-        (_, ValueRef::Integer(i)) => Value::from(i),
-        (_, ValueRef::Real(f)) => {
-            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-        }
-        (_, ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
-        (_, ValueRef::Blob(b)) => Value::String(STANDARD.encode(b)),
-    }
-}
-
-/// A stored value as it goes into a cursor (so it can be bound back exactly).
-pub fn sql_to_cursor(value: ValueRef<'_>) -> Value {
+pub fn cursor_to_value(value: &Json) -> Option<Sql> {
     match value {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => serde_json::json!({ "i": i }),
-        // The exact bits: a decimal rendering could land one step off and break keyset order.
-        ValueRef::Real(f) => serde_json::json!({ "r": f.to_bits() }),
-        ValueRef::Text(t) => serde_json::json!({ "t": String::from_utf8_lossy(t) }),
-        ValueRef::Blob(b) => serde_json::json!({ "b": STANDARD.encode(b) }),
-    }
-}
-
-pub fn cursor_to_sql(value: &Value) -> Option<Sql> {
-    match value {
-        Value::Null => Some(Sql::Null),
-        Value::Object(m) if m.len() == 1 => {
+        Json::Null => Some(Sql::Null),
+        Json::Object(m) if m.len() == 1 => {
             let (k, v) = m.iter().next()?;
             match k.as_str() {
                 "i" => v.as_i64().map(Sql::Integer),
@@ -197,19 +182,15 @@ mod tests {
         use serde_json::json;
         let ts = col(ColumnType::Timestamp, false);
         assert_eq!(
-            json_to_sql(&ts, &json!("2026-01-31T18:00:00+01:00")).unwrap(),
+            json_to_value(&ts, &json!("2026-01-31T18:00:00+01:00")).unwrap(),
             Sql::Text("2026-01-31 17:00:00".into())
         );
         assert_eq!(
-            sql_to_json(&ts, ValueRef::Text(b"2026-01-31 17:00:00")),
-            json!("2026-01-31T17:00:00Z")
-        );
-        assert_eq!(
-            json_to_sql(&col(ColumnType::Boolean, false), &json!(true)).unwrap(),
+            json_to_value(&col(ColumnType::Boolean, false), &json!(true)).unwrap(),
             Sql::Integer(1)
         );
         assert_eq!(
-            json_to_sql(&col(ColumnType::Bytes, false), &json!("aGk=")).unwrap(),
+            json_to_value(&col(ColumnType::Bytes, false), &json!("aGk=")).unwrap(),
             Sql::Blob(b"hi".to_vec())
         );
         for (kind, bad) in [
@@ -223,13 +204,13 @@ mod tests {
             (ColumnType::Text, json!(null)),
         ] {
             assert!(
-                json_to_sql(&col(kind, false), &bad).is_err(),
+                json_to_value(&col(kind, false), &bad).is_err(),
                 "{kind:?} {bad}"
             );
         }
         for bad in ["NaN", "inf", "-infinity", "1e999"] {
             assert!(
-                text_to_sql(&col(ColumnType::Real, false), bad).is_err(),
+                text_to_value(&col(ColumnType::Real, false), bad).is_err(),
                 "{bad}"
             );
         }

@@ -46,8 +46,13 @@ impl Default for PoolLimits {
     }
 }
 
+/// The statements prepared on one connection, by schema version and SQL text: they live
+/// as long as the connection, so they travel with it in and out of the pool.
+pub type StatementCache = HashMap<(i64, String), tokio_postgres::Statement>;
+
 struct Idle {
     client: Client,
+    statements: StatementCache,
     permit: OwnedSemaphorePermit,
     since: Instant,
 }
@@ -67,6 +72,7 @@ pub struct PgPools {
 /// [`PgConn::discard`] or is broken, in which case it is closed.
 pub struct PgConn {
     client: Option<Client>,
+    statements: StatementCache,
     permit: Option<OwnedSemaphorePermit>,
     key: String,
     pools: Arc<PgPools>,
@@ -95,13 +101,19 @@ impl PgConn {
     pub fn reuse(&mut self) {
         self.reusable = true;
     }
+
+    /// The statements prepared on this connection.
+    pub fn statements(&mut self) -> &mut StatementCache {
+        &mut self.statements
+    }
 }
 
 impl Drop for PgConn {
     fn drop(&mut self) {
         if let (Some(client), Some(permit)) = (self.client.take(), self.permit.take()) {
             if self.reusable && !client.is_closed() {
-                self.pools.check_in(&self.key, client, permit);
+                let statements = std::mem::take(&mut self.statements);
+                self.pools.check_in(&self.key, client, statements, permit);
             }
         }
     }
@@ -138,8 +150,8 @@ impl PgPools {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some((client, permit)) = self.take_idle(&key) {
-                return Ok(self.wrap(key, client, permit));
+            if let Some((client, statements, permit)) = self.take_idle(&key) {
+                return Ok(self.wrap(key, client, statements, permit));
             }
             let permit = match Arc::clone(&self.budget).try_acquire_owned() {
                 Ok(permit) => Some(permit),
@@ -165,13 +177,20 @@ impl PgPools {
                 },
             };
             let client = self.connect(config).await?;
-            return Ok(self.wrap(key, client, permit));
+            return Ok(self.wrap(key, client, StatementCache::new(), permit));
         }
     }
 
-    fn wrap(self: &Arc<Self>, key: String, client: Client, permit: OwnedSemaphorePermit) -> PgConn {
+    fn wrap(
+        self: &Arc<Self>,
+        key: String,
+        client: Client,
+        statements: StatementCache,
+        permit: OwnedSemaphorePermit,
+    ) -> PgConn {
         PgConn {
             client: Some(client),
+            statements,
             permit: Some(permit),
             key,
             pools: Arc::clone(self),
@@ -208,7 +227,7 @@ impl PgPools {
         Ok(client)
     }
 
-    fn take_idle(&self, key: &str) -> Option<(Client, OwnedSemaphorePermit)> {
+    fn take_idle(&self, key: &str) -> Option<(Client, StatementCache, OwnedSemaphorePermit)> {
         let mut idle = self.idle.lock().ok()?;
         let list = idle.get_mut(key)?;
         while let Some(conn) = list.pop() {
@@ -216,19 +235,26 @@ impl PgPools {
                 if list.is_empty() {
                     idle.remove(key);
                 }
-                return Some((conn.client, conn.permit));
+                return Some((conn.client, conn.statements, conn.permit));
             }
         }
         idle.remove(key);
         None
     }
 
-    fn check_in(&self, key: &str, client: Client, permit: OwnedSemaphorePermit) {
+    fn check_in(
+        &self,
+        key: &str,
+        client: Client,
+        statements: StatementCache,
+        permit: OwnedSemaphorePermit,
+    ) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
         idle.entry(key.to_owned()).or_default().push(Idle {
             client,
+            statements,
             permit,
             since: Instant::now(),
         });

@@ -170,6 +170,18 @@ impl PgStore {
         config
     }
 
+    /// A connection to a `database`-mode tenant's database for its data: its schema is
+    /// `public`, set once when the connection opens, so its requests need no context.
+    fn tenant_database_config(&self, database: &str) -> Config {
+        let mut config = self.database_config(database);
+        let options = match config.get_options() {
+            Some(own) => format!("{own} -c search_path=public"),
+            None => "-c search_path=public".to_owned(),
+        };
+        config.options(&options);
+        config
+    }
+
     async fn admin_conn(&self) -> Result<PgConn> {
         self.pools.get(&self.admin).await
     }
@@ -807,11 +819,47 @@ impl PgStore {
         }
     }
 
+    /// A connection for the tenant's data, and the context its transactions must set
+    /// (`search_path`, `tenancy.tenant_id`; none in `database` mode, whose connections
+    /// are the tenant's alone).
+    pub(crate) async fn data_conn(
+        &self,
+        mode: Mode,
+        location: &str,
+    ) -> Result<(PgConn, Option<(String, String)>)> {
+        Ok(match mode {
+            Mode::Database => (
+                self.pools
+                    .get(&self.tenant_database_config(location))
+                    .await?,
+                None,
+            ),
+            Mode::Schema => (
+                self.admin_conn().await?,
+                Some((quote(location), String::new())),
+            ),
+            Mode::Shared => {
+                self.require_audited().await?;
+                (
+                    self.pools.get(&self.data).await?,
+                    Some((quote(SHARED_SCHEMA), location.to_owned())),
+                )
+            }
+        })
+    }
+
+    /// Maps a connection-level failure of tenant work (not a statement's own error).
+    pub(crate) fn session_error(&self, e: tokio_postgres::Error) -> Error {
+        self.db_error(e)
+    }
+
     /// A transaction on the tenant's data with its context set.
     pub async fn session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
         let (conn, search_path, tenant_id) = match mode {
             Mode::Database => (
-                self.pools.get(&self.database_config(location)).await?,
+                self.pools
+                    .get(&self.tenant_database_config(location))
+                    .await?,
                 quote("public"),
                 None,
             ),

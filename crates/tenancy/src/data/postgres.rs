@@ -1,7 +1,7 @@
-//! The data API on PostgreSQL: the operations of [`super::exec`], answering the same JSON
-//! and the same errors, run in a transaction the caller opened (with the tenant context
-//! set: `search_path` or `tenancy.tenant_id`) and commits. Table names are never
-//! schema-qualified.
+//! Runs the data API's statements ([`crate::sql::builder`]) on PostgreSQL and introspects
+//! a tenant's tables, answering the same JSON and the same errors as SQLite. Table names
+//! are never schema-qualified: the tenant context (`search_path`, `tenancy.tenant_id`) is
+//! set in the statements' transaction.
 //!
 //! **Typing.** Every statement is prepared first, and PostgreSQL infers each parameter's
 //! type from the column it meets. A value is checked against its column's [`ColumnType`]
@@ -11,8 +11,9 @@
 //! their type. Types the data API reads as text (enums, `interval`, …) are selected as
 //! `::text` and bound in their text input form.
 //!
-//! **Same answers as SQLite.** Text compares and sorts byte-wise (`COLLATE "C"`, SQLite's
-//! `BINARY`) whatever the database's collation; `like` folds ASCII letters only and has
+//! **Same answers as SQLite.** Text compares and sorts by the column's own collation, so
+//! that an ordinary index serves every ordering and keyset page: byte-wise, as SQLite's
+//! `BINARY`, wherever that collation is `C` or `C.UTF-8`; `like` folds ASCII letters only and has
 //! no escape character; integers compare as 64-bit whatever the column's width; JSON
 //! columns compare as `jsonb`; timestamps come out in RFC 3339 UTC; cursors encode
 //! values as SQLite's do. Where PostgreSQL cannot follow:
@@ -32,7 +33,7 @@ use std::fmt::Write as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
-use rusqlite::types::Value as Sql;
+use futures_util::future::OptionFuture;
 use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
 // The buffer type `ToSql` names, by the path `to_sql_checked!` itself expands to.
@@ -40,16 +41,17 @@ use bytes::BytesMut;
 use tokio_postgres::types::{
     to_sql_checked, Date, Format, FromSql, IsNull, Kind, Timestamp, ToSql, Type,
 };
-use tokio_postgres::{GenericClient, Row, Statement};
+use tokio_postgres::{Client, GenericClient, Row, Row as PgRow, Statement as PgStatement};
 
-use super::exec::{Object, Page, MAX_INSERT_ROWS};
-use super::query::{encode_cursor, Filter, ListQuery, Op, MAX_LIMIT};
-use super::schema::{printable, quote, Column, ColumnType, Schema, Table, UniqueKey};
-use super::value::{json_to_sql, text_to_sql};
+use super::ops::{DataOp, DataOutput, Outcome, Plan};
+use super::query::{Filter, ListQuery};
+use super::schema::{Column, ColumnType, Schema, Table, UniqueKey};
+use super::value::Value as Sql;
+use super::{Object, Page};
 use crate::error::{Error, Result};
-
-/// PostgreSQL's limit on the parameters of one statement.
-const MAX_PARAMS: usize = 65_535;
+use crate::sql::builder::invalid_cursor;
+use crate::sql::{Bind, Postgres, Returns, Role, Statement};
+use crate::store::PgConn;
 
 // ---------------------------------------------------------------------------------------
 // Introspection
@@ -138,7 +140,6 @@ pub async fn introspect<C: GenericClient>(
             columns: Vec::new(),
             primary_key: Vec::new(),
             unique: Vec::new(),
-            select_by_key: None,
         });
         entry.columns.push(Column {
             kind: column_type(&typname),
@@ -173,15 +174,6 @@ pub async fn introspect<C: GenericClient>(
             c.primary_key = t.primary_key.contains(&c.name);
             c.nullable &= !c.primary_key;
         }
-        t.select_by_key = t.key().map(|key| {
-            format!(
-                "SELECT {} FROM {} WHERE {} = {}",
-                read_list(&t.columns.iter().collect::<Vec<_>>()),
-                quote(&t.name),
-                eq_expr(key),
-                placeholder(1, Some(key), Role::Key)
-            )
-        });
     }
     Ok(Schema { version, tables })
 }
@@ -190,7 +182,7 @@ pub async fn introspect<C: GenericClient>(
 // Errors
 // ---------------------------------------------------------------------------------------
 
-/// Maps PostgreSQL's errors as [`super::exec::db_error`] maps SQLite's: constraint
+/// Maps PostgreSQL's errors as [`super::sqlite::db_error`] maps SQLite's: constraint
 /// failures name their constraint, a null in a NOT NULL column names the column, values
 /// the column refuses are the client's fault, a full disk is [`Error::StorageFull`]; the
 /// rest is internal.
@@ -246,101 +238,9 @@ pub fn db_error(table: &Table, e: tokio_postgres::Error) -> Error {
     }
 }
 
-fn invalid_cursor() -> Error {
-    Error::InvalidFilter(
-        "cursor: not a cursor of this listing (pass `next` back with the same filters and order)"
-            .into(),
-    )
-}
-
 // ---------------------------------------------------------------------------------------
 // Parameters
 // ---------------------------------------------------------------------------------------
-
-/// Why a value is bound, which decides how one that does not fit is reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// Written into a column: `InvalidValue` naming it.
-    Value,
-    /// A filter operand: `InvalidFilter`.
-    Filter,
-    /// A value from a cursor: the cursor is not one of this listing.
-    Cursor,
-    /// The key of a `/{table}/{id}` path: no such row.
-    Key,
-    /// A number the engine chose.
-    Limit,
-}
-
-/// `$n`, cast where the comparison must not depend on the column's width.
-fn placeholder(n: usize, column: Option<&Column>, role: Role) -> String {
-    match (column.map(|c| c.kind), role) {
-        // 64-bit, as on SQLite: `n=lt.9999999999` on an `int4` is a comparison, not an
-        // overflow (PostgreSQL compares int4 with int8 and keeps using indexes).
-        (Some(ColumnType::Integer), Role::Filter | Role::Cursor | Role::Key) => {
-            format!("${n}::int8")
-        }
-        _ => format!("${n}"),
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Bind<'t> {
-    column: Option<&'t Column>,
-    value: Sql,
-    role: Role,
-}
-
-/// The values of one statement, in placeholder order.
-#[derive(Debug, Clone, Default)]
-struct Binds<'t>(Vec<Bind<'t>>);
-
-impl<'t> Binds<'t> {
-    /// Adds a value; answers its placeholder.
-    fn push(&mut self, column: Option<&'t Column>, value: Sql, role: Role) -> String {
-        self.0.push(Bind {
-            column,
-            value,
-            role,
-        });
-        placeholder(self.0.len(), column, role)
-    }
-
-    /// Every value converted to the type PostgreSQL gave its parameter.
-    fn params(&self, stmt: &Statement) -> Result<Vec<Param>> {
-        if stmt.params().len() != self.0.len() {
-            return Err(Error::Internal(format!(
-                "a data statement has {} parameters, {} values were given",
-                stmt.params().len(),
-                self.0.len()
-            )));
-        }
-        self.0
-            .iter()
-            .zip(stmt.params())
-            .map(|(b, ty)| b.param(ty))
-            .collect()
-    }
-}
-
-impl Bind<'_> {
-    fn param(&self, ty: &Type) -> Result<Param> {
-        let kind = self.column.map(|c| c.kind);
-        convert(&self.value, ty, kind, self.role == Role::Value).map_err(|reason| {
-            let column = self.column.map_or("?", |c| c.name.as_str());
-            match self.role {
-                Role::Value => Error::InvalidValue {
-                    column: column.to_owned(),
-                    reason,
-                },
-                Role::Filter => Error::InvalidFilter(format!("{column}: {reason}")),
-                Role::Cursor => invalid_cursor(),
-                Role::Key => Error::RowNotFound,
-                Role::Limit => Error::Internal(format!("a limit cannot be bound: {reason}")),
-            }
-        })
-    }
-}
 
 /// A value converted to its parameter's type.
 #[derive(Debug)]
@@ -713,505 +613,400 @@ fn row_object(row: &Row, columns: &[&Column]) -> Result<Object> {
 }
 
 // ---------------------------------------------------------------------------------------
-// SQL
+// Running
 // ---------------------------------------------------------------------------------------
 
-/// A column as it is read: as text where the data API treats it as text, so that every
-/// such type decodes (for `text` and `varchar` the cast is free).
-fn read_expr(col: &Column) -> String {
-    match col.kind {
-        ColumnType::Text => format!("{}::text", quote(&col.name)),
-        _ => quote(&col.name),
-    }
-}
-
-fn read_list(columns: &[&Column]) -> String {
-    columns
-        .iter()
-        .map(|c| read_expr(c))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A column as it is compared for equality (`json` has no `=`).
-fn eq_expr(col: &Column) -> String {
-    match col.kind {
-        ColumnType::Text => format!("{}::text", quote(&col.name)),
-        ColumnType::Json => format!("{}::jsonb", quote(&col.name)),
-        _ => quote(&col.name),
-    }
-}
-
-/// A column as it is ordered: text byte-wise, as SQLite's `BINARY` collation does,
-/// whatever the column's or the database's collation.
-fn order_expr(col: &Column) -> String {
-    match col.kind {
-        ColumnType::Text => format!("{}::text COLLATE \"C\"", quote(&col.name)),
-        _ => eq_expr(col),
-    }
-}
-
-/// SQLite's `LIKE` folds ASCII letters only.
-fn ascii_lower(expr: &str) -> String {
-    format!("translate({expr}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')")
-}
-
-fn column<'t>(table: &'t Table, name: &str) -> Result<&'t Column> {
-    table.column(name).ok_or_else(|| Error::ColumnNotFound {
-        column: printable(name),
+fn bind_param(b: &Bind<'_>, ty: &Type) -> Result<Param> {
+    let kind = b.column.map(|c| c.kind);
+    convert(&b.value, ty, kind, b.role == Role::Value).map_err(|reason| {
+        let column = b.column.map_or("?", |c| c.name.as_str());
+        match b.role {
+            Role::Value => Error::InvalidValue {
+                column: column.to_owned(),
+                reason,
+            },
+            Role::Filter => Error::InvalidFilter(format!("{column}: {reason}")),
+            Role::Cursor => invalid_cursor(),
+            Role::Key => Error::RowNotFound,
+            Role::Limit => Error::Internal(format!("a limit cannot be bound: {reason}")),
+        }
     })
 }
 
-/// The filters as a condition (`TRUE` without any), their values bound.
-fn where_clause<'t>(table: &'t Table, filters: &[Filter], binds: &mut Binds<'t>) -> Result<String> {
-    if filters.is_empty() {
-        return Ok("TRUE".to_owned());
-    }
-    let mut parts = Vec::with_capacity(filters.len());
-    for f in filters {
-        let col = column(table, f.column())?;
-        let values = f.values();
-        let mut operand = |i: usize| -> Result<String> {
-            let value = values
-                .get(i)
-                .ok_or_else(|| Error::Internal(format!("filter on {} lacks a value", col.name)))?;
-            Ok(binds.push(Some(col), value.clone(), Role::Filter))
-        };
-        let cond = match f.op() {
-            Op::Eq => format!("{} = {}", eq_expr(col), operand(0)?),
-            Op::Neq => format!("{} <> {}", eq_expr(col), operand(0)?),
-            Op::Lt => format!("{} < {}", order_expr(col), operand(0)?),
-            Op::Lte => format!("{} <= {}", order_expr(col), operand(0)?),
-            Op::Gt => format!("{} > {}", order_expr(col), operand(0)?),
-            Op::Gte => format!("{} >= {}", order_expr(col), operand(0)?),
-            Op::Like => format!(
-                "{} LIKE {} ESCAPE ''",
-                ascii_lower(&eq_expr(col)),
-                ascii_lower(&operand(0)?)
-            ),
-            Op::In => {
-                let list = (0..values.len())
-                    .map(&mut operand)
-                    .collect::<Result<Vec<_>>>()?;
-                format!("{} IN ({})", eq_expr(col), list.join(", "))
-            }
-            Op::IsNull => format!("{} IS NULL", quote(&col.name)),
-            Op::IsTrue => format!("{} IS TRUE", quote(&col.name)),
-            Op::IsFalse => format!("{} IS FALSE", quote(&col.name)),
-        };
-        parts.push(if f.negated() {
-            format!("NOT ({cond})")
-        } else {
-            format!("({cond})")
-        });
-    }
-    Ok(parts.join(" AND "))
-}
-
-/// `ORDER BY` keys with SQLite's null placement made explicit (first ascending, last
-/// descending). A table without a primary key breaks ties by `ctid`, stable for one
-/// statement only.
-fn order_by(table: &Table, order: &[(String, bool)]) -> String {
-    order
-        .iter()
-        .map(|(name, desc)| {
-            let expr = table
-                .column(name)
-                .map_or_else(|| "ctid".to_owned(), order_expr);
-            if *desc {
-                format!("{expr} DESC NULLS LAST")
-            } else {
-                format!("{expr} ASC NULLS FIRST")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Rows strictly after `after` in `order`, as [`super::query::keyset_clause`] says it.
-fn keyset<'t>(keys: &[(&'t Column, bool)], after: &[Sql], binds: &mut Binds<'t>) -> Result<String> {
-    if keys.len() != after.len() {
-        return Err(invalid_cursor());
-    }
-    let mut alternatives = Vec::with_capacity(keys.len());
-    for (i, &(col, desc)) in keys.iter().enumerate() {
-        let mut terms = Vec::with_capacity(i + 1);
-        for (&(prev, _), value) in keys[..i].iter().zip(after) {
-            terms.push(match value {
-                Sql::Null => format!("{} IS NULL", quote(&prev.name)),
-                v => format!(
-                    "{} = {}",
-                    order_expr(prev),
-                    binds.push(Some(prev), v.clone(), Role::Cursor)
-                ),
-            });
-        }
-        let c = order_expr(col);
-        terms.push(match (desc, &after[i]) {
-            (false, Sql::Null) => format!("{} IS NOT NULL", quote(&col.name)),
-            (false, v) => format!("{c} > {}", binds.push(Some(col), v.clone(), Role::Cursor)),
-            (true, Sql::Null) => "FALSE".to_owned(),
-            (true, v) => format!(
-                "({c} < {} OR {} IS NULL)",
-                binds.push(Some(col), v.clone(), Role::Cursor),
-                quote(&col.name)
-            ),
-        });
-        alternatives.push(format!("({})", terms.join(" AND ")));
-    }
-    Ok(format!("({})", alternatives.join(" OR ")))
-}
-
-async fn query<C: GenericClient>(
-    client: &C,
-    table: &Table,
-    sql: &str,
-    binds: &Binds<'_>,
-) -> Result<Vec<Row>> {
-    let stmt = client.prepare(sql).await.map_err(|e| db_error(table, e))?;
-    let params = binds.params(&stmt)?;
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client
-        .query(&stmt, &refs)
-        .await
-        .map_err(|e| db_error(table, e))
-}
-
-async fn execute<C: GenericClient>(
-    client: &C,
-    table: &Table,
-    sql: &str,
-    binds: &Binds<'_>,
-) -> Result<u64> {
-    let stmt = client.prepare(sql).await.map_err(|e| db_error(table, e))?;
-    let params = binds.params(&stmt)?;
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-    client
-        .execute(&stmt, &refs)
-        .await
-        .map_err(|e| db_error(table, e))
-}
-
-// ---------------------------------------------------------------------------------------
-// Operations
-// ---------------------------------------------------------------------------------------
-
-/// A page of rows, in the listing's order, with the cursor of the next one.
-pub async fn list<C: GenericClient>(client: &C, table: &Table, q: &ListQuery) -> Result<Page> {
-    // SQLite's `rowid` tiebreaker, on a table without a primary key: PostgreSQL has no
-    // stable equivalent.
-    let keyed = q.order.iter().all(|(c, _)| table.column(c).is_some());
-    let mut binds = Binds::default();
-    let filter_sql = where_clause(table, &q.filters, &mut binds)?;
-    let count_binds = binds.clone();
-    let keys: Vec<(&Column, bool)> = q
-        .order
-        .iter()
-        .filter_map(|(c, desc)| table.column(c).map(|col| (col, *desc)))
-        .collect();
-    let mut conditions = filter_sql.clone();
-    if let Some(after) = &q.after {
-        if !keyed {
-            return Err(invalid_cursor());
-        }
-        conditions = format!("{conditions} AND {}", keyset(&keys, after, &mut binds)?);
-    }
-    // Output columns, then the order keys the cursor needs.
-    let select: Vec<&Column> = q
-        .select
-        .iter()
-        .map(|c| column(table, c))
-        .collect::<Result<_>>()?;
-    let mut exprs: Vec<String> = select.iter().map(|c| read_expr(c)).collect();
-    if keyed {
-        exprs.extend(keys.iter().map(|(c, _)| eq_expr(c)));
-    }
-    let limit = binds.push(None, Sql::Integer(q.limit as i64 + 1), Role::Limit);
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {conditions} ORDER BY {} LIMIT {limit}",
-        exprs.join(", "),
-        quote(&table.name),
-        order_by(table, &q.order),
-    );
-    let count_sql = format!(
-        "SELECT count(*) FROM {} WHERE {filter_sql}",
-        quote(&table.name)
-    );
-    let (rows, count) = if q.count {
-        let (rows, counted) = futures_util::future::try_join(
-            query(client, table, &sql, &binds),
-            query(client, table, &count_sql, &count_binds),
-        )
-        .await?;
-        let count: i64 = counted
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(|e| Error::TenantDb(e.to_string()))?
-            .unwrap_or(0);
-        (rows, Some(count))
-    } else {
-        (query(client, table, &sql, &binds).await?, None)
-    };
-
-    let more = rows.len() > q.limit;
-    if more && !keyed {
-        return Err(Error::InvalidInput(format!(
-            "table {} has no primary key, so it cannot be paged on PostgreSQL: narrow the \
-             filters or raise the limit (up to {MAX_LIMIT}) to list every row in one page, \
-             or give the table a primary key",
-            table.name
+/// Every value converted to the type PostgreSQL gave its parameter. The key of a
+/// `/{table}/{id}` path is checked first, so an id that cannot be a key answers "no such
+/// row" before anything else.
+fn params(binds: &[Bind<'_>], stmt: &PgStatement) -> Result<Vec<Param>> {
+    if stmt.params().len() != binds.len() {
+        return Err(Error::Internal(format!(
+            "a data statement has {} parameters, {} values were given",
+            stmt.params().len(),
+            binds.len()
         )));
     }
-    let mut data = Vec::with_capacity(rows.len().min(q.limit));
-    for row in rows.iter().take(q.limit) {
-        data.push(row_object(row, &select)?);
-    }
-    let next = match q.limit.checked_sub(1).and_then(|i| rows.get(i)) {
-        Some(last) if more => {
-            let values = (select.len()..select.len() + keys.len())
-                .map(|i| Cell::read(last, i).map(Cell::into_cursor))
-                .collect::<Result<Vec<_>>>()?;
-            Some(encode_cursor(&q.fingerprint, values))
+    for (b, ty) in binds.iter().zip(stmt.params()) {
+        if b.role == Role::Key {
+            bind_param(b, ty)?;
         }
-        _ => None,
-    };
-    Ok(Page { data, next, count })
+    }
+    binds
+        .iter()
+        .zip(stmt.params())
+        .map(|(b, ty)| bind_param(b, ty))
+        .collect()
 }
 
-/// The key column and bound key value of a `/{table}/{id}` path. A malformed id names
-/// no row.
-fn key_of<'t>(table: &'t Table, raw: &str) -> Result<(&'t Column, Sql)> {
-    let col = table.key().ok_or_else(|| {
-        Error::InvalidInput(format!(
-            "table {} has no single-column primary key to address rows by",
-            table.name
-        ))
-    })?;
-    let value = text_to_sql(col, raw).map_err(|_| Error::RowNotFound)?;
-    Ok((col, value))
+/// What the server answered to one statement.
+enum Reply {
+    Rows(Vec<PgRow>),
+    Affected(u64),
 }
 
-fn all_columns(table: &Table) -> Vec<&Column> {
-    table.columns.iter().collect()
+fn outcome(returns: &Returns<'_>, reply: Reply) -> Result<Outcome> {
+    let db = |e: tokio_postgres::Error| Error::TenantDb(e.to_string());
+    Ok(match (returns, reply) {
+        (_, Reply::Affected(n)) => Outcome::Affected(n),
+        (Returns::Count, Reply::Rows(rows)) => Outcome::Count(
+            rows.first()
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()
+                .map_err(db)?
+                .unwrap_or(0),
+        ),
+        (Returns::Affected, Reply::Rows(rows)) => Outcome::Affected(rows.len() as u64),
+        (
+            Returns::Rows {
+                columns,
+                cursor_keys,
+            },
+            Reply::Rows(rows),
+        ) => Outcome::Rows(
+            rows.iter()
+                .map(|row| {
+                    let cursor = (columns.len()..columns.len() + cursor_keys)
+                        .map(|i| Cell::read(row, i).map(Cell::into_cursor))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(super::ops::Row {
+                        object: row_object(row, columns)?,
+                        cursor,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+    })
 }
 
-/// One row by its primary key.
-pub async fn get<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<Object> {
-    let (key, value) = key_of(table, id)?;
-    let sql = table.select_by_key.as_deref().ok_or(Error::RowNotFound)?;
-    let mut binds = Binds::default();
-    binds.push(Some(key), value, Role::Key);
-    let rows = query(client, table, sql, &binds).await?;
-    match rows.first() {
-        Some(row) => row_object(row, &all_columns(table)),
-        None => Err(Error::RowNotFound),
+async fn send<C: GenericClient>(
+    client: &C,
+    stmt: &PgStatement,
+    params: &[&(dyn ToSql + Sync)],
+    returns: &Returns<'_>,
+) -> std::result::Result<Reply, tokio_postgres::Error> {
+    match returns {
+        Returns::Affected => client.execute(stmt, params).await.map(Reply::Affected),
+        _ => client.query(stmt, params).await.map(Reply::Rows),
     }
 }
 
-/// Checks an object's keys and converts its values, in the object's order.
-fn assignments<'t>(table: &'t Table, object: &Object) -> Result<Vec<(&'t Column, Sql)>> {
-    object
+fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// Runs the statements one after another in the caller's transaction (which sets the
+/// tenant context and commits).
+pub async fn run<C: GenericClient>(
+    client: &C,
+    table: &Table,
+    statements: &[Statement<'_>],
+) -> Result<Vec<Outcome>> {
+    let mut outcomes = Vec::with_capacity(statements.len());
+    for s in statements {
+        let stmt = client
+            .prepare(&s.sql)
+            .await
+            .map_err(|e| db_error(table, e))?;
+        let params = params(&s.binds, &stmt)?;
+        let reply = send(client, &stmt, &refs(&params), &s.returns)
+            .await
+            .map_err(|e| db_error(table, e))?;
+        outcomes.push(outcome(&s.returns, reply)?);
+    }
+    Ok(outcomes)
+}
+
+/// Runs one data operation in the caller's transaction.
+pub async fn execute<C: GenericClient>(
+    client: &C,
+    table: &Table,
+    op: &DataOp,
+) -> Result<DataOutput> {
+    let plan = Plan::new(&Postgres, table, op)?;
+    let outcomes = run(client, table, &plan.statements).await?;
+    plan.finish(outcomes)
+}
+
+/// Sets the tenant context for the rest of the transaction.
+const CONTEXT_SQL: &str =
+    "SELECT set_config('search_path', $1, true), set_config('tenancy.tenant_id', $2, true)";
+
+/// The statements prepared on one connection, by schema version and SQL text.
+const STATEMENT_CACHE: usize = 512;
+
+/// Runs the statements of one data operation on a pooled connection in **one round
+/// trip**: `BEGIN`, the tenant context, every statement and `COMMIT` are sent together
+/// and answered together (the transaction is left out for a lone statement that needs no
+/// context). Statements are prepared once per connection and schema version — inside the
+/// transaction, once the context is set, since a statement's tables are found by the
+/// `search_path` it is prepared under — so only a statement this connection has not seen
+/// costs a round trip of its own. The connection is pooled again only once the server has
+/// answered everything, so a cancelled request closes it, transaction and context with it.
+pub(crate) async fn run_pipelined(
+    conn: &mut PgConn,
+    context: Option<(&str, &str)>,
+    version: i64,
+    table: &Table,
+    statements: &[Statement<'_>],
+    store_error: impl Fn(tokio_postgres::Error) -> Error,
+) -> Result<Vec<Outcome>> {
+    let data_error = |e| db_error(table, e);
+    // The context statement needs no search_path: prepared once per connection, outside.
+    let context_stmt = match context {
+        Some(_) => Some(match conn.statements().get(&(-1, CONTEXT_SQL.to_owned())) {
+            Some(stmt) => stmt.clone(),
+            None => {
+                let stmt = conn.prepare(CONTEXT_SQL).await.map_err(&store_error)?;
+                conn.statements()
+                    .insert((-1, CONTEXT_SQL.to_owned()), stmt.clone());
+                stmt
+            }
+        }),
+        None => None,
+    };
+    let mut missing: Vec<&str> = Vec::new();
+    for s in statements {
+        let key = (version, s.sql.clone());
+        if !conn.statements().contains_key(&key) && !missing.contains(&s.sql.as_str()) {
+            missing.push(&s.sql);
+        }
+    }
+    let transaction = context.is_some() || statements.len() > 1;
+
+    // Not reusable until the server has answered everything.
+    conn.discard();
+    let mut opened = false;
+    if !missing.is_empty() {
+        let client: &Client = conn;
+        let (begun, set, prepared) = futures_util::future::join3(
+            begin(client, transaction),
+            set_context(client, context, context_stmt.as_ref()),
+            futures_util::future::join_all(missing.iter().map(|sql| client.prepare(sql))),
+        )
+        .await;
+        begun.transpose().map_err(&store_error)?;
+        set.transpose().map_err(&store_error)?;
+        opened = transaction;
+        let cache = conn.statements();
+        if cache.len() + missing.len() > STATEMENT_CACHE {
+            let context_entry = cache.remove_entry(&(-1, CONTEXT_SQL.to_owned()));
+            cache.clear();
+            cache.extend(context_entry);
+        }
+        for (sql, stmt) in missing.into_iter().zip(prepared) {
+            cache.insert((version, sql.to_owned()), stmt.map_err(data_error)?);
+        }
+    }
+    let prepared: Vec<PgStatement> = statements
         .iter()
-        .map(|(name, value)| {
-            let col = column(table, name)?;
-            Ok((col, json_to_sql(col, value)?))
+        .map(|s| {
+            conn.statements()
+                .get(&(version, s.sql.clone()))
+                .cloned()
+                .ok_or_else(|| Error::Internal("a prepared statement went missing".into()))
+        })
+        .collect::<Result<_>>()?;
+    let params = statements
+        .iter()
+        .zip(&prepared)
+        .map(|(s, stmt)| params(&s.binds, stmt))
+        .collect::<Result<Vec<_>>>();
+    let params = match params {
+        Ok(params) => params,
+        Err(e) => {
+            // Refused before anything ran: end what was opened and keep the connection.
+            if !opened || conn.batch_execute("ROLLBACK").await.is_ok() {
+                conn.reuse();
+            }
+            return Err(e);
+        }
+    };
+    let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> = params.iter().map(|p| refs(p)).collect();
+
+    let client: &Client = conn;
+    let work = futures_util::future::join_all(
+        statements
+            .iter()
+            .zip(&prepared)
+            .zip(&param_refs)
+            .map(|((s, stmt), p)| send(client, stmt, p, &s.returns)),
+    );
+    let commit = OptionFuture::from(transaction.then(|| client.batch_execute("COMMIT")));
+    // Polled in this order, so the requests go out in this order, before any answer.
+    let (begun, set, replies, committed) = futures_util::future::join4(
+        begin(client, transaction && !opened),
+        set_context(client, context.filter(|_| !opened), context_stmt.as_ref()),
+        work,
+        commit,
+    )
+    .await;
+    let clean = match &committed {
+        Some(result) => result.is_ok(),
+        None => !client.is_closed(),
+    };
+    begun.transpose().map_err(&store_error)?;
+    set.transpose().map_err(&store_error)?;
+    let mut outcomes = Vec::with_capacity(replies.len());
+    for (s, reply) in statements.iter().zip(replies) {
+        outcomes.push(outcome(&s.returns, reply.map_err(data_error)?)?);
+    }
+    committed.transpose().map_err(&store_error)?;
+    if clean {
+        conn.reuse();
+    }
+    Ok(outcomes)
+}
+
+/// PostgreSQL's plan for a statement (`EXPLAIN`, with its values bound), one line a
+/// row, in a transaction with the tenant context set.
+pub(crate) async fn explain(
+    conn: &mut PgConn,
+    context: Option<(&str, &str)>,
+    table: &Table,
+    statement: &Statement<'_>,
+    store_error: impl Fn(tokio_postgres::Error) -> Error,
+) -> Result<Vec<String>> {
+    conn.discard();
+    conn.batch_execute("BEGIN").await.map_err(&store_error)?;
+    if let Some((search_path, tenant)) = context {
+        conn.execute(CONTEXT_SQL, &[&search_path, &tenant])
+            .await
+            .map_err(&store_error)?;
+    }
+    let stmt = conn
+        .prepare(&format!("EXPLAIN {}", statement.sql))
+        .await
+        .map_err(|e| db_error(table, e))?;
+    let params = params(&statement.binds, &stmt)?;
+    let rows = conn
+        .query(&stmt, &refs(&params))
+        .await
+        .map_err(|e| db_error(table, e))?;
+    conn.batch_execute("COMMIT").await.map_err(&store_error)?;
+    conn.reuse();
+    rows.iter()
+        .map(|r| {
+            r.try_get::<_, String>(0)
+                .map_err(|e| Error::TenantDb(e.to_string()))
         })
         .collect()
 }
 
-/// Inserts rows, generating UUIDv7 keys for text/UUID keys left out. Every row is checked
-/// before any is written; the rows go in one statement (more only past PostgreSQL's
-/// parameter limit), answered in the order given.
+fn begin(
+    client: &Client,
+    transaction: bool,
+) -> OptionFuture<
+    impl std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + '_,
+> {
+    OptionFuture::from(transaction.then(|| client.batch_execute("BEGIN")))
+}
+
+fn set_context<'a>(
+    client: &'a Client,
+    context: Option<(&'a str, &'a str)>,
+    stmt: Option<&'a PgStatement>,
+) -> OptionFuture<
+    impl std::future::Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 'a,
+> {
+    OptionFuture::from(
+        context
+            .zip(stmt)
+            .map(|((search_path, tenant), stmt)| async move {
+                client.execute(stmt, &[&search_path, &tenant]).await
+            }),
+    )
+}
+
+// The operations one at a time, in the caller's transaction.
+
+pub async fn list<C: GenericClient>(client: &C, table: &Table, q: &ListQuery) -> Result<Page> {
+    match execute(client, table, &DataOp::List(q.clone())).await? {
+        DataOutput::Page(page) => Ok(page),
+        _ => Err(Error::Internal("a listing answered no page".into())),
+    }
+}
+
+pub async fn get<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<Object> {
+    match execute(client, table, &DataOp::Get(id.to_owned())).await? {
+        DataOutput::Row(row) => Ok(row),
+        _ => Err(Error::Internal("a read answered no row".into())),
+    }
+}
+
 pub async fn insert<C: GenericClient>(
     client: &C,
     table: &Table,
     rows: &[Object],
 ) -> Result<Vec<Object>> {
-    if rows.is_empty() || rows.len() > MAX_INSERT_ROWS {
-        return Err(Error::InvalidInput(format!(
-            "insert 1 to {MAX_INSERT_ROWS} rows at a time"
-        )));
+    match execute(client, table, &DataOp::Insert(rows.to_vec())).await? {
+        DataOutput::Rows(rows) => Ok(rows),
+        _ => Err(Error::Internal("an insert answered no rows".into())),
     }
-    let generated_key = table
-        .key()
-        .filter(|k| matches!(k.kind, ColumnType::Text | ColumnType::Uuid));
-    let mut checked = Vec::with_capacity(rows.len());
-    for object in rows {
-        let mut values = assignments(table, object)?;
-        if let Some(key) = generated_key {
-            if !object.contains_key(&key.name) {
-                values.push((key, Sql::Text(uuid::Uuid::now_v7().to_string())));
-            }
-        }
-        checked.push(values);
-    }
-    // Every column some row names, in table order; a row without one takes its default.
-    let columns: Vec<&Column> = table
-        .columns
-        .iter()
-        .filter(|c| checked.iter().flatten().any(|(rc, _)| rc.name == c.name))
-        .collect();
-    let returning = read_list(&all_columns(table));
-    let mut created = Vec::with_capacity(rows.len());
-    if columns.is_empty() {
-        let sql = format!(
-            "INSERT INTO {} DEFAULT VALUES RETURNING {returning}",
-            quote(&table.name)
-        );
-        for _ in &checked {
-            for row in query(client, table, &sql, &Binds::default()).await? {
-                created.push(row_object(&row, &all_columns(table))?);
-            }
-        }
-        return Ok(created);
-    }
-    let names = columns
-        .iter()
-        .map(|c| quote(&c.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    for chunk in checked.chunks((MAX_PARAMS / columns.len()).max(1)) {
-        let mut binds = Binds::default();
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for values in chunk {
-            let cells: Vec<String> = columns
-                .iter()
-                .map(|c| match values.iter().find(|(vc, _)| vc.name == c.name) {
-                    Some((vc, v)) => binds.push(Some(vc), v.clone(), Role::Value),
-                    None => "DEFAULT".to_owned(),
-                })
-                .collect();
-            tuples.push(format!("({})", cells.join(", ")));
-        }
-        let sql = format!(
-            "INSERT INTO {} ({names}) VALUES {} RETURNING {returning}",
-            quote(&table.name),
-            tuples.join(", ")
-        );
-        for row in query(client, table, &sql, &binds).await? {
-            created.push(row_object(&row, &all_columns(table))?);
-        }
-    }
-    Ok(created)
 }
 
-/// A patch's assignments. A primary key column may only be named with the value it has.
-fn set_values<'t>(
-    table: &'t Table,
-    patch: &Object,
-    key: Option<(&Column, &Sql)>,
-) -> Result<Vec<(&'t Column, Sql)>> {
-    if patch.is_empty() {
-        return Err(Error::InvalidInput(
-            "nothing to update: send at least one column".into(),
-        ));
-    }
-    let values = assignments(table, patch)?;
-    for (c, v) in &values {
-        let is_pk = table.primary_key.contains(&c.name);
-        if is_pk && key.is_none_or(|(k, kv)| k.name != c.name || kv != v) {
-            return Err(Error::InvalidValue {
-                column: c.name.clone(),
-                reason: "a primary key cannot change".into(),
-            });
-        }
-    }
-    Ok(values)
-}
-
-async fn update_where<'t, C: GenericClient>(
-    client: &C,
-    table: &'t Table,
-    values: Vec<(&'t Column, Sql)>,
-    condition: &str,
-    mut binds: Binds<'t>,
-) -> Result<Vec<Object>> {
-    let set = values
-        .into_iter()
-        .map(|(c, v)| {
-            format!(
-                "{} = {}",
-                quote(&c.name),
-                binds.push(Some(c), v, Role::Value)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE {} SET {set} WHERE {condition} RETURNING {}",
-        quote(&table.name),
-        read_list(&all_columns(table))
-    );
-    query(client, table, &sql, &binds)
-        .await?
-        .iter()
-        .map(|row| row_object(row, &all_columns(table)))
-        .collect()
-}
-
-/// Updates one row by its primary key; answers the whole row.
 pub async fn update<C: GenericClient>(
     client: &C,
     table: &Table,
     id: &str,
     patch: &Object,
 ) -> Result<Object> {
-    let (key, key_value) = key_of(table, id)?;
-    let values = set_values(table, patch, Some((key, &key_value)))?;
-    // The key is `$1`, so an id that cannot be a key answers "no such row" first.
-    let mut binds = Binds::default();
-    let condition = format!(
-        "{} = {}",
-        eq_expr(key),
-        binds.push(Some(key), key_value, Role::Key)
-    );
-    let mut rows = update_where(client, table, values, &condition, binds).await?;
-    rows.pop().ok_or(Error::RowNotFound)
+    match execute(client, table, &DataOp::Update(id.to_owned(), patch.clone())).await? {
+        DataOutput::Row(row) => Ok(row),
+        _ => Err(Error::Internal("an update answered no row".into())),
+    }
 }
 
-/// Updates every row the filters match (at least one filter); answers them.
 pub async fn update_filtered<C: GenericClient>(
     client: &C,
     table: &Table,
     filters: &[Filter],
     patch: &Object,
 ) -> Result<Vec<Object>> {
-    super::query::require_filters(filters, "update")?;
-    let values = set_values(table, patch, None)?;
-    let mut binds = Binds::default();
-    let condition = where_clause(table, filters, &mut binds)?;
-    update_where(client, table, values, &condition, binds).await
-}
-
-/// Deletes one row by its primary key.
-pub async fn delete<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<()> {
-    let (key, value) = key_of(table, id)?;
-    let mut binds = Binds::default();
-    let sql = format!(
-        "DELETE FROM {} WHERE {} = {}",
-        quote(&table.name),
-        eq_expr(key),
-        binds.push(Some(key), value, Role::Key)
-    );
-    match execute(client, table, &sql, &binds).await? {
-        0 => Err(Error::RowNotFound),
-        _ => Ok(()),
+    match execute(
+        client,
+        table,
+        &DataOp::UpdateFiltered(filters.to_vec(), patch.clone()),
+    )
+    .await?
+    {
+        DataOutput::Rows(rows) => Ok(rows),
+        _ => Err(Error::Internal("an update answered no rows".into())),
     }
 }
 
-/// Deletes every row the filters match (at least one filter); answers how many.
+pub async fn delete<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<()> {
+    execute(client, table, &DataOp::Delete(id.to_owned()))
+        .await
+        .map(|_| ())
+}
+
 pub async fn delete_filtered<C: GenericClient>(
     client: &C,
     table: &Table,
     filters: &[Filter],
 ) -> Result<usize> {
-    super::query::require_filters(filters, "delete")?;
-    let mut binds = Binds::default();
-    let condition = where_clause(table, filters, &mut binds)?;
-    let sql = format!("DELETE FROM {} WHERE {condition}", quote(&table.name));
-    let n = execute(client, table, &sql, &binds).await?;
-    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    match execute(client, table, &DataOp::DeleteFiltered(filters.to_vec())).await? {
+        DataOutput::Deleted(n) => Ok(n),
+        _ => Err(Error::Internal("a delete answered no count".into())),
+    }
 }
 
 #[cfg(test)]

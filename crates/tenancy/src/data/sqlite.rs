@@ -1,0 +1,273 @@
+//! Runs the data API's statements on one SQLite tenant database: binding, decoding, and
+//! naming violated constraints. Each runs on the blocking thread that holds the tenant's
+//! connection; a write is one `IMMEDIATE` transaction.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use chrono::SecondsFormat;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params_from_iter, Connection, ErrorCode, ToSql};
+use serde_json::{Map, Value as Json};
+
+use super::ops::{DataOp, DataOutput, Outcome, Plan, Row};
+use super::query::{Filter, ListQuery};
+use super::schema::{ColumnType, Table};
+use super::value::{parse_timestamp, Value};
+use super::{Column, Object, Page};
+use crate::error::{Error, Result};
+use crate::sql::{Returns, Sqlite, Statement};
+
+impl ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// A stored value as JSON, by its column's type.
+fn to_json(column: &Column, value: ValueRef<'_>) -> Json {
+    match (column.kind, value) {
+        (_, ValueRef::Null) => Json::Null,
+        (ColumnType::Boolean, ValueRef::Integer(i)) => Json::Bool(i != 0),
+        (ColumnType::Timestamp, ValueRef::Text(t)) => {
+            let s = String::from_utf8_lossy(t);
+            match parse_timestamp(&s) {
+                Some(t) => Json::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+                None => Json::String(s.into_owned()),
+            }
+        }
+        (ColumnType::Json, ValueRef::Text(t) | ValueRef::Blob(t)) => serde_json::from_slice(t)
+            .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(t).into_owned())),
+        (_, ValueRef::Integer(i)) => Json::from(i),
+        (_, ValueRef::Real(f)) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        (_, ValueRef::Text(t)) => Json::String(String::from_utf8_lossy(t).into_owned()),
+        (_, ValueRef::Blob(b)) => Json::String(STANDARD.encode(b)),
+    }
+}
+
+/// A stored value as a cursor holds it, so that it binds back exactly.
+fn to_cursor(value: ValueRef<'_>) -> Json {
+    use serde_json::json;
+    match value {
+        ValueRef::Null => Json::Null,
+        ValueRef::Integer(i) => json!({ "i": i }),
+        // The exact bits: a decimal rendering could land one step off and break keyset order.
+        ValueRef::Real(f) => json!({ "r": f.to_bits() }),
+        ValueRef::Text(t) => json!({ "t": String::from_utf8_lossy(t) }),
+        ValueRef::Blob(b) => json!({ "b": STANDARD.encode(b) }),
+    }
+}
+
+/// Maps SQLite's errors: constraint failures name their constraint, a full disk is
+/// [`Error::StorageFull`] (the write's transaction rolls back); the rest are internal.
+pub fn db_error(table: &Table, e: rusqlite::Error) -> Error {
+    if crate::error::is_sqlite_full(&e) {
+        return Error::StorageFull {
+            context: format!("writing to table {}", table.name),
+        };
+    }
+    if let rusqlite::Error::SqliteFailure(f, Some(message)) = &e {
+        if f.code == ErrorCode::ConstraintViolation {
+            let detail = message.split_once(": ").map(|(_, d)| d).unwrap_or("");
+            let ext = f.extended_code;
+            let constraint = if ext == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || ext == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            {
+                let cols: Vec<&str> = detail
+                    .split(", ")
+                    .filter_map(|c| c.split_once('.').map(|(_, col)| col))
+                    .collect();
+                table
+                    .unique
+                    .iter()
+                    .find(|u| {
+                        u.columns
+                            .iter()
+                            .map(String::as_str)
+                            .eq(cols.iter().copied())
+                    })
+                    .map(|u| u.name.clone())
+                    .unwrap_or_else(|| format!("{}_{}_key", table.name, cols.join("_")))
+            } else if ext == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL {
+                let column = detail.split_once('.').map(|(_, c)| c).unwrap_or(detail);
+                return Error::InvalidValue {
+                    column: column.to_owned(),
+                    reason: "it cannot be null".into(),
+                };
+            } else if ext == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY {
+                format!("{}_fkey", table.name)
+            } else {
+                detail.to_owned()
+            };
+            let kind = match ext {
+                rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => "unique",
+                rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => "foreign key",
+                rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => "check",
+                _ => "constraint",
+            };
+            return Error::ConstraintViolation {
+                constraint,
+                detail: format!("{kind} constraint on {} refused the change", table.name),
+            };
+        }
+    }
+    Error::TenantDb(e.to_string())
+}
+
+fn run_one(conn: &Connection, statement: &Statement<'_>) -> rusqlite::Result<Outcome> {
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
+    let params = params_from_iter(statement.binds.iter().map(|b| &b.value));
+    Ok(match &statement.returns {
+        Returns::Affected => Outcome::Affected(stmt.execute(params)? as u64),
+        Returns::Count => Outcome::Count(stmt.query_row(params, |r| r.get(0))?),
+        Returns::Rows {
+            columns,
+            cursor_keys,
+        } => {
+            let mut rows = stmt.query(params)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let mut object = Map::with_capacity(columns.len());
+                for (i, col) in columns.iter().enumerate() {
+                    object.insert(col.name.clone(), to_json(col, row.get_ref(i)?));
+                }
+                let cursor = (columns.len()..columns.len() + cursor_keys)
+                    .map(|i| row.get_ref(i).map(to_cursor))
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push(Row { object, cursor });
+            }
+            Outcome::Rows(out)
+        }
+    })
+}
+
+/// Runs the statements in order: a lone read as it is, anything else in one `IMMEDIATE`
+/// transaction, rolled back on the first error.
+pub fn run(conn: &Connection, table: &Table, statements: &[Statement<'_>]) -> Result<Vec<Outcome>> {
+    let err = |e| db_error(table, e);
+    if let [statement] = statements {
+        if statement.sql.starts_with("SELECT") {
+            return Ok(vec![run_one(conn, statement).map_err(err)?]);
+        }
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let outcomes = statements
+        .iter()
+        .map(|s| run_one(conn, s))
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .and_then(|outcomes| conn.execute_batch("COMMIT").map(|()| outcomes));
+    match outcomes {
+        Ok(outcomes) => Ok(outcomes),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(err(e))
+        }
+    }
+}
+
+/// Runs one data operation on the tenant database.
+pub fn execute(conn: &Connection, table: &Table, op: &DataOp) -> Result<DataOutput> {
+    let plan = Plan::new(&Sqlite, table, op)?;
+    let outcomes = run(conn, table, &plan.statements)?;
+    plan.finish(outcomes)
+}
+
+/// SQLite's plan for a statement (`EXPLAIN QUERY PLAN`), one line a step.
+pub fn explain(conn: &Connection, table: &Table, statement: &Statement<'_>) -> Result<Vec<String>> {
+    let err = |e| db_error(table, e);
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", statement.sql))
+        .map_err(err)?;
+    let rows = stmt
+        .query_map(
+            params_from_iter(statement.binds.iter().map(|b| &b.value)),
+            |r| r.get::<_, String>(3),
+        )
+        .map_err(err)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err)
+}
+
+// The operations one at a time, for callers that hold a connection of their own.
+
+pub fn list(conn: &Connection, table: &Table, q: &ListQuery) -> Result<Page> {
+    match execute(conn, table, &DataOp::List(q.clone()))? {
+        DataOutput::Page(page) => Ok(page),
+        _ => Err(Error::Internal("a listing answered no page".into())),
+    }
+}
+
+pub fn get(conn: &Connection, table: &Table, id: &str) -> Result<Object> {
+    match execute(conn, table, &DataOp::Get(id.to_owned()))? {
+        DataOutput::Row(row) => Ok(row),
+        _ => Err(Error::Internal("a read answered no row".into())),
+    }
+}
+
+pub fn insert(conn: &Connection, table: &Table, rows: &[Object]) -> Result<Vec<Object>> {
+    match execute(conn, table, &DataOp::Insert(rows.to_vec()))? {
+        DataOutput::Rows(rows) => Ok(rows),
+        _ => Err(Error::Internal("an insert answered no rows".into())),
+    }
+}
+
+pub fn update(conn: &Connection, table: &Table, id: &str, patch: &Object) -> Result<Object> {
+    match execute(conn, table, &DataOp::Update(id.to_owned(), patch.clone()))? {
+        DataOutput::Row(row) => Ok(row),
+        _ => Err(Error::Internal("an update answered no row".into())),
+    }
+}
+
+pub fn update_filtered(
+    conn: &Connection,
+    table: &Table,
+    filters: &[Filter],
+    patch: &Object,
+) -> Result<Vec<Object>> {
+    match execute(
+        conn,
+        table,
+        &DataOp::UpdateFiltered(filters.to_vec(), patch.clone()),
+    )? {
+        DataOutput::Rows(rows) => Ok(rows),
+        _ => Err(Error::Internal("an update answered no rows".into())),
+    }
+}
+
+pub fn delete(conn: &Connection, table: &Table, id: &str) -> Result<()> {
+    execute(conn, table, &DataOp::Delete(id.to_owned())).map(|_| ())
+}
+
+pub fn delete_filtered(conn: &Connection, table: &Table, filters: &[Filter]) -> Result<usize> {
+    match execute(conn, table, &DataOp::DeleteFiltered(filters.to_vec()))? {
+        DataOutput::Deleted(n) => Ok(n),
+        _ => Err(Error::Internal("a delete answered no count".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_read_as_rfc3339() {
+        let ts = Column {
+            name: "c".into(),
+            kind: ColumnType::Timestamp,
+            nullable: false,
+            has_default: false,
+            primary_key: false,
+        };
+        assert_eq!(
+            to_json(&ts, ValueRef::Text(b"2026-01-31 17:00:00")),
+            serde_json::json!("2026-01-31T17:00:00Z")
+        );
+    }
+}
