@@ -267,6 +267,7 @@ impl From<tenancy::Error> for ApiError {
             | E::Io { .. }
             | E::TenantDb(_)
             | E::Secrets(_)
+            | E::PrivilegesMissing { .. }
             | E::Internal(_) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::internal()

@@ -140,6 +140,11 @@ pub enum Error {
     #[error("store {store:?} is unavailable: {reason}")]
     StoreUnavailable { store: String, reason: String },
 
+    /// The data role lacks its privileges on a tenant (one provisioned before tenants had
+    /// roles of their own): the engine grants them and retries, so this rarely escapes.
+    #[error("store {store:?}: the data role lacks its privileges on the tenant")]
+    PrivilegesMissing { store: String },
+
     /// Every connection of the store's budget stayed busy for the whole wait.
     #[error("store {store:?} is busy: no connection became free within {waited_ms} ms")]
     StoreBusy { store: String, waited_ms: u64 },

@@ -107,15 +107,15 @@ impl Engine {
                 .await
             }
             Some(store) => {
-                let work = async {
-                    let t = schema.table(&table)?;
+                let placement = &tenant.placement;
+                let t = schema.table(&table)?;
+                let attempt = || async {
                     let plan = Plan::new(&Postgres, t, &op)?;
-                    let placement = &tenant.placement;
                     let (mut conn, context) =
                         store.data_conn(placement.mode, &placement.location).await?;
                     let outcomes = pg::run_pipelined(
                         &mut conn,
-                        context.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+                        context.as_ref(),
                         placement.schema_version,
                         t,
                         &plan.statements,
@@ -123,6 +123,18 @@ impl Engine {
                     )
                     .await?;
                     plan.finish(outcomes)
+                };
+                let work = async {
+                    match attempt().await {
+                        // A tenant from before tenants had privileges of their own.
+                        Err(Error::PrivilegesMissing { .. }) => {
+                            store
+                                .ensure_privileges(placement.mode, &placement.location)
+                                .await?;
+                            attempt().await
+                        }
+                        other => other,
+                    }
                 };
                 let limit = store.pools().limits().query_timeout;
                 match tokio::time::timeout(limit, work).await {
@@ -165,13 +177,9 @@ impl Engine {
                 let placement = &tenant.placement;
                 let (mut conn, context) =
                     store.data_conn(placement.mode, &placement.location).await?;
-                pg::explain(
-                    &mut conn,
-                    context.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
-                    t,
-                    &list.page,
-                    |e| store.session_error(e),
-                )
+                pg::explain(&mut conn, context.as_ref(), t, &list.page, |e| {
+                    store.session_error(e)
+                })
                 .await
             }
         }

@@ -262,3 +262,152 @@ async fn pipelined_requests_never_carry_a_tenants_context_to_another() {
     }
     assert!(engine.pg_store("pg").unwrap().pools().open_connections() <= 4);
 }
+
+/// What a statement in a tenant's session may do as the data role, and the error it gets.
+async fn try_sql(engine: &Engine, tenant: &Tenant, sql: &str) -> Result<(), String> {
+    let session = engine.session(tenant).await.unwrap();
+    let outcome = session.client().batch_execute(sql).await;
+    match outcome {
+        Ok(()) => {
+            session.commit().await.unwrap();
+            Ok(())
+        }
+        Err(e) => Err(e
+            .as_db_error()
+            .map_or_else(|| e.to_string(), |d| d.code().code().to_owned())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_role_reaches_nothing_outside_its_tenant() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db, 8)).await.unwrap();
+    for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
+        let name = format!("{mode:?}").to_lowercase();
+        let tenant = engine
+            .create_tenant_with(slug(&format!("lp-{name}")), None, None, &place(mode))
+            .await
+            .unwrap();
+        let other = engine
+            .create_tenant_with(slug(&format!("lq-{name}")), None, None, &place(mode))
+            .await
+            .unwrap();
+        insert(&engine, &other, vec![member(1, "other")]).await;
+        // Its own tables: read and write.
+        try_sql(
+            &engine,
+            &tenant,
+            "INSERT INTO members (id, name) VALUES ('a', 'Ada')",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: writing its own table: {e}"));
+        try_sql(
+            &engine,
+            &tenant,
+            "UPDATE members SET dkp = 5; DELETE FROM members WHERE id = 'a'",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: changing its own rows: {e}"));
+        // No DDL, no ledger, nothing of another tenant.
+        let refused = [
+            "CREATE TABLE evil (x int)",
+            "CREATE TABLE public.evil (x int)",
+            "DROP TABLE bids",
+            "ALTER TABLE members ADD COLUMN evil int",
+            "CREATE INDEX evil ON members (class)",
+            "DELETE FROM _tenancy_migrations",
+            "INSERT INTO _tenancy_migrations (version, name, checksum) VALUES (99, 'x', 'x')",
+        ];
+        for sql in refused {
+            let outcome = try_sql(&engine, &tenant, sql).await;
+            assert!(outcome.is_err(), "{name}: {sql} was allowed");
+        }
+        // Another schema's table: refused outright in schema mode (its own role has no
+        // privilege there); in shared mode the rows stay invisible; a database is its own.
+        let other_rows = match mode {
+            Mode::Schema => format!("SELECT 1 FROM \"{}\".members", other.placement.location),
+            _ => "SELECT 1 FROM members WHERE id = 'other-00001'".to_owned(),
+        };
+        let session = engine.session(&tenant).await.unwrap();
+        match session.client().query(&other_rows, &[]).await {
+            Ok(rows) => assert!(rows.is_empty(), "{name}: saw another tenant's rows"),
+            Err(e) => assert_eq!(
+                e.as_db_error().map(|d| d.code().code()),
+                Some("42501"),
+                "{name}: {e}"
+            ),
+        }
+        drop(session);
+        // As whom: the tenant's own role in schema mode, the data role otherwise.
+        let session = engine.session(&tenant).await.unwrap();
+        let user: String = session
+            .client()
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let expected = match mode {
+            Mode::Schema => format!("{}_{}", db.prefix, tenant.placement.location),
+            _ => format!("{}_data", db.prefix),
+        };
+        assert_eq!(user, expected, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_from_before_tenant_roles_is_granted_on_first_use() {
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), &db, 8)).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for mode in [Mode::Database, Mode::Schema] {
+        let name = format!("{mode:?}").to_lowercase();
+        let tenant = engine
+            .create_tenant_with(slug(&format!("old-{name}")), None, None, &place(mode))
+            .await
+            .unwrap();
+        // As an older version left it: no tenant role, no grants to the data role.
+        let data_role = format!("{}_data", db.prefix);
+        match mode {
+            Mode::Schema => {
+                let role = format!("{}_{}", db.prefix, tenant.placement.location);
+                client
+                    .batch_execute(&format!(
+                        "REVOKE ALL ON ALL TABLES IN SCHEMA \"{s}\" FROM \"{role}\"; \
+                         REVOKE ALL ON SCHEMA \"{s}\" FROM \"{role}\"; DROP ROLE \"{role}\"",
+                        s = tenant.placement.location
+                    ))
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let (tenant_db, conn) = tokio_postgres::connect(
+                    &db.url_of(&tenant.placement.location),
+                    tokio_postgres::NoTls,
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                tenant_db
+                    .batch_execute(&format!(
+                        "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM \"{data_role}\""
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+        // A new engine (no connection or statement that remembers anything).
+        let engine = Engine::open(config(dir.path(), &db, 8)).await.unwrap();
+        insert(&engine, &tenant, vec![member(1, "old")]).await;
+        let page = list(&engine, &tenant, &[]).await.unwrap();
+        assert_eq!(page["data"].as_array().unwrap().len(), 1, "{name}");
+    }
+}

@@ -51,7 +51,7 @@ use super::{Object, Page};
 use crate::error::{Error, Result};
 use crate::sql::builder::invalid_cursor;
 use crate::sql::{Bind, Postgres, Returns, Role, Statement};
-use crate::store::PgConn;
+use crate::store::{Context, PgConn, CONTEXT_SQL};
 
 // ---------------------------------------------------------------------------------------
 // Introspection
@@ -745,10 +745,6 @@ pub async fn execute<C: GenericClient>(
     plan.finish(outcomes)
 }
 
-/// Sets the tenant context for the rest of the transaction.
-const CONTEXT_SQL: &str =
-    "SELECT set_config('search_path', $1, true), set_config('tenancy.tenant_id', $2, true)";
-
 /// The statements prepared on one connection, by schema version and SQL text.
 const STATEMENT_CACHE: usize = 512;
 
@@ -762,13 +758,17 @@ const STATEMENT_CACHE: usize = 512;
 /// answered everything, so a cancelled request closes it, transaction and context with it.
 pub(crate) async fn run_pipelined(
     conn: &mut PgConn,
-    context: Option<(&str, &str)>,
+    context: Option<&Context>,
     version: i64,
     table: &Table,
     statements: &[Statement<'_>],
     store_error: impl Fn(tokio_postgres::Error) -> Error,
 ) -> Result<Vec<Outcome>> {
-    let data_error = |e| db_error(table, e);
+    // A statement refused for want of a privilege: the tenant's grants are missing.
+    let data_error = |e: tokio_postgres::Error| match e.code() {
+        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => store_error(e),
+        _ => db_error(table, e),
+    };
     // The context statement needs no search_path: prepared once per connection, outside.
     let context_stmt = match context {
         Some(_) => Some(match conn.statements().get(&(-1, CONTEXT_SQL.to_owned())) {
@@ -879,15 +879,15 @@ pub(crate) async fn run_pipelined(
 /// row, in a transaction with the tenant context set.
 pub(crate) async fn explain(
     conn: &mut PgConn,
-    context: Option<(&str, &str)>,
+    context: Option<&Context>,
     table: &Table,
     statement: &Statement<'_>,
     store_error: impl Fn(tokio_postgres::Error) -> Error,
 ) -> Result<Vec<String>> {
     conn.discard();
     conn.batch_execute("BEGIN").await.map_err(&store_error)?;
-    if let Some((search_path, tenant)) = context {
-        conn.execute(CONTEXT_SQL, &[&search_path, &tenant])
+    if let Some(c) = context {
+        conn.execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
             .await
             .map_err(&store_error)?;
     }
@@ -921,18 +921,16 @@ fn begin(
 
 fn set_context<'a>(
     client: &'a Client,
-    context: Option<(&'a str, &'a str)>,
+    context: Option<&'a Context>,
     stmt: Option<&'a PgStatement>,
 ) -> OptionFuture<
     impl std::future::Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 'a,
 > {
-    OptionFuture::from(
-        context
-            .zip(stmt)
-            .map(|((search_path, tenant), stmt)| async move {
-                client.execute(stmt, &[&search_path, &tenant]).await
-            }),
-    )
+    OptionFuture::from(context.zip(stmt).map(|(c, stmt)| async move {
+        client
+            .execute(stmt, &[&c.search_path, &c.tenant_id, &c.role])
+            .await
+    }))
 }
 
 // The operations one at a time, in the caller's transaction.

@@ -8,5 +8,6 @@ mod sqlite;
 
 pub use cache::{CacheConfig, HandleCache};
 pub use pgpool::{PgConn, PgPools, PoolLimits};
-pub use postgres::{PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
+pub(crate) use postgres::CONTEXT_SQL;
+pub use postgres::{Context, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};

@@ -61,6 +61,8 @@ pub struct PgStore {
     template: std::sync::Mutex<Option<String>>,
     /// One template build at a time in this process (other processes may build too).
     template_build: tokio::sync::Mutex<()>,
+    /// The data role made sure of, once per process.
+    data_role_ready: tokio::sync::OnceCell<()>,
 }
 
 /// A transaction on a tenant's data with the tenant context set: `search_path` pinned to
@@ -133,6 +135,7 @@ impl PgStore {
             audit_failure: std::sync::Mutex::new(None),
             template: std::sync::Mutex::new(None),
             template_build: tokio::sync::Mutex::new(()),
+            data_role_ready: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -170,10 +173,12 @@ impl PgStore {
         config
     }
 
-    /// A connection to a `database`-mode tenant's database for its data: its schema is
-    /// `public`, set once when the connection opens, so its requests need no context.
+    /// A connection to a `database`-mode tenant's database for its data, as the data role:
+    /// its schema is `public`, set once when the connection opens, so its requests need no
+    /// context.
     fn tenant_database_config(&self, database: &str) -> Config {
-        let mut config = self.database_config(database);
+        let mut config = self.data.clone();
+        config.dbname(database);
         let options = match config.get_options() {
             Some(own) => format!("{own} -c search_path=public"),
             None => "-c search_path=public".to_owned(),
@@ -194,6 +199,9 @@ impl PgStore {
         location: &str,
         migrations: &MigrationSet,
     ) -> Result<i64> {
+        if mode != Mode::Shared {
+            self.data_role_once().await?;
+        }
         match mode {
             Mode::Database => {
                 let version = self.copy_template(location, migrations).await?;
@@ -308,6 +316,7 @@ impl PgStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let build = format!("{family}b{now}_{:08x}", rand::random::<u32>());
+        self.data_role_once().await?;
         self.admin_conn()
             .await?
             .batch_execute(&format!("CREATE DATABASE {}", quote(&build)))
@@ -444,8 +453,9 @@ impl PgStore {
             Mode::Schema => {
                 let conn = self.admin_conn().await?;
                 conn.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {} CASCADE",
-                    quote(location)
+                    "DROP SCHEMA IF EXISTS {} CASCADE; DROP ROLE IF EXISTS {}",
+                    quote(location),
+                    quote(&self.tenant_role(location))
                 ))
                 .await
                 .map_err(|e| self.db_error(e))
@@ -510,6 +520,9 @@ impl PgStore {
         location: &str,
         migrations: &MigrationSet,
     ) -> Result<(i64, i64)> {
+        if mode != Mode::Shared {
+            self.data_role_once().await?;
+        }
         match mode {
             Mode::Database => {
                 let mut conn = self.pools.get(&self.database_config(location)).await?;
@@ -543,6 +556,7 @@ impl PgStore {
         locations: &[&str],
         migrations: &MigrationSet,
     ) -> Result<i64> {
+        self.data_role_once().await?;
         let mut conn = self.admin_conn().await?;
         let (_, version) = self
             .apply_plain(&mut conn, locations, true, migrations)
@@ -560,8 +574,16 @@ impl PgStore {
     ) -> Result<(i64, i64)> {
         let scripts = migrations.scripts(Dialect::Postgres)?;
         let statements: Vec<Vec<String>> = scripts.iter().map(|s| vec![s.sql.to_owned()]).collect();
-        self.apply_statements(conn, schemas, create_schema, &scripts, &statements, None)
-            .await
+        self.apply_statements(
+            conn,
+            schemas,
+            create_schema,
+            &scripts,
+            &statements,
+            None,
+            true,
+        )
+        .await
     }
 
     /// The transaction shared by every mode: for each schema lock, ledger, validation,
@@ -576,6 +598,7 @@ impl PgStore {
         scripts: &[Script<'_>],
         statements: &[Vec<String>],
         after_create: Option<&str>,
+        grant: bool,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         // Until COMMIT, a cancelled task must not pool this connection mid-transaction.
@@ -592,6 +615,7 @@ impl PgStore {
                         scripts,
                         statements,
                         after_create,
+                        grant,
                     )
                     .await?;
             }
@@ -618,6 +642,7 @@ impl PgStore {
         scripts: &[Script<'_>],
         statements: &[Vec<String>],
         after_create: Option<&str>,
+        grant: bool,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         let schema_q = quote(schema);
@@ -683,6 +708,11 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
+        if grant {
+            conn.batch_execute(&self.privileges_sql(schema))
+                .await
+                .map_err(db)?;
+        }
         Ok((from, latest))
     }
 
@@ -721,6 +751,7 @@ impl PgStore {
                 &scripts,
                 &statements,
                 Some(&grant),
+                false,
             )
             .await?;
         drop(conn);
@@ -732,8 +763,108 @@ impl PgStore {
         self.data.get_user().unwrap_or("").to_owned()
     }
 
-    /// Creates the data role the engine owns, if missing: LOGIN, not superuser, no
-    /// BYPASSRLS. Its name comes from configuration (checked) and its password is
+    /// The data role, made sure of once per process ([`PgStore::ensure_data_role`]); a
+    /// role given by `data_url` must be NOINHERIT, or it would hold every tenant role's
+    /// privileges at once.
+    async fn data_role_once(&self) -> Result<()> {
+        self.data_role_ready
+            .get_or_try_init(|| async {
+                let conn = self.admin_conn().await?;
+                self.ensure_data_role(&conn).await?;
+                let inherits = conn
+                    .query_opt(
+                        "SELECT rolinherit FROM pg_roles WHERE rolname = $1",
+                        &[&self.data_role_name()],
+                    )
+                    .await
+                    .map_err(|e| self.db_error(e))?
+                    .map(|r| r.get::<_, bool>(0));
+                match inherits {
+                    Some(false) => Ok(()),
+                    Some(true) => Err(self.unavailable(format!(
+                        "its data role {} inherits the privileges of the roles it belongs \
+                         to; make it NOINHERIT (ALTER ROLE … NOINHERIT)",
+                        self.data_role_name()
+                    ))),
+                    None => Err(self.unavailable(format!(
+                        "its data role {} does not exist",
+                        self.data_role_name()
+                    ))),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The role a `schema`-mode tenant's requests run as (`SET ROLE` from the data role,
+    /// within each transaction): privileges on its own schema's tables and nothing else.
+    fn tenant_role(&self, schema: &str) -> String {
+        format!("{}_{schema}", self.prefix)
+    }
+
+    /// What the data role may do in a tenant, granted after every migration (in its
+    /// transaction): read and write the tables and use their sequences — not the ledger,
+    /// no DDL, no other schema. In `schema` mode through a role of the tenant's own
+    /// (created here if missing), in `database` mode (`public`) directly.
+    fn privileges_sql(&self, schema: &str) -> String {
+        let data = quote(&self.data_role_name());
+        let schema_q = quote(schema);
+        let mut sql = String::new();
+        let grantee = if schema == "public" {
+            // Before PostgreSQL 15 everyone may create in `public`.
+            sql.push_str("REVOKE CREATE ON SCHEMA public FROM PUBLIC;");
+            data
+        } else {
+            let role = quote(&self.tenant_role(schema));
+            sql.push_str(&format!(
+                "DO $$BEGIN CREATE ROLE {role} NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END$$;\
+                 GRANT {role} TO {data};"
+            ));
+            role
+        };
+        sql.push_str(&format!(
+            "GRANT USAGE ON SCHEMA {schema_q} TO {grantee};\
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema_q} TO {grantee};\
+             GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema_q} TO {grantee};\
+             REVOKE ALL ON {schema_q}.{LEDGER_TABLE} FROM {grantee};"
+        ));
+        sql
+    }
+
+    /// Grants a tenant's privileges where they are missing (a tenant provisioned before
+    /// tenants had them), under the schema's migration lock.
+    pub(crate) async fn ensure_privileges(&self, mode: Mode, location: &str) -> Result<()> {
+        self.data_role_once().await?;
+        let schema = match mode {
+            Mode::Database => "public",
+            Mode::Schema => location,
+            Mode::Shared => return Ok(()),
+        };
+        let mut conn = match mode {
+            Mode::Database => self.pools.get(&self.database_config(location)).await?,
+            _ => self.admin_conn().await?,
+        };
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        conn.discard();
+        conn.batch_execute("BEGIN").await.map_err(db)?;
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tenancy.migrate.' || $1))",
+            &[&quote(schema)],
+        )
+        .await
+        .map_err(db)?;
+        conn.batch_execute(&self.privileges_sql(schema))
+            .await
+            .map_err(db)?;
+        conn.batch_execute("COMMIT").await.map_err(db)?;
+        conn.reuse();
+        tracing::info!(store = %self.name, tenant = %location, "granted the tenant's privileges to the data role");
+        Ok(())
+    }
+
+    /// Creates the data role the engine owns, if missing: LOGIN, NOINHERIT, not superuser,
+    /// no BYPASSRLS. Its name comes from configuration (checked) and its password is
     /// generated hex, so both are safe to put in the statement.
     async fn ensure_data_role(&self, conn: &Client) -> Result<()> {
         let Some(role) = &self.data_role else {
@@ -752,7 +883,7 @@ impl PgStore {
                 .is_some();
             let verb = if exists { "ALTER" } else { "CREATE" };
             conn.batch_execute(&format!(
-                "{verb} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{}'",
+                "{verb} ROLE {} LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{}'",
                 quote(role),
                 self.data_password
             ))
@@ -819,14 +950,14 @@ impl PgStore {
         }
     }
 
-    /// A connection for the tenant's data, and the context its transactions must set
-    /// (`search_path`, `tenancy.tenant_id`; none in `database` mode, whose connections
-    /// are the tenant's alone).
+    /// A connection for the tenant's data, as the data role, and the context its
+    /// transactions must set (none in `database` mode, whose connections are the tenant's
+    /// alone).
     pub(crate) async fn data_conn(
         &self,
         mode: Mode,
         location: &str,
-    ) -> Result<(PgConn, Option<(String, String)>)> {
+    ) -> Result<(PgConn, Option<Context>)> {
         Ok(match mode {
             Mode::Database => (
                 self.pools
@@ -835,58 +966,81 @@ impl PgStore {
                 None,
             ),
             Mode::Schema => (
-                self.admin_conn().await?,
-                Some((quote(location), String::new())),
+                self.pools.get(&self.data).await?,
+                Some(Context {
+                    search_path: quote(location),
+                    tenant_id: String::new(),
+                    role: self.tenant_role(location),
+                }),
             ),
             Mode::Shared => {
                 self.require_audited().await?;
                 (
                     self.pools.get(&self.data).await?,
-                    Some((quote(SHARED_SCHEMA), location.to_owned())),
+                    Some(Context {
+                        search_path: quote(SHARED_SCHEMA),
+                        tenant_id: location.to_owned(),
+                        role: "none".into(),
+                    }),
                 )
             }
         })
     }
 
-    /// Maps a connection-level failure of tenant work (not a statement's own error).
+    /// Maps a connection-level failure of tenant work (not a statement's own error). A
+    /// tenant role that does not exist yet is [`Error::PrivilegesMissing`].
     pub(crate) fn session_error(&self, e: tokio_postgres::Error) -> Error {
+        if e.code().is_some_and(|c| {
+            *c == SqlState::INVALID_PARAMETER_VALUE || *c == SqlState::INSUFFICIENT_PRIVILEGE
+        }) {
+            return Error::PrivilegesMissing {
+                store: self.name.clone(),
+            };
+        }
         self.db_error(e)
     }
 
-    /// A transaction on the tenant's data with its context set.
+    /// A transaction on the tenant's data with its context set, as the data role (in
+    /// `schema` mode as the tenant's own role).
     pub async fn session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
-        let (conn, search_path, tenant_id) = match mode {
-            Mode::Database => (
-                self.pools
-                    .get(&self.tenant_database_config(location))
-                    .await?,
-                quote("public"),
-                None,
-            ),
-            Mode::Schema => (self.admin_conn().await?, quote(location), None),
-            Mode::Shared => {
-                self.require_audited().await?;
-                (
-                    self.pools.get(&self.data).await?,
-                    quote(SHARED_SCHEMA),
-                    Some(location),
-                )
+        match self.open_session(mode, location).await {
+            Err(Error::PrivilegesMissing { .. }) => {
+                self.ensure_privileges(mode, location).await?;
+                self.open_session(mode, location).await
             }
-        };
+            other => other,
+        }
+    }
+
+    async fn open_session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
+        let (conn, context) = self.data_conn(mode, location).await?;
         let mut session = TenantSession { conn };
         session.conn.discard();
-        let db = |e: tokio_postgres::Error| self.db_error(e);
-        session.conn.batch_execute("BEGIN").await.map_err(db)?;
-        session
-            .conn
-            .execute(
-                "SELECT set_config('search_path', $1, true), set_config('tenancy.tenant_id', $2, true)",
-                &[&search_path, &tenant_id.unwrap_or("")],
-            )
-            .await
-            .map_err(db)?;
+        let err = |e: tokio_postgres::Error| self.session_error(e);
+        session.conn.batch_execute("BEGIN").await.map_err(err)?;
+        if let Some(c) = context {
+            session
+                .conn
+                .execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
+                .await
+                .map_err(err)?;
+        }
         Ok(session)
     }
+}
+
+/// Sets the tenant context for the rest of the transaction: the schema, the tenant of the
+/// shared tables' row-level security, and the role.
+pub(crate) const CONTEXT_SQL: &str = "SELECT set_config('search_path', $1, true), \
+     set_config('tenancy.tenant_id', $2, true), set_config('role', $3, true)";
+
+/// What a tenant's transaction sets ([`CONTEXT_SQL`]).
+pub struct Context {
+    pub search_path: String,
+    /// Empty outside `shared` mode.
+    pub tenant_id: String,
+    /// The tenant's role in `schema` mode; `none` (the data role itself) in `shared` mode.
+    pub role: String,
 }
 
 /// What makes the shared schema unsafe to serve, one line per problem (none: it passes).
