@@ -38,18 +38,24 @@ pub fn strip_tenant_prefix(mut req: Request) -> Request {
 }
 
 /// What the chain resolved, and the caller's access to it. Extract it in any handler of a
-/// tenant-resolved route.
+/// tenant-resolved route. [`TenantContext::query`] reaches the tenant's data in every store
+/// and mode with one statement; [`TenantContext::db`] (SQLite) and
+/// [`TenantContext::session`] (PostgreSQL) hand over the driver's own connection.
 ///
 /// ```
 /// use axum::Json;
+/// use serde::Deserialize;
 /// use tenancy::Role;
 /// use tenancy_http::{ApiResult, TenantContext};
 ///
-/// async fn member_count(ctx: TenantContext) -> ApiResult<Json<i64>> {
+/// #[derive(Deserialize, serde::Serialize)]
+/// struct Count {
+///     n: i64,
+/// }
+///
+/// async fn member_count(ctx: TenantContext) -> ApiResult<Json<Vec<Count>>> {
 ///     ctx.require(Role::Viewer)?;
-///     let n = ctx
-///         .db(|db| Ok(db.query_row("SELECT COUNT(*) FROM members", [], |r| r.get(0))?))
-///         .await?;
+///     let n = ctx.query("SELECT COUNT(*) AS n FROM members", vec![]).await?;
 ///     Ok(Json(n))
 /// }
 /// ```
@@ -80,13 +86,39 @@ impl TenantContext {
         &self.engine
     }
 
-    /// Runs `f` on the tenant's database, on a blocking thread.
+    /// Runs one statement of the application's own on the tenant's data, whichever store
+    /// and mode holds it (`$1, $2, …` placeholders, values bound; see
+    /// [`tenancy::Engine::query`]), and reads each row it answers into a `T` by column name.
+    pub async fn query<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: Vec<tenancy::data::value::Value>,
+    ) -> ApiResult<Vec<T>> {
+        let rows = self.engine.query(&self.tenant, sql, params).await?;
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(serde_json::Value::Object(row)).map_err(|e| {
+                    tenancy::Error::Internal(format!("a row does not fit its type: {e}")).into()
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `f` on a SQLite tenant's database, on a blocking thread (`400
+    /// mode_not_supported` for a PostgreSQL tenant: use [`TenantContext::session`]).
     pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut tenancy::rusqlite::Connection) -> tenancy::Result<T> + Send + 'static,
     {
         Ok(self.engine.with_db(&self.tenant, f).await?)
+    }
+
+    /// A transaction on a PostgreSQL tenant's data with its context and privileges set
+    /// (`400 mode_not_supported` for a SQLite tenant: use [`TenantContext::db`]). Commit
+    /// it, or drop it to roll back.
+    pub async fn session(&self) -> ApiResult<tenancy::store::TenantSession> {
+        Ok(self.engine.session(&self.tenant).await?)
     }
 }
 

@@ -6,7 +6,6 @@
 //! does not account for are removed.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,20 +17,20 @@ use crate::auth::AdminToken;
 use crate::catalog::{
     Catalog, NewTenant, SqliteCatalog, StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
+pub use crate::config::{
+    EngineConfig, MigrationSource, PlaceOptions, StoreSpec, DEFAULT_STORE,
+};
 use crate::error::{Error, Result};
 use crate::fault::{self, points};
-use crate::identity::{FailureLimiter, LimitConfig, TokenConfig, TokenSigner, UserId};
+use crate::identity::{FailureLimiter, TokenSigner, UserId};
 use crate::migrations::{Dialect, MigrationSet};
-use crate::secrets::SecretKey;
 use crate::slug::Slug;
-use crate::store::{apply_migrations, CacheConfig, PgStore, PoolLimits, SqliteStore};
-use crate::stores::StoreRef;
+use crate::store::{apply_migrations, PgStore, SqliteStore};
+use crate::stores::Stores;
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
 use TenantStatus::*;
 
-/// The name of the embedded SQLite store.
-pub const DEFAULT_STORE: &str = "default";
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 const MIGRATE_LOCK: &str = "migrate";
 /// Tenants per catalog transaction in [`Engine::create_tenants`].
@@ -40,103 +39,6 @@ const BULK_BATCH: usize = 500;
 const SCHEMA_GROUP: usize = 10;
 /// Shared tenants' migration outcomes per catalog transaction.
 const SHARED_RECORD_BATCH: usize = 2_000;
-
-/// Where the tenant schema comes from.
-#[derive(Debug, Clone, Default)]
-pub enum MigrationSource {
-    /// The guild example compiled into tenancy.
-    #[default]
-    BuiltinGuild,
-    Folder(PathBuf),
-}
-
-/// Everything the engine needs to start.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Holds `catalog.db`, `tenants/` (the default SQLite store) and `run/`.
-    pub data_dir: PathBuf,
-    /// [`Engine::open`] also removes SQLite store files no tenant accounts for, which
-    /// reads every tenant and lists every file (O(fleet)). Without it, recovery reads only
-    /// the tenants in transition (O(in flight)): for short-lived processes.
-    pub sweep_store_files: bool,
-    pub migrations: MigrationSource,
-    pub cache: CacheConfig,
-    /// How many tenants of one store `migrate` works on at once (on PostgreSQL, at most
-    /// half the store's connection budget).
-    pub migrate_concurrency: usize,
-    /// A request to a tenant whose schema is behind migrates it on the spot (`true`) or is
-    /// answered `TenantMigrating` (`false`, the default).
-    pub migrate_on_request: bool,
-    pub tokens: TokenConfig,
-    /// Failed logins per email, then refused until the window ends.
-    pub login_limit_per_email: LimitConfig,
-    /// Failed logins per client address.
-    pub login_limit_per_client: LimitConfig,
-    /// `postgres://…`: the catalog on PostgreSQL. `None`: `catalog.db` in `data_dir`.
-    pub catalog_url: Option<String>,
-    /// PostgreSQL stores, by name (the SQLite store `default` always exists).
-    pub stores: Vec<StoreSpec>,
-    /// Where new tenants go unless told otherwise.
-    pub default_store: String,
-    pub default_mode: Mode,
-    /// Seals secrets kept in the catalog. `None`: `<data_dir>/secret.key`, created on
-    /// first need.
-    pub secret_key: Option<SecretKey>,
-}
-
-/// A PostgreSQL store as configured (`[[stores]]`).
-#[derive(Debug, Clone)]
-pub struct StoreSpec {
-    pub name: String,
-    pub url: String,
-    /// Connects as the data role of `shared` tenants; `None`: the engine creates
-    /// `data_role` with a generated password.
-    pub data_url: Option<String>,
-    pub data_role: String,
-    /// Tenant databases are named `<prefix>_<tenant id hex>`.
-    pub database_prefix: String,
-    pub limits: PoolLimits,
-}
-
-impl StoreSpec {
-    pub fn new(name: impl Into<String>, url: impl Into<String>) -> StoreSpec {
-        StoreSpec {
-            name: name.into(),
-            url: url.into(),
-            data_url: None,
-            data_role: "tenancy_data".into(),
-            database_prefix: "tenancy".into(),
-            limits: PoolLimits::default(),
-        }
-    }
-}
-
-impl EngineConfig {
-    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
-        EngineConfig {
-            data_dir: data_dir.into(),
-            migrations: MigrationSource::BuiltinGuild,
-            cache: CacheConfig::default(),
-            migrate_concurrency: 4,
-            migrate_on_request: false,
-            tokens: TokenConfig::default(),
-            login_limit_per_email: LimitConfig {
-                max_failures: 5,
-                window: std::time::Duration::from_secs(15 * 60),
-            },
-            login_limit_per_client: LimitConfig {
-                max_failures: 30,
-                window: std::time::Duration::from_secs(15 * 60),
-            },
-            catalog_url: None,
-            stores: Vec::new(),
-            default_store: DEFAULT_STORE.to_owned(),
-            default_mode: Mode::Database,
-            secret_key: None,
-            sweep_store_files: true,
-        }
-    }
-}
 
 /// What recovery did when the engine opened.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -158,13 +60,6 @@ impl RecoveryReport {
             && self.deleted.is_empty()
             && self.orphans_removed == 0
     }
-}
-
-/// Where a new tenant goes: `None` takes the configured default.
-#[derive(Debug, Clone, Default)]
-pub struct PlaceOptions {
-    pub store: Option<String>,
-    pub mode: Option<Mode>,
 }
 
 /// Options of a fleet migration.
@@ -284,8 +179,7 @@ pub struct FleetStatus {
 pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) catalog: Arc<dyn Catalog>,
-    pub(crate) store: SqliteStore,
-    pub(crate) pg_stores: HashMap<String, Arc<PgStore>>,
+    pub(crate) stores: Stores,
     pub(crate) migrations: Arc<MigrationSet>,
     pub(crate) recovery: RecoveryReport,
     /// Reloaded from the catalog when a token names a key this process has not seen.
@@ -322,13 +216,8 @@ impl Engine {
             Some(url) => Arc::new(crate::catalog::postgres::PgCatalog::connect(url).await?),
             None => Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?),
         };
-        let store = SqliteStore::open(
-            DEFAULT_STORE,
-            &config.data_dir.join("tenants"),
-            config.cache,
-        )?;
-        let pg_stores = crate::stores::open_pg_stores(&config, catalog.as_ref()).await?;
-        if !pg_stores.is_empty() {
+        let stores = Stores::open(&config, catalog.as_ref()).await?;
+        if stores.any_of(Dialect::Postgres) {
             migrations.scripts(Dialect::Postgres)?;
         }
         let signer = crate::accounts::load_signer(catalog.as_ref(), &config.tokens).await?;
@@ -339,8 +228,7 @@ impl Engine {
             },
             config,
             catalog,
-            store,
-            pg_stores,
+            stores,
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
             signer: std::sync::RwLock::new(Arc::new(signer)),
@@ -349,7 +237,7 @@ impl Engine {
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.
-        for store in inner.pg_stores.values() {
+        for store in inner.stores.postgres_stores() {
             if let Err(e) = store.audit().await {
                 tracing::warn!(store = %store.name, error = %e, "could not audit the shared tables at start-up");
             }
@@ -372,7 +260,7 @@ impl Engine {
     }
 
     pub fn store(&self) -> &SqliteStore {
-        &self.inner.store
+        self.inner.stores.sqlite()
     }
 
     /// A transaction on a PostgreSQL tenant's data with its context set: `search_path`
@@ -385,7 +273,7 @@ impl Engine {
 
     /// A PostgreSQL store by name.
     pub fn pg_store(&self, name: &str) -> Option<&Arc<PgStore>> {
-        self.inner.pg_stores.get(name)
+        self.inner.stores.postgres(name)
     }
 
     /// What recovery did when this engine opened.
@@ -757,16 +645,15 @@ impl Engine {
         T: Send + 'static,
         F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
     {
-        if self.inner.pg_store_of(tenant)?.is_some() {
+        let Some(store) = self.inner.stores.sqlite_of(tenant) else {
+            self.inner.stores.named(&tenant.placement.store)?;
             return Err(Error::ModeNotSupported {
                 store: tenant.placement.store.clone(),
                 kind: "PostgreSQL",
-                mode: "a SQLite connection (use Engine::session)".into(),
+                mode: "a SQLite connection (use Engine::session or Engine::query)".into(),
             });
-        }
-        let inner = Arc::clone(&self.inner);
-        let (id, location) = (tenant.id, tenant.placement.location.clone());
-        tokio::task::spawn_blocking(move || inner.store.handle(id, &location)?.with_conn(f)).await?
+        };
+        Arc::clone(store).on_handle(tenant, f).await
     }
 
     /// The shape of the configured tenant schema (every migration applied), built once on
@@ -812,7 +699,7 @@ impl Engine {
     /// Refuses a migration set in which a file that was already applied somewhere changed.
     pub async fn check_migrations_unchanged(&self) -> Result<()> {
         self.check_dialect_unchanged(Dialect::Sqlite).await?;
-        if !self.inner.pg_stores.is_empty() {
+        if self.inner.stores.any_of(Dialect::Postgres) {
             self.check_dialect_unchanged(Dialect::Postgres).await?;
         }
         Ok(())
@@ -1016,11 +903,12 @@ impl Engine {
     /// and on PostgreSQL at most half the store's connection budget, so requests keep
     /// the other half.
     fn store_workers(&self, store: &str, concurrency: usize) -> Result<usize> {
-        Ok(match self.inner.store_named(store)? {
-            StoreRef::Sqlite(_) => concurrency,
-            StoreRef::Postgres(pg) => concurrency.min(pg.pools().limits().max_connections / 2),
-        }
-        .max(1))
+        Ok(self
+            .inner
+            .stores
+            .named(store)?
+            .fleet_concurrency(concurrency)
+            .max(1))
     }
 
     /// Migrates tenants from the queue one after another until it is empty or the run
@@ -1084,35 +972,14 @@ impl Engine {
     /// tenants: their store's shared tables). Returns `(from, to)`; the outer error is
     /// an internal failure, the inner one the migration's.
     async fn apply_tenant_migrations(&self, tenant: &Tenant) -> Result<Result<(i64, i64)>> {
-        let inner = Arc::clone(&self.inner);
-        let (id, location) = (tenant.id, tenant.placement.location.clone());
-        let store = match inner.pg_store_of(tenant) {
+        let store = match self.inner.stores.of(tenant) {
             Ok(store) => store,
             // A store this process does not know fails this tenant, not the run.
             Err(e) => return Ok(Err(e)),
         };
-        let applied = match store {
-            Some(pg) => {
-                let migrated = pg
-                    .migrate(tenant.placement.mode, &location, &inner.migrations)
-                    .await;
-                if migrated.is_ok() {
-                    fault::pause_async(points::MIGRATE_TENANT_COMMITTED).await;
-                }
-                migrated
-            }
-            None => {
-                tokio::task::spawn_blocking(move || {
-                    inner
-                        .store
-                        .with_tenant_conn(id, &location, |conn| {
-                            apply_migrations(conn, &inner.migrations)
-                        })
-                        .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
-                })
-                .await?
-            }
-        };
+        let applied = store
+            .migrate(tenant, Arc::clone(&self.inner.migrations))
+            .await;
         Ok(applied)
     }
 
@@ -1235,12 +1102,11 @@ async fn build_group(
     tenants: &[Tenant],
 ) -> Vec<std::result::Result<i64, String>> {
     if let [first, _, ..] = tenants {
-        if let Ok(Some(pg)) = inner.pg_store_of(first) {
-            let locations: Vec<&str> = tenants
-                .iter()
-                .map(|t| t.placement.location.as_str())
-                .collect();
-            if let Ok(version) = pg.provision_schemas(&locations, &inner.migrations).await {
+        if let Ok(store) = inner.stores.of(first) {
+            let together = store
+                .build_together(tenants, Arc::clone(&inner.migrations))
+                .await;
+            if let Ok(Some(version)) = together {
                 return tenants.iter().map(|_| Ok(version)).collect();
             }
         }
@@ -1261,7 +1127,7 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
     // file, so every file seen here has its row in the listing below.
     let sweep = inner.config.sweep_store_files;
     let on_disk = if sweep {
-        inner.store.tenant_ids_on_disk()?
+        inner.stores.sqlite().tenant_ids_on_disk()?
     } else {
         HashSet::new()
     };
@@ -1312,11 +1178,11 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
             }
         };
         if !keep {
-            let location = SqliteStore::location_for(id);
+            let location = SqliteStore::file_name(id);
             if is_tmp {
-                inner.store.remove_tmp(&location)?;
+                inner.stores.sqlite().remove_tmp(&location)?;
             } else {
-                inner.store.remove(id, &location)?;
+                inner.stores.sqlite().remove_files(id, &location)?;
             }
             report.orphans_removed += 1;
         }
@@ -1329,13 +1195,7 @@ async fn recover(inner: &Inner) -> Result<RecoveryReport> {
 
 /// Removes a tenant's data during recovery (before the engine's `Arc` exists).
 async fn remove_data(inner: &Inner, tenant: &Tenant) -> Result<()> {
-    match inner.pg_store_of(tenant)? {
-        Some(pg) => {
-            pg.remove(tenant.placement.mode, &tenant.placement.location, tenant.id)
-                .await
-        }
-        None => inner.store.remove(tenant.id, &tenant.placement.location),
-    }
+    inner.stores.of(tenant)?.remove(tenant).await
 }
 
 async fn recover_deletion(
@@ -1406,4 +1266,52 @@ async fn recover_provisioning(
         _ => report.failed.push(tenant.slug.to_string()),
     }
     Ok(())
+}
+
+impl Inner {
+    /// Where a new tenant of this mode goes in this store; refuses modes it cannot hold.
+    pub(crate) fn location_for(&self, store: &str, mode: Mode, id: TenantId) -> Result<String> {
+        self.stores.named(store)?.location_for(mode, id)
+    }
+
+    /// The SQL dialect of a store's tenants.
+    pub(crate) fn dialect_of_store(&self, store: &str) -> Result<Dialect> {
+        Ok(self.stores.named(store)?.dialect())
+    }
+
+    /// Builds the tenant's data with every migration; its schema version.
+    pub(crate) async fn build(&self, tenant: &Tenant) -> Result<i64> {
+        self.stores
+            .of(tenant)?
+            .build(tenant, Arc::clone(&self.migrations))
+            .await
+    }
+
+    /// The schema version of the tenant's complete data, `None` if there is none.
+    pub(crate) async fn inspect(&self, tenant: &Tenant) -> Result<Option<i64>> {
+        self.stores.of(tenant)?.inspect(tenant).await
+    }
+
+    /// Removes every byte of the tenant's data from its store.
+    pub(crate) async fn remove_data(&self, tenant: &Tenant) -> Result<()> {
+        remove_data(self, tenant).await
+    }
+
+    /// A transaction on a PostgreSQL tenant's data, context set.
+    pub(crate) async fn session(&self, tenant: &Tenant) -> Result<crate::store::TenantSession> {
+        match self.stores.postgres_of(tenant) {
+            Some(pg) => {
+                pg.session(tenant.placement.mode, &tenant.placement.location)
+                    .await
+            }
+            None => {
+                self.stores.named(&tenant.placement.store)?;
+                Err(Error::ModeNotSupported {
+                    store: tenant.placement.store.clone(),
+                    kind: "files",
+                    mode: "a PostgreSQL session (use Engine::with_db or Engine::query)".into(),
+                })
+            }
+        }
+    }
 }

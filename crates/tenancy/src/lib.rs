@@ -20,6 +20,7 @@ mod access;
 mod accounts;
 pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod data;
 mod domain;
 mod engine;
@@ -49,7 +50,7 @@ pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
 pub use slug::{Slug, RESERVED_SLUGS};
-pub use store::CacheConfig;
+pub use store::{CacheConfig, TenantStore};
 pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
 /// Re-exported so that library users name the same SQLite types as the engine.

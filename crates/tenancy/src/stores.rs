@@ -1,6 +1,5 @@
 //! The engine's stores: the embedded SQLite store and the PostgreSQL stores, registered
-//! in the catalog with their secrets sealed, and the per-tenant operations dispatched to
-//! whichever store holds the tenant.
+//! in the catalog with their secrets sealed, each a [`TenantStore`] found by name.
 //!
 //! A configured PostgreSQL store is recorded in the catalog (`store:<name>` settings) with
 //! its URLs and the generated data-role password sealed by the secret key, so that every
@@ -14,12 +13,12 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
-use crate::engine::{EngineConfig, Inner, StoreSpec, DEFAULT_STORE};
+use crate::config::{EngineConfig, StoreSpec, DEFAULT_STORE};
 use crate::error::{Error, Result};
 use crate::migrations::Dialect;
 use crate::secrets::SecretKey;
-use crate::store::{PgStore, PgStoreConfig, PoolLimits, SqliteStore, TenantSession};
-use crate::tenant::{Mode, Tenant, TenantId};
+use crate::store::{PgStore, PgStoreConfig, PoolLimits, SqliteStore, TenantStore};
+use crate::tenant::Tenant;
 
 const REGISTRY_SETTING: &str = "stores";
 
@@ -63,7 +62,7 @@ fn valid_store_name(name: &str) -> Result<()> {
 
 /// Registers the configured PostgreSQL stores in the catalog and opens every store the
 /// catalog knows (configured ones with their configured limits).
-pub(crate) async fn open_pg_stores(
+async fn open_pg_stores(
     config: &EngineConfig,
     catalog: &dyn Catalog,
 ) -> Result<HashMap<String, Arc<PgStore>>> {
@@ -176,104 +175,75 @@ fn open_record(
     })?))
 }
 
-/// The store holding a tenant.
-pub(crate) enum StoreRef<'a> {
-    Sqlite(&'a SqliteStore),
-    Postgres(&'a Arc<PgStore>),
+/// Every store of the engine, by name: the embedded SQLite store and the PostgreSQL
+/// stores. The engine reaches a tenant's store through [`Stores::of`] and speaks to it as a
+/// [`TenantStore`], whatever its kind.
+pub(crate) struct Stores {
+    sqlite: Arc<SqliteStore>,
+    postgres: HashMap<String, Arc<PgStore>>,
+    all: HashMap<String, Arc<dyn TenantStore>>,
 }
 
-impl Inner {
-    pub(crate) fn store_named(&self, name: &str) -> Result<StoreRef<'_>> {
-        if name == self.store.name {
-            return Ok(StoreRef::Sqlite(&self.store));
+impl Stores {
+    /// Opens the SQLite store and every PostgreSQL store the catalog knows (registering
+    /// the configured ones).
+    pub(crate) async fn open(config: &EngineConfig, catalog: &dyn Catalog) -> Result<Stores> {
+        let sqlite = Arc::new(SqliteStore::open(
+            DEFAULT_STORE,
+            &config.data_dir.join("tenants"),
+            config.cache,
+        )?);
+        let postgres = open_pg_stores(config, catalog).await?;
+        let mut all: HashMap<String, Arc<dyn TenantStore>> = HashMap::new();
+        all.insert(sqlite.name.clone(), Arc::clone(&sqlite) as Arc<dyn TenantStore>);
+        for (name, store) in &postgres {
+            all.insert(name.clone(), Arc::clone(store) as Arc<dyn TenantStore>);
         }
-        self.pg_stores
-            .get(name)
-            .map(StoreRef::Postgres)
-            .ok_or_else(|| Error::UnknownStore {
-                store: name.chars().take(64).collect(),
-            })
-    }
-
-    /// The SQL dialect of a store's tenants.
-    pub(crate) fn dialect_of_store(&self, name: &str) -> Result<Dialect> {
-        Ok(match self.store_named(name)? {
-            StoreRef::Sqlite(_) => Dialect::Sqlite,
-            StoreRef::Postgres(_) => Dialect::Postgres,
+        Ok(Stores {
+            sqlite,
+            postgres,
+            all,
         })
     }
 
-    pub(crate) fn pg_store_of(&self, tenant: &Tenant) -> Result<Option<&Arc<PgStore>>> {
-        match self.store_named(&tenant.placement.store)? {
-            StoreRef::Sqlite(_) => Ok(None),
-            StoreRef::Postgres(pg) => Ok(Some(pg)),
-        }
+    /// The store of this name.
+    pub(crate) fn named(&self, name: &str) -> Result<&Arc<dyn TenantStore>> {
+        self.all.get(name).ok_or_else(|| Error::UnknownStore {
+            store: name.chars().take(64).collect(),
+        })
     }
 
-    /// Where a new tenant of this mode goes in this store; refuses modes it cannot hold.
-    pub(crate) fn location_for(&self, store: &str, mode: Mode, id: TenantId) -> Result<String> {
-        match self.store_named(store)? {
-            StoreRef::Sqlite(_) if mode == Mode::Database => Ok(SqliteStore::location_for(id)),
-            StoreRef::Sqlite(s) => Err(Error::ModeNotSupported {
-                store: s.name.clone(),
-                kind: "files",
-                mode: mode.to_string(),
-            }),
-            StoreRef::Postgres(pg) => Ok(pg.location_for(mode, id)),
-        }
+    /// The store holding a tenant.
+    pub(crate) fn of(&self, tenant: &Tenant) -> Result<Arc<dyn TenantStore>> {
+        self.named(&tenant.placement.store).cloned()
     }
 
-    /// Builds the tenant's data with every migration. Returns its schema version.
-    pub(crate) async fn build(self: &Arc<Self>, tenant: &Tenant) -> Result<i64> {
-        let location = tenant.placement.location.clone();
-        match self.store_named(&tenant.placement.store)? {
-            StoreRef::Sqlite(_) => {
-                let inner = Arc::clone(self);
-                tokio::task::spawn_blocking(move || inner.store.build(&location, &inner.migrations))
-                    .await?
-            }
-            StoreRef::Postgres(pg) => {
-                pg.provision(tenant.placement.mode, &location, &self.migrations)
-                    .await
-            }
-        }
+    /// The embedded SQLite store.
+    pub(crate) fn sqlite(&self) -> &Arc<SqliteStore> {
+        &self.sqlite
     }
 
-    /// The schema version of the tenant's complete data, `None` if there is none.
-    pub(crate) async fn inspect(&self, tenant: &Tenant) -> Result<Option<i64>> {
-        match self.store_named(&tenant.placement.store)? {
-            StoreRef::Sqlite(s) => s.inspect(&tenant.placement.location),
-            StoreRef::Postgres(pg) => {
-                pg.inspect(tenant.placement.mode, &tenant.placement.location)
-                    .await
-            }
-        }
+    /// The SQLite store, if it holds the tenant.
+    pub(crate) fn sqlite_of(&self, tenant: &Tenant) -> Option<&Arc<SqliteStore>> {
+        (tenant.placement.store == self.sqlite.name).then_some(&self.sqlite)
     }
 
-    /// Removes every byte of the tenant's data from its store.
-    pub(crate) async fn remove_data(self: &Arc<Self>, tenant: &Tenant) -> Result<()> {
-        let (id, location) = (tenant.id, tenant.placement.location.clone());
-        match self.store_named(&tenant.placement.store)? {
-            StoreRef::Sqlite(_) => {
-                let inner = Arc::clone(self);
-                tokio::task::spawn_blocking(move || inner.store.remove(id, &location)).await?
-            }
-            StoreRef::Postgres(pg) => pg.remove(tenant.placement.mode, &location, id).await,
-        }
+    /// A PostgreSQL store by name.
+    pub(crate) fn postgres(&self, name: &str) -> Option<&Arc<PgStore>> {
+        self.postgres.get(name)
     }
 
-    /// A transaction on a PostgreSQL tenant's data, context set.
-    pub(crate) async fn session(&self, tenant: &Tenant) -> Result<TenantSession> {
-        match self.pg_store_of(tenant)? {
-            Some(pg) => {
-                pg.session(tenant.placement.mode, &tenant.placement.location)
-                    .await
-            }
-            None => Err(Error::ModeNotSupported {
-                store: tenant.placement.store.clone(),
-                kind: "files",
-                mode: "a PostgreSQL session".into(),
-            }),
-        }
+    /// The PostgreSQL store holding the tenant, if one does.
+    pub(crate) fn postgres_of(&self, tenant: &Tenant) -> Option<&Arc<PgStore>> {
+        self.postgres.get(&tenant.placement.store)
+    }
+
+    pub(crate) fn postgres_stores(&self) -> impl Iterator<Item = &Arc<PgStore>> {
+        self.postgres.values()
+    }
+
+    /// Whether any store speaks this dialect.
+    pub(crate) fn any_of(&self, dialect: Dialect) -> bool {
+        self.all.values().any(|s| s.dialect() == dialect)
     }
 }

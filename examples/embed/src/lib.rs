@@ -1,13 +1,14 @@
 //! A guild app that embeds tenancy: every tenancy route, plus `GET /leaderboard`, a
-//! handler of its own that reads the resolved tenant's database.
+//! handler of its own that reads the resolved tenant's data — the same handler whether the
+//! tenant lives in a SQLite file, its own PostgreSQL database or schema, or shared tables.
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use tenancy::{rusqlite, Role};
+use serde::{Deserialize, Serialize};
+use tenancy::Role;
 use tenancy_http::{ApiResult, AppState, TenantContext};
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Standing {
     pub name: String,
     pub dkp: i64,
@@ -18,19 +19,7 @@ pub struct Standing {
 pub async fn leaderboard(ctx: TenantContext) -> ApiResult<Json<Vec<Standing>>> {
     ctx.require(Role::Viewer)?;
     let standings = ctx
-        .db(|db| {
-            let mut stmt =
-                db.prepare("SELECT name, dkp FROM members ORDER BY dkp DESC, name LIMIT 10")?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(Standing {
-                        name: r.get(0)?,
-                        dkp: r.get(1)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
-        })
+        .query("SELECT name, dkp FROM members ORDER BY dkp DESC, name LIMIT 10", vec![])
         .await?;
     Ok(Json(standings))
 }

@@ -910,6 +910,68 @@ pub(crate) async fn explain(
         .collect()
 }
 
+/// Runs one statement of the application's own (`$n` placeholders, each value converted
+/// to the type PostgreSQL infers for it) in a transaction with the tenant context set; the
+/// rows it answers, each value as JSON by its type.
+pub(crate) async fn query(
+    conn: &mut PgConn,
+    context: Option<&Context>,
+    sql: &str,
+    values: &[Sql],
+    store_error: impl Fn(tokio_postgres::Error) -> Error,
+) -> Result<Vec<Object>> {
+    let statement_error = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(d) if *d.code() == SqlState::INSUFFICIENT_PRIVILEGE => Error::Forbidden {
+            needed: "a statement within the tenant's own tables",
+        },
+        Some(d) if d.code().code().starts_with("23") => Error::ConstraintViolation {
+            constraint: d.constraint().unwrap_or("?").to_owned(),
+            detail: d.message().to_owned(),
+        },
+        Some(d) => Error::TenantDb(format!("{} ({})", d.message(), d.code().code())),
+        None => store_error(e),
+    };
+    conn.discard();
+    conn.batch_execute("BEGIN").await.map_err(&store_error)?;
+    if let Some(c) = context {
+        conn.execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
+            .await
+            .map_err(&store_error)?;
+    }
+    let stmt = conn.prepare(sql).await.map_err(statement_error)?;
+    if stmt.params().len() != values.len() {
+        return Err(Error::InvalidInput(format!(
+            "the statement takes {} parameters, {} were given",
+            stmt.params().len(),
+            values.len()
+        )));
+    }
+    let params = values
+        .iter()
+        .zip(stmt.params())
+        .enumerate()
+        .map(|(i, (v, ty))| {
+            convert(v, ty, None, true)
+                .map_err(|reason| Error::InvalidInput(format!("parameter ${}: {reason}", i + 1)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows = conn
+        .query(&stmt, &refs(&params))
+        .await
+        .map_err(statement_error)?;
+    conn.batch_execute("COMMIT").await.map_err(&store_error)?;
+    conn.reuse();
+    rows.iter()
+        .map(|row| {
+            let mut object = Map::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                object.insert(column.name().to_owned(), Cell::read(row, i)?.into_json());
+            }
+            Ok(object)
+        })
+        .collect()
+}
+
 fn begin(
     client: &Client,
     transaction: bool,

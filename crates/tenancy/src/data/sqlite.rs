@@ -195,6 +195,52 @@ pub fn explain(conn: &Connection, table: &Table, statement: &Statement<'_>) -> R
     rows.collect::<rusqlite::Result<_>>().map_err(err)
 }
 
+/// Runs one statement of the application's own (`$n` placeholders) in one `IMMEDIATE`
+/// transaction; the rows it answers, each value as JSON by its stored type.
+pub fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Object>> {
+    let err = |e: rusqlite::Error| match crate::error::is_sqlite_full(&e) {
+        true => Error::StorageFull {
+            context: "running a statement".into(),
+        },
+        false => Error::TenantDb(e.to_string()),
+    };
+    let sql = crate::sql::dialect::numbered_for_sqlite(sql);
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let rows = (|| {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
+        let mut rows = stmt.query(params_from_iter(params))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut object = Map::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let value = match row.get_ref(i)? {
+                    ValueRef::Null => Json::Null,
+                    ValueRef::Integer(n) => Json::from(n),
+                    ValueRef::Real(f) => {
+                        serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)
+                    }
+                    ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
+                    ValueRef::Blob(b) => Json::String(STANDARD.encode(b)),
+                };
+                object.insert(name.clone(), value);
+            }
+            out.push(object);
+        }
+        Ok(out)
+    })()
+    .and_then(|rows| conn.execute_batch("COMMIT").map(|()| rows));
+    match rows {
+        Ok(rows) => Ok(rows),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            Err(err(e))
+        }
+    }
+}
+
 // The operations one at a time, for callers that hold a connection of their own.
 
 pub fn list(conn: &Connection, table: &Table, q: &ListQuery) -> Result<Page> {

@@ -154,3 +154,54 @@ impl SqlDialect for Postgres {
         65_535
     }
 }
+
+/// An application's statement with PostgreSQL's `$1, $2, …` placeholders, for SQLite:
+/// `?1, ?2, …` (outside string literals, quoted identifiers and comments), so that one
+/// statement runs on either.
+pub fn numbered_for_sqlite(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '$' if chars.peek().is_some_and(char::is_ascii_digit) => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numbered_for_sqlite;
+
+    #[test]
+    fn numbered_placeholders_become_sqlites() {
+        assert_eq!(
+            numbered_for_sqlite("SELECT * FROM t WHERE a = $1 AND b = $12"),
+            "SELECT * FROM t WHERE a = ?1 AND b = ?12"
+        );
+        assert_eq!(
+            numbered_for_sqlite("SELECT '$1', \"$2\" -- $3\nFROM t WHERE x = $4"),
+            "SELECT '$1', \"$2\" -- $3\nFROM t WHERE x = ?4"
+        );
+        assert_eq!(numbered_for_sqlite("SELECT $a, $"), "SELECT $a, $");
+    }
+}

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config};
 
@@ -23,7 +24,10 @@ use crate::data::schema::quote;
 use crate::error::{Error, Result};
 use crate::migrations::{Dialect, MigrationSet, Script};
 use crate::store::LEDGER_TABLE;
-use crate::tenant::{Mode, TenantId};
+use crate::data::value::Value;
+use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};
+use crate::sql::Postgres;
+use crate::tenant::{Mode, Tenant, TenantId};
 
 /// The schema that holds the tables of `shared` tenants.
 pub const SHARED_SCHEMA: &str = "tenancy_shared";
@@ -144,7 +148,7 @@ impl PgStore {
     }
 
     /// Where a tenant of this mode lives in this store.
-    pub fn location_for(&self, mode: Mode, id: TenantId) -> String {
+    pub fn location_of(&self, mode: Mode, id: TenantId) -> String {
         match mode {
             Mode::Database => format!("{}_{}", self.prefix, id.0.simple()),
             Mode::Schema => format!("t_{}", id.0.simple()),
@@ -242,7 +246,7 @@ impl PgStore {
                     self.forget_template();
                 }
                 Some(c) if *c == SqlState::DUPLICATE_DATABASE && attempt == 0 => {
-                    if self.inspect(Mode::Database, location).await? == Some(version) {
+                    if self.inspect_location(Mode::Database, location).await? == Some(version) {
                         return Ok(version);
                     }
                     self.drop_database(location).await?;
@@ -401,7 +405,7 @@ impl PgStore {
     }
 
     /// The schema version of a complete tenant, `None` if it has none (or half of one).
-    pub async fn inspect(&self, mode: Mode, location: &str) -> Result<Option<i64>> {
+    pub async fn inspect_location(&self, mode: Mode, location: &str) -> Result<Option<i64>> {
         match mode {
             Mode::Database => {
                 if !self.database_exists(location).await? {
@@ -447,7 +451,7 @@ impl PgStore {
     }
 
     /// Removes a tenant's data: its database, its schema, or its rows in the shared tables.
-    pub async fn remove(&self, mode: Mode, location: &str, id: TenantId) -> Result<()> {
+    pub async fn remove_location(&self, mode: Mode, location: &str, id: TenantId) -> Result<()> {
         match mode {
             Mode::Database => self.drop_database(location).await,
             Mode::Schema => {
@@ -514,7 +518,7 @@ impl PgStore {
 
     /// Brings one tenant (database or schema mode) to the latest migration, in one
     /// transaction. Returns `(from, to)`.
-    pub async fn migrate(
+    pub async fn migrate_location(
         &self,
         mode: Mode,
         location: &str,
@@ -580,8 +584,7 @@ impl PgStore {
             create_schema,
             &scripts,
             &statements,
-            None,
-            true,
+            Grants::Tenant,
         )
         .await
     }
@@ -597,8 +600,7 @@ impl PgStore {
         create_schema: bool,
         scripts: &[Script<'_>],
         statements: &[Vec<String>],
-        after_create: Option<&str>,
-        grant: bool,
+        grants: Grants<'_>,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         // Until COMMIT, a cancelled task must not pool this connection mid-transaction.
@@ -614,8 +616,7 @@ impl PgStore {
                         create_schema,
                         scripts,
                         statements,
-                        after_create,
-                        grant,
+                        grants,
                     )
                     .await?;
             }
@@ -641,8 +642,7 @@ impl PgStore {
         create_schema: bool,
         scripts: &[Script<'_>],
         statements: &[Vec<String>],
-        after_create: Option<&str>,
-        grant: bool,
+        grants: Grants<'_>,
     ) -> Result<(i64, i64)> {
         let db = |e: tokio_postgres::Error| self.db_error(e);
         let schema_q = quote(schema);
@@ -660,7 +660,7 @@ impl PgStore {
                 .await
                 .map_err(db)?;
         }
-        if let Some(sql) = after_create {
+        if let Grants::Shared(sql) = grants {
             conn.batch_execute(sql).await.map_err(db)?;
         }
         conn.execute("SELECT set_config('search_path', $1, true)", &[&schema_q])
@@ -708,7 +708,7 @@ impl PgStore {
             .await
             .map_err(db)?;
         }
-        if grant {
+        if let Grants::Tenant = grants {
             conn.batch_execute(&self.privileges_sql(schema))
                 .await
                 .map_err(db)?;
@@ -750,8 +750,7 @@ impl PgStore {
                 true,
                 &scripts,
                 &statements,
-                Some(&grant),
-                false,
+                Grants::Shared(&grant),
             )
             .await?;
         drop(conn);
@@ -1027,6 +1026,201 @@ impl PgStore {
         }
         Ok(session)
     }
+}
+
+#[async_trait]
+impl super::TenantStore for PgStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn location_for(&self, mode: Mode, id: TenantId) -> Result<String> {
+        Ok(self.location_of(mode, id))
+    }
+
+    /// At most half the connection budget, so that requests keep the other half.
+    fn fleet_concurrency(&self, wanted: usize) -> usize {
+        wanted.min(self.pools.limits().max_connections / 2)
+    }
+
+    fn schema_shape(&self, mode: Mode) -> &'static str {
+        match mode {
+            Mode::Database => "pg-database",
+            Mode::Schema => "pg-schema",
+            Mode::Shared => "pg-shared",
+        }
+    }
+
+    async fn build(self: Arc<Self>, tenant: &Tenant, migrations: Arc<MigrationSet>) -> Result<i64> {
+        self.provision(tenant.placement.mode, &tenant.placement.location, &migrations)
+            .await
+    }
+
+    /// Schema-mode tenants: every schema of the group in one transaction.
+    async fn build_together(
+        self: Arc<Self>,
+        tenants: &[Tenant],
+        migrations: Arc<MigrationSet>,
+    ) -> Result<Option<i64>> {
+        if !tenants.iter().all(|t| t.placement.mode == Mode::Schema) {
+            return Ok(None);
+        }
+        let locations: Vec<&str> = tenants
+            .iter()
+            .map(|t| t.placement.location.as_str())
+            .collect();
+        self.provision_schemas(&locations, &migrations)
+            .await
+            .map(Some)
+    }
+
+    async fn inspect(self: Arc<Self>, tenant: &Tenant) -> Result<Option<i64>> {
+        self.inspect_location(tenant.placement.mode, &tenant.placement.location)
+            .await
+    }
+
+    async fn remove(self: Arc<Self>, tenant: &Tenant) -> Result<()> {
+        self.remove_location(tenant.placement.mode, &tenant.placement.location, tenant.id)
+            .await
+    }
+
+    async fn migrate(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        migrations: Arc<MigrationSet>,
+    ) -> Result<(i64, i64)> {
+        let migrated = self
+            .migrate_location(tenant.placement.mode, &tenant.placement.location, &migrations)
+            .await;
+        if migrated.is_ok() {
+            crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_COMMITTED).await;
+        }
+        migrated
+    }
+
+    async fn introspect(self: Arc<Self>, tenant: &Tenant) -> Result<Schema> {
+        let (schema_name, hidden): (&str, &'static [&'static str]) = match tenant.placement.mode {
+            Mode::Database => ("public", &[]),
+            Mode::Schema => (&tenant.placement.location, &[]),
+            Mode::Shared => (SHARED_SCHEMA, &["tenant_id"]),
+        };
+        let version = tenant.placement.schema_version;
+        self.within_timeout(async {
+            let session = self
+                .session(tenant.placement.mode, &tenant.placement.location)
+                .await?;
+            let schema = data::introspect(session.client(), schema_name, version, hidden).await?;
+            session.commit().await?;
+            Ok(schema)
+        })
+        .await
+    }
+
+    async fn data(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        schema: Arc<Schema>,
+        table: String,
+        op: DataOp,
+    ) -> Result<DataOutput> {
+        let placement = &tenant.placement;
+        let t = schema.table(&table)?;
+        let attempt = || async {
+            let plan = crate::data::ops::Plan::new(&Postgres, t, &op)?;
+            let (mut conn, context) = self.data_conn(placement.mode, &placement.location).await?;
+            let outcomes = data::run_pipelined(
+                &mut conn,
+                context.as_ref(),
+                placement.schema_version,
+                t,
+                &plan.statements,
+                |e| self.session_error(e),
+            )
+            .await?;
+            plan.finish(outcomes)
+        };
+        self.within_timeout(self.granting(tenant, attempt)).await
+    }
+
+    async fn query(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<Vec<Object>> {
+        let placement = &tenant.placement;
+        let attempt = || async {
+            let (mut conn, context) = self.data_conn(placement.mode, &placement.location).await?;
+            data::query(&mut conn, context.as_ref(), &sql, &params, |e| {
+                self.session_error(e)
+            })
+            .await
+        };
+        self.within_timeout(self.granting(tenant, attempt)).await
+    }
+
+    async fn explain_list(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        schema: Arc<Schema>,
+        table: String,
+        params: Vec<(String, String)>,
+    ) -> Result<Vec<String>> {
+        let t = schema.table(&table)?;
+        let q = crate::data::parse_list(t, &params)?;
+        let list = crate::sql::builder::list(&Postgres, t, &q)?;
+        let placement = &tenant.placement;
+        let (mut conn, context) = self.data_conn(placement.mode, &placement.location).await?;
+        data::explain(&mut conn, context.as_ref(), t, &list.page, |e| {
+            self.session_error(e)
+        })
+        .await
+    }
+}
+
+impl PgStore {
+    /// `work`, or a store that stopped answering: `StoreUnavailable` after the query
+    /// timeout.
+    async fn within_timeout<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let limit = self.pools.limits().query_timeout;
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::StoreUnavailable {
+                store: self.name.clone(),
+                reason: format!("no answer within {} ms", limit.as_millis()),
+            }),
+        }
+    }
+
+    /// Runs `attempt`; a tenant from before tenants had privileges of their own is
+    /// granted them, and `attempt` runs again.
+    async fn granting<T, F, Fut>(&self, tenant: &Tenant, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match attempt().await {
+            Err(Error::PrivilegesMissing { .. }) => {
+                self.ensure_privileges(tenant.placement.mode, &tenant.placement.location)
+                    .await?;
+                attempt().await
+            }
+            other => other,
+        }
+    }
+}
+
+/// What a migration's transaction grants the data role.
+#[derive(Clone, Copy)]
+enum Grants<'a> {
+    /// The shared schema: this statement once it exists (the transform grants the tables).
+    Shared(&'a str),
+    /// A tenant's database or schema: [`PgStore::privileges_sql`] after the scripts.
+    Tenant,
 }
 
 /// Sets the tenant context for the rest of the transaction: the schema, the tenant of the

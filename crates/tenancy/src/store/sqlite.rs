@@ -10,13 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::cache::{CacheConfig, HandleCache};
 use crate::error::{is_sqlite_full, Error, Result};
 use crate::fault::{self, points};
 use crate::migrations::{Dialect, MigrationSet, Script};
-use crate::tenant::TenantId;
+use crate::data::value::Value;
+use crate::data::{DataOp, DataOutput, Object, Schema};
+use crate::tenant::{Mode, Tenant, TenantId};
 
 /// The per-tenant migration ledger. Internal tables start with `_` and are never exposed.
 pub const LEDGER_TABLE: &str = "_tenancy_migrations";
@@ -63,7 +68,7 @@ impl SqliteStore {
     }
 
     /// The file name a tenant's database has in this store.
-    pub fn location_for(id: TenantId) -> String {
+    pub fn file_name(id: TenantId) -> String {
         format!("{id}.db")
     }
 
@@ -108,7 +113,7 @@ impl SqliteStore {
     /// The file is a copy of a template: a database migrated once per migration set (named
     /// by the checksum of its scripts, in `templates/` beside the store's folder), so provisioning costs a file
     /// copy rather than running every migration again.
-    pub fn build(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
+    pub fn build_file(&self, location: &str, migrations: &MigrationSet) -> Result<i64> {
         let scripts = migrations.scripts(Dialect::Sqlite)?;
         let (template, version) = self.template(&scripts)?;
         let tmp = self.tmp_path(location);
@@ -182,7 +187,7 @@ impl SqliteStore {
     }
 
     /// The schema version of a placed tenant file, or `None` if there is none.
-    pub fn inspect(&self, location: &str) -> Result<Option<i64>> {
+    pub fn inspect_file(&self, location: &str) -> Result<Option<i64>> {
         let path = self.path(location);
         if !path.exists() {
             return Ok(None);
@@ -193,7 +198,7 @@ impl SqliteStore {
     }
 
     /// Closes and removes every file of a tenant (its database, WAL, temporary build).
-    pub fn remove(&self, id: TenantId, location: &str) -> Result<()> {
+    pub fn remove_files(&self, id: TenantId, location: &str) -> Result<()> {
         self.handles.evict(id);
         remove_db_files(&self.path(location))?;
         remove_db_files(&self.tmp_path(location))?;
@@ -225,6 +230,121 @@ impl SqliteStore {
     /// Removes a leftover temporary build.
     pub fn remove_tmp(&self, location: &str) -> Result<()> {
         remove_db_files(&self.tmp_path(location))
+    }
+}
+
+#[async_trait]
+impl super::TenantStore for SqliteStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn location_for(&self, mode: Mode, id: TenantId) -> Result<String> {
+        match mode {
+            Mode::Database => Ok(SqliteStore::file_name(id)),
+            mode => Err(Error::ModeNotSupported {
+                store: self.name.clone(),
+                kind: "files",
+                mode: mode.to_string(),
+            }),
+        }
+    }
+
+    fn schema_shape(&self, _: Mode) -> &'static str {
+        "sqlite"
+    }
+
+    async fn build(self: Arc<Self>, tenant: &Tenant, migrations: Arc<MigrationSet>) -> Result<i64> {
+        let location = tenant.placement.location.clone();
+        tokio::task::spawn_blocking(move || self.build_file(&location, &migrations)).await?
+    }
+
+    async fn inspect(self: Arc<Self>, tenant: &Tenant) -> Result<Option<i64>> {
+        let location = tenant.placement.location.clone();
+        tokio::task::spawn_blocking(move || self.inspect_file(&location)).await?
+    }
+
+    async fn remove(self: Arc<Self>, tenant: &Tenant) -> Result<()> {
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        tokio::task::spawn_blocking(move || self.remove_files(id, &location)).await?
+    }
+
+    async fn migrate(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        migrations: Arc<MigrationSet>,
+    ) -> Result<(i64, i64)> {
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        tokio::task::spawn_blocking(move || {
+            self.with_tenant_conn(id, &location, |conn| apply_migrations(conn, &migrations))
+                .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
+        })
+        .await?
+    }
+
+    async fn introspect(self: Arc<Self>, tenant: &Tenant) -> Result<Schema> {
+        let version = tenant.placement.schema_version;
+        self.on_handle(tenant, move |conn| {
+            crate::data::schema::introspect(conn, version)
+        })
+        .await
+    }
+
+    async fn data(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        schema: Arc<Schema>,
+        table: String,
+        op: DataOp,
+    ) -> Result<DataOutput> {
+        self.on_handle(tenant, move |conn| {
+            crate::data::sqlite::execute(conn, schema.table(&table)?, &op)
+        })
+        .await
+    }
+
+    async fn query(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        sql: String,
+        params: Vec<Value>,
+    ) -> Result<Vec<Object>> {
+        self.on_handle(tenant, move |conn| {
+            crate::data::sqlite::query(conn, &sql, &params)
+        })
+        .await
+    }
+
+    async fn explain_list(
+        self: Arc<Self>,
+        tenant: &Tenant,
+        schema: Arc<Schema>,
+        table: String,
+        params: Vec<(String, String)>,
+    ) -> Result<Vec<String>> {
+        self.on_handle(tenant, move |conn| {
+            let t = schema.table(&table)?;
+            let q = crate::data::parse_list(t, &params)?;
+            let list = crate::sql::builder::list(&crate::sql::Sqlite, t, &q)?;
+            crate::data::sqlite::explain(conn, t, &list.page)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs `f` on the tenant's cached handle, on a blocking thread.
+    pub(crate) async fn on_handle<T, F>(self: Arc<Self>, tenant: &Tenant, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (id, location) = (tenant.id, tenant.placement.location.clone());
+        tokio::task::spawn_blocking(move || self.handle(id, &location)?.with_conn(f)).await?
     }
 }
 

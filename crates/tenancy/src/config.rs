@@ -1,0 +1,116 @@
+//! The engine's configuration: what [`crate::Engine::open`] needs, and where new tenants go.
+//! Plain values with defaults; nothing here opens anything.
+
+use std::path::PathBuf;
+
+use crate::identity::{LimitConfig, TokenConfig};
+use crate::secrets::SecretKey;
+use crate::store::{CacheConfig, PoolLimits};
+use crate::tenant::Mode;
+
+/// The name of the embedded SQLite store.
+pub const DEFAULT_STORE: &str = "default";
+/// Where the tenant schema comes from.
+#[derive(Debug, Clone, Default)]
+pub enum MigrationSource {
+    /// The guild example compiled into tenancy.
+    #[default]
+    BuiltinGuild,
+    Folder(PathBuf),
+}
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Holds `catalog.db`, `tenants/` (the default SQLite store) and `run/`.
+    pub data_dir: PathBuf,
+    /// [`Engine::open`] also removes SQLite store files no tenant accounts for, which
+    /// reads every tenant and lists every file (O(fleet)). Without it, recovery reads only
+    /// the tenants in transition (O(in flight)): for short-lived processes.
+    pub sweep_store_files: bool,
+    pub migrations: MigrationSource,
+    pub cache: CacheConfig,
+    /// How many tenants of one store `migrate` works on at once (on PostgreSQL, at most
+    /// half the store's connection budget).
+    pub migrate_concurrency: usize,
+    /// A request to a tenant whose schema is behind migrates it on the spot (`true`) or is
+    /// answered `TenantMigrating` (`false`, the default).
+    pub migrate_on_request: bool,
+    pub tokens: TokenConfig,
+    /// Failed logins per email, then refused until the window ends.
+    pub login_limit_per_email: LimitConfig,
+    /// Failed logins per client address.
+    pub login_limit_per_client: LimitConfig,
+    /// `postgres://…`: the catalog on PostgreSQL. `None`: `catalog.db` in `data_dir`.
+    pub catalog_url: Option<String>,
+    /// PostgreSQL stores, by name (the SQLite store `default` always exists).
+    pub stores: Vec<StoreSpec>,
+    /// Where new tenants go unless told otherwise.
+    pub default_store: String,
+    pub default_mode: Mode,
+    /// Seals secrets kept in the catalog. `None`: `<data_dir>/secret.key`, created on
+    /// first need.
+    pub secret_key: Option<SecretKey>,
+}
+
+/// A PostgreSQL store as configured (`[[stores]]`).
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub name: String,
+    pub url: String,
+    /// Connects as the data role of `shared` tenants; `None`: the engine creates
+    /// `data_role` with a generated password.
+    pub data_url: Option<String>,
+    pub data_role: String,
+    /// Tenant databases are named `<prefix>_<tenant id hex>`.
+    pub database_prefix: String,
+    pub limits: PoolLimits,
+}
+
+impl StoreSpec {
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> StoreSpec {
+        StoreSpec {
+            name: name.into(),
+            url: url.into(),
+            data_url: None,
+            data_role: "tenancy_data".into(),
+            database_prefix: "tenancy".into(),
+            limits: PoolLimits::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            migrations: MigrationSource::BuiltinGuild,
+            cache: CacheConfig::default(),
+            migrate_concurrency: 4,
+            migrate_on_request: false,
+            tokens: TokenConfig::default(),
+            login_limit_per_email: LimitConfig {
+                max_failures: 5,
+                window: std::time::Duration::from_secs(15 * 60),
+            },
+            login_limit_per_client: LimitConfig {
+                max_failures: 30,
+                window: std::time::Duration::from_secs(15 * 60),
+            },
+            catalog_url: None,
+            stores: Vec::new(),
+            default_store: DEFAULT_STORE.to_owned(),
+            default_mode: Mode::Database,
+            secret_key: None,
+            sweep_store_files: true,
+        }
+    }
+}
+
+/// Where a new tenant goes: `None` takes the configured default.
+#[derive(Debug, Clone, Default)]
+pub struct PlaceOptions {
+    pub store: Option<String>,
+    pub mode: Option<Mode>,
+}
+
