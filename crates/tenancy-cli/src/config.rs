@@ -395,8 +395,10 @@ base_domains = ["localhost"]
 tenant_header = "X-Tenant"
 
 # The catalog on PostgreSQL instead of catalog.db in data_dir.  env: TENANCY_CATALOG_URL
+# Every PostgreSQL URL takes libpq's TLS settings: sslmode = disable | prefer (default) |
+# require | verify-ca | verify-full, and sslrootcert = a PEM file of the CA to trust.
 # [catalog]
-# url = "postgres://tenancy@db.internal/tenancy_catalog"
+# url = "postgres://tenancy@db.internal/tenancy_catalog?sslmode=verify-full&sslrootcert=/etc/tenancy/db-ca.pem"
 
 # PostgreSQL stores. Their URLs are kept in the catalog sealed with the secret key
 # (env TENANCY_SECRET_KEY: 64 hex digits; else [secrets] key_file; else

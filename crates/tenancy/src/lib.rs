@@ -29,6 +29,7 @@ pub mod fault;
 pub mod identity;
 mod lookup;
 pub mod migrations;
+pub mod pgconnect;
 pub mod secrets;
 mod slug;
 pub mod sql;

@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use deadpool_postgres::{
-    GenericClient, Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
-    Transaction,
+    GenericClient, Hook, HookError, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+    Runtime, Transaction,
 };
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{AsyncMessage, Config, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Row};
 use uuid::Uuid;
 
 use super::{
@@ -43,6 +43,7 @@ use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
+use crate::pgconnect::{self, PgConfig};
 use crate::slug::Slug;
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
 
@@ -310,11 +311,8 @@ impl PgCatalog {
     /// Connects to the catalog database at `url` and brings its schema up to date. Fails
     /// within a few seconds when the server is unreachable.
     pub async fn connect(url: &str) -> Result<PgCatalog> {
-        let mut config: Config = url.parse().map_err(|e| {
-            Error::Catalog(format!(
-                "the catalog URL is not a valid PostgreSQL URL: {e}"
-            ))
-        })?;
+        let mut config =
+            PgConfig::parse(url).map_err(|e| Error::Catalog(format!("the catalog URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -327,13 +325,9 @@ impl PgCatalog {
             session_config.application_name("tenancy catalog session");
         }
 
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager = config.pool_manager(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(CHECKOUT_TIMEOUT))
@@ -351,7 +345,7 @@ impl PgCatalog {
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the catalog pool: {e}")))?;
 
-        let mut client = pool.get().await.map_err(unavailable)?;
+        let mut client = pool.get().await.map_err(pool_error)?;
         migrate_catalog(&mut client)
             .await
             .map_err(|e| Error::Catalog(format!("cannot bring the catalog up to date: {e}")))?;
@@ -385,7 +379,7 @@ impl PgCatalog {
     }
 
     async fn conn(&self) -> Result<Object> {
-        self.pool.get().await.map_err(unavailable)
+        self.pool.get().await.map_err(pool_error)
     }
 
     /// Commits, notifying the other processes if the transaction wrote anything.
@@ -538,7 +532,7 @@ async fn migrate_catalog(client: &mut Object) -> Result<()> {
 /// Keeps the dedicated session up for as long as the catalog value lives: reports the
 /// first session's start (or failure) on `ready`, then reconnects with backoff.
 async fn keep_session(
-    config: Config,
+    config: PgConfig,
     owner: String,
     shared: Arc<Shared>,
     ready: oneshot::Sender<Result<()>>,
@@ -564,14 +558,14 @@ async fn keep_session(
 
 /// Runs one dedicated session until it fails, and says why.
 async fn run_session(
-    config: &Config,
+    config: &PgConfig,
     key: i64,
     owner: &str,
     shared: &Shared,
     ready: &mut Option<oneshot::Sender<Result<()>>>,
 ) -> Error {
     let (client, mut connection) =
-        match tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, pgconnect::connect(config)).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return db_error(e),
             Err(_) => return unavailable("connecting timed out"),
@@ -657,7 +651,15 @@ fn unavailable(reason: impl std::fmt::Display) -> Error {
 fn db_error(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
         Some(db) if !is_unavailable(db.code()) => Error::Catalog(db.to_string()),
-        _ => unavailable(e),
+        _ => unavailable(pgconnect::reason(&e)),
+    }
+}
+
+/// No connection from the pool: the catalog is unavailable, and why.
+fn pool_error(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) => unavailable(pgconnect::reason(&e)),
+        e => unavailable(e),
     }
 }
 

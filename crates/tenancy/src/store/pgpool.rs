@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
+use crate::pgconnect::{self, PgConfig};
 
 /// Limits of one server's pool.
 #[derive(Debug, Clone)]
@@ -141,7 +142,7 @@ impl PgPools {
     }
 
     /// A connection to the database and role of `config`.
-    pub async fn get(self: &Arc<Self>, config: &Config) -> Result<PgConn> {
+    pub async fn get(self: &Arc<Self>, config: &PgConfig) -> Result<PgConn> {
         let key = pool_key(config);
         let wait = self.limits.acquire_timeout;
         let deadline = tokio::time::Instant::now() + wait;
@@ -198,7 +199,7 @@ impl PgPools {
         }
     }
 
-    async fn connect(&self, config: &Config) -> Result<Client> {
+    async fn connect(&self, config: &PgConfig) -> Result<Client> {
         let unavailable = |reason: String| Error::StoreUnavailable {
             store: self.store.clone(),
             reason,
@@ -212,11 +213,11 @@ impl PgPools {
             None => "-c TimeZone=UTC".to_owned(),
         };
         config.options(&options);
-        let connecting = config.connect(NoTls);
+        let connecting = pgconnect::connect(&config);
         let (client, connection) =
             match tokio::time::timeout(self.limits.connect_timeout, connecting).await {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(unavailable(pgconnect::reason(&e))),
                 Err(_) => return Err(unavailable("connecting timed out".into())),
             };
         tokio::spawn(async move {

@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 use super::pgpool::{PgConn, PgPools, PoolLimits};
 use crate::data::schema::quote;
 use crate::error::{Error, Result};
 use crate::migrations::{Dialect, MigrationSet, Script};
+use crate::pgconnect::PgConfig;
 use crate::store::LEDGER_TABLE;
 use crate::data::value::Value;
 use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};
@@ -53,8 +54,8 @@ pub struct PgStoreConfig {
 /// A PostgreSQL store.
 pub struct PgStore {
     pub name: String,
-    admin: Config,
-    data: Config,
+    admin: PgConfig,
+    data: PgConfig,
     data_role: Option<String>,
     data_password: String,
     prefix: String,
@@ -104,11 +105,11 @@ impl TenantSession {
 
 impl PgStore {
     pub fn open(config: PgStoreConfig) -> Result<PgStore> {
-        let bad_url = |which: &str, e: tokio_postgres::Error| Error::StoreUnavailable {
+        let bad_url = |which: &str, e: String| Error::StoreUnavailable {
             store: config.name.clone(),
-            reason: format!("its {which} is not a valid PostgreSQL URL: {e}"),
+            reason: format!("its {which}: {e}"),
         };
-        let admin: Config = config.url.parse().map_err(|e| bad_url("url", e))?;
+        let admin = PgConfig::parse(&config.url).map_err(|e| bad_url("url", e))?;
         if admin.get_dbname().is_none() {
             return Err(Error::StoreUnavailable {
                 store: config.name.clone(),
@@ -116,7 +117,10 @@ impl PgStore {
             });
         }
         let (data, data_role) = match &config.data_url {
-            Some(url) => (url.parse().map_err(|e| bad_url("data_url", e))?, None),
+            Some(url) => (
+                PgConfig::parse(url).map_err(|e| bad_url("data_url", e))?,
+                None,
+            ),
             None => {
                 let mut data = admin.clone();
                 data.user(&config.data_role);
@@ -171,7 +175,7 @@ impl PgStore {
         }
     }
 
-    fn database_config(&self, database: &str) -> Config {
+    fn database_config(&self, database: &str) -> PgConfig {
         let mut config = self.admin.clone();
         config.dbname(database);
         config
