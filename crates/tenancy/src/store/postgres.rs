@@ -184,7 +184,7 @@ impl PgStore {
     /// A connection to a `database`-mode tenant's database for its data, as the data role:
     /// its schema is `public`, set once when the connection opens, so its requests need no
     /// context.
-    fn tenant_database_config(&self, database: &str) -> Config {
+    fn tenant_database_config(&self, database: &str) -> PgConfig {
         let mut config = self.data.clone();
         config.dbname(database);
         let options = match config.get_options() {
