@@ -2,18 +2,19 @@
 //! verification, and signing-key rotation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, NewRefreshToken, NewUser};
+use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::identity::{
     check_password_policy, hash_password, new_signing_secret, unix_now, verify_password_or_dummy,
-    AccessClaims, Email, Membership, RefreshSecret, RefreshUse, Role, TokenConfig, TokenSigner,
-    User, UserId,
+    AccessClaims, Email, FailureLimiter, Membership, RefreshSecret, RefreshUse, Role, TokenConfig,
+    TokenSigner, User, UserId,
 };
 use crate::slug::Slug;
 use crate::tenant::TenantId;
@@ -29,10 +30,7 @@ pub struct Session {
 }
 
 /// The signer over the catalog's keys that may still verify tokens; creates the first key.
-pub(crate) async fn load_signer(
-    catalog: &dyn Catalog,
-    config: &TokenConfig,
-) -> Result<TokenSigner> {
+async fn load_signer(catalog: &dyn Catalog, config: &TokenConfig) -> Result<TokenSigner> {
     let keys = || async {
         let since = Utc::now()
             - chrono::Duration::from_std(config.access_ttl).unwrap_or_default()
@@ -57,15 +55,75 @@ fn new_kid() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// When this process last reloaded signing keys (unix seconds), to bound reloads.
-static LAST_KEY_RELOAD: AtomicU64 = AtomicU64::new(0);
+/// The engine's account state: the token signer (reloaded from the catalog when a token
+/// names a key this process has not seen, at most every few seconds) and the failed-login
+/// limits per email and per client address.
+pub(crate) struct AccountState {
+    signer: RwLock<Arc<TokenSigner>>,
+    /// When the signer was last reloaded (unix seconds), to bound reloads.
+    last_key_reload: AtomicU64,
+    per_email: FailureLimiter,
+    per_client: FailureLimiter,
+}
 
-impl Engine {
+impl AccountState {
+    pub(crate) async fn load(catalog: &dyn Catalog, config: &EngineConfig) -> Result<AccountState> {
+        Ok(AccountState {
+            signer: RwLock::new(Arc::new(load_signer(catalog, &config.tokens).await?)),
+            last_key_reload: AtomicU64::new(0),
+            per_email: FailureLimiter::new(config.login_limit_per_email),
+            per_client: FailureLimiter::new(config.login_limit_per_client),
+        })
+    }
+
     fn signer(&self) -> Arc<TokenSigner> {
-        match self.inner.signer.read() {
+        match self.signer.read() {
             Ok(s) => Arc::clone(&s),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
+    }
+
+    fn replace_signer(&self, signer: Arc<TokenSigner>) {
+        match self.signer.write() {
+            Ok(mut s) => *s = signer,
+            Err(poisoned) => *poisoned.into_inner() = signer,
+        }
+    }
+
+    /// Whether a reload of the keys is allowed now (and, if so, claims it).
+    fn may_reload_keys(&self) -> bool {
+        let now = unix_now();
+        let last = self.last_key_reload.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 5 {
+            return false;
+        }
+        self.last_key_reload
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Refuses a login attempt while the email or the client address is over its limit.
+    fn check_limits(&self, email_key: &str, client: Option<&str>) -> Result<()> {
+        let limited = self
+            .per_email
+            .check(email_key)
+            .and_then(|()| client.map_or(Ok(()), |c| self.per_client.check(c)));
+        limited.map_err(|retry| Error::RateLimited {
+            retry_after_secs: retry.as_secs().max(1),
+        })
+    }
+
+    fn record_failure(&self, email_key: &str, client: Option<&str>) {
+        self.per_email.record_failure(email_key);
+        if let Some(c) = client {
+            self.per_client.record_failure(c);
+        }
+    }
+}
+
+impl Engine {
+    fn signer(&self) -> Arc<TokenSigner> {
+        self.inner.accounts.signer()
     }
 
     /// Creates an account. Signup uses this with `superadmin: false`.
@@ -110,16 +168,7 @@ impl Engine {
         client: Option<&str>,
     ) -> Result<Session> {
         let email_key = email.trim().to_lowercase();
-        let limits = &self.inner.login_limits;
-        let limited = limits
-            .per_email
-            .check(&email_key)
-            .and_then(|()| client.map_or(Ok(()), |c| limits.per_client.check(c)));
-        if let Err(retry) = limited {
-            return Err(Error::RateLimited {
-                retry_after_secs: retry.as_secs().max(1),
-            });
-        }
+        self.inner.accounts.check_limits(&email_key, client)?;
         let found = match Email::parse(email) {
             Ok(e) => self.catalog().user_by_email(&e.normalized()).await?,
             Err(_) => None,
@@ -133,10 +182,7 @@ impl Engine {
         let user = match (ok, found) {
             (true, Some((user, _))) => user,
             _ => {
-                limits.per_email.record_failure(&email_key);
-                if let Some(c) = client {
-                    limits.per_client.record_failure(c);
-                }
+                self.inner.accounts.record_failure(&email_key, client);
                 return Err(Error::InvalidCredentials);
             }
         };
@@ -249,16 +295,11 @@ impl Engine {
             Ok(claims) => Ok(claims),
             Err(e) => {
                 let unknown_kid = TokenSigner::kid_of(token).is_some_and(|k| !signer.knows(&k));
-                let now = unix_now();
-                let last = LAST_KEY_RELOAD.load(Ordering::Relaxed);
-                if !unknown_kid || now.saturating_sub(last) < 5 {
+                if !unknown_kid || !self.inner.accounts.may_reload_keys() {
                     return Err(e);
                 }
-                LAST_KEY_RELOAD.store(now, Ordering::Relaxed);
                 let reloaded = Arc::new(load_signer(self.catalog(), &self.config().tokens).await?);
-                if let Ok(mut s) = self.inner.signer.write() {
-                    *s = Arc::clone(&reloaded);
-                }
+                self.inner.accounts.replace_signer(Arc::clone(&reloaded));
                 reloaded.verify(token)
             }
         }
@@ -272,9 +313,7 @@ impl Engine {
             .add_signing_key(&kid, &hex::encode(new_signing_secret()))
             .await?;
         let reloaded = load_signer(self.catalog(), &self.config().tokens).await?;
-        if let Ok(mut s) = self.inner.signer.write() {
-            *s = Arc::new(reloaded);
-        }
+        self.inner.accounts.replace_signer(Arc::new(reloaded));
         Ok(kid)
     }
 

@@ -113,4 +113,3 @@ pub struct PlaceOptions {
     pub store: Option<String>,
     pub mode: Option<Mode>,
 }
-

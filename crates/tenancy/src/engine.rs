@@ -13,16 +13,16 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::accounts::AccountState;
 use crate::auth::AdminToken;
 use crate::catalog::{
     Catalog, NewTenant, SqliteCatalog, StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
-pub use crate::config::{
-    EngineConfig, MigrationSource, PlaceOptions, StoreSpec, DEFAULT_STORE,
-};
+pub use crate::config::{EngineConfig, MigrationSource, PlaceOptions, StoreSpec, DEFAULT_STORE};
+use crate::data::schema::SchemaCache;
 use crate::error::{Error, Result};
 use crate::fault::{self, points};
-use crate::identity::{FailureLimiter, TokenSigner, UserId};
+use crate::identity::UserId;
 use crate::migrations::{Dialect, MigrationSet};
 use crate::slug::Slug;
 use crate::store::{apply_migrations, PgStore, SqliteStore};
@@ -182,19 +182,9 @@ pub(crate) struct Inner {
     pub(crate) stores: Stores,
     pub(crate) migrations: Arc<MigrationSet>,
     pub(crate) recovery: RecoveryReport,
-    /// Reloaded from the catalog when a token names a key this process has not seen.
-    pub(crate) signer: std::sync::RwLock<Arc<TokenSigner>>,
-    /// Introspected tenant schemas by schema version (one shape per version).
-    /// Introspected tenant schemas by shape (`sqlite`, `pg-schema`, …) and version.
-    pub(crate) schemas: std::sync::Mutex<HashMap<(&'static str, i64), Arc<crate::data::Schema>>>,
+    pub(crate) accounts: AccountState,
+    pub(crate) schemas: SchemaCache,
     pub(crate) reads: crate::lookup::ReadCache,
-    pub(crate) login_limits: LoginLimits,
-}
-
-/// Failed logins allowed per email and per client address.
-pub(crate) struct LoginLimits {
-    pub(crate) per_email: FailureLimiter,
-    pub(crate) per_client: FailureLimiter,
 }
 
 /// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
@@ -220,19 +210,15 @@ impl Engine {
         if stores.any_of(Dialect::Postgres) {
             migrations.scripts(Dialect::Postgres)?;
         }
-        let signer = crate::accounts::load_signer(catalog.as_ref(), &config.tokens).await?;
+        let accounts = AccountState::load(catalog.as_ref(), &config).await?;
         let mut inner = Inner {
-            login_limits: LoginLimits {
-                per_email: FailureLimiter::new(config.login_limit_per_email),
-                per_client: FailureLimiter::new(config.login_limit_per_client),
-            },
+            accounts,
             config,
             catalog,
             stores,
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
-            signer: std::sync::RwLock::new(Arc::new(signer)),
-            schemas: std::sync::Mutex::new(HashMap::new()),
+            schemas: SchemaCache::default(),
             reads: crate::lookup::ReadCache::new(),
         };
         inner.recovery = recover(&inner).await?;
@@ -671,11 +657,7 @@ impl Engine {
             crate::data::schema::introspect(&conn, latest)
         })
         .await??;
-        let schema = Arc::new(schema);
-        if let Ok(mut cache) = self.inner.schemas.lock() {
-            cache.insert(("sqlite", latest), Arc::clone(&schema));
-        }
-        Ok(schema)
+        Ok(self.inner.schemas.insert("sqlite", latest, schema))
     }
 
     pub(crate) fn cached_schema(
@@ -683,12 +665,7 @@ impl Engine {
         shape: &'static str,
         version: i64,
     ) -> Option<Arc<crate::data::Schema>> {
-        self.inner
-            .schemas
-            .lock()
-            .ok()?
-            .get(&(shape, version))
-            .cloned()
+        self.inner.schemas.get(shape, version)
     }
 
     /// The dialect of the store holding the tenant.

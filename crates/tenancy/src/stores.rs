@@ -195,7 +195,10 @@ impl Stores {
         )?);
         let postgres = open_pg_stores(config, catalog).await?;
         let mut all: HashMap<String, Arc<dyn TenantStore>> = HashMap::new();
-        all.insert(sqlite.name.clone(), Arc::clone(&sqlite) as Arc<dyn TenantStore>);
+        all.insert(
+            sqlite.name.clone(),
+            Arc::clone(&sqlite) as Arc<dyn TenantStore>,
+        );
         for (name, store) in &postgres {
             all.insert(name.clone(), Arc::clone(store) as Arc<dyn TenantStore>);
         }

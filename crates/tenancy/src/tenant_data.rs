@@ -23,11 +23,8 @@ impl Engine {
         if let Some(schema) = self.cached_schema(shape, version) {
             return Ok(schema);
         }
-        let schema = Arc::new(store.introspect(tenant).await?);
-        if let Ok(mut cache) = self.inner.schemas.lock() {
-            cache.insert((shape, version), Arc::clone(&schema));
-        }
-        Ok(schema)
+        let schema = store.introspect(tenant).await?;
+        Ok(self.inner.schemas.insert(shape, version, schema))
     }
 
     /// Runs one data-API operation on `table` of the tenant.
@@ -61,7 +58,12 @@ impl Engine {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn query(&self, tenant: &Tenant, sql: &str, params: Vec<Value>) -> Result<Vec<Object>> {
+    pub async fn query(
+        &self,
+        tenant: &Tenant,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Object>> {
         self.inner
             .stores
             .of(tenant)?

@@ -202,7 +202,9 @@ async fn abandoned_provisioning(
         .await
         .unwrap();
     if place_file {
-        dead.store().build_file(&location, dead.migrations()).unwrap();
+        dead.store()
+            .build_file(&location, dead.migrations())
+            .unwrap();
     } else {
         std::fs::write(dir.join("tenants").join(format!("{location}.tmp")), b"half").unwrap();
     }

@@ -19,7 +19,10 @@ pub struct Standing {
 pub async fn leaderboard(ctx: TenantContext) -> ApiResult<Json<Vec<Standing>>> {
     ctx.require(Role::Viewer)?;
     let standings = ctx
-        .query("SELECT name, dkp FROM members ORDER BY dkp DESC, name LIMIT 10", vec![])
+        .query(
+            "SELECT name, dkp FROM members ORDER BY dkp DESC, name LIMIT 10",
+            vec![],
+        )
         .await?;
     Ok(Json(standings))
 }

@@ -121,6 +121,34 @@ impl Schema {
     }
 }
 
+/// Introspected tenant schemas by shape of store (`sqlite`, `pg-schema`, …) and schema
+/// version: tenants of one shape and version share one, so it is read once.
+#[derive(Default)]
+pub struct SchemaCache {
+    schemas:
+        std::sync::RwLock<std::collections::HashMap<(&'static str, i64), std::sync::Arc<Schema>>>,
+}
+
+impl SchemaCache {
+    pub fn get(&self, shape: &'static str, version: i64) -> Option<std::sync::Arc<Schema>> {
+        self.schemas.read().ok()?.get(&(shape, version)).cloned()
+    }
+
+    /// Keeps `schema` (or the one another task kept first) and answers it.
+    pub fn insert(
+        &self,
+        shape: &'static str,
+        version: i64,
+        schema: Schema,
+    ) -> std::sync::Arc<Schema> {
+        let schema = std::sync::Arc::new(schema);
+        match self.schemas.write() {
+            Ok(mut map) => std::sync::Arc::clone(map.entry((shape, version)).or_insert(schema)),
+            Err(_) => schema,
+        }
+    }
+}
+
 /// A name safe to echo back in an error: printable ASCII, at most 64 characters.
 pub fn printable(s: &str) -> String {
     s.chars()

@@ -21,13 +21,13 @@ use tokio_postgres::Client;
 
 use super::pgpool::{PgConn, PgPools, PoolLimits};
 use crate::data::schema::quote;
+use crate::data::value::Value;
+use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};
 use crate::error::{Error, Result};
 use crate::migrations::{Dialect, MigrationSet, Script};
 use crate::pgconnect::PgConfig;
-use crate::store::LEDGER_TABLE;
-use crate::data::value::Value;
-use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};
 use crate::sql::Postgres;
+use crate::store::LEDGER_TABLE;
 use crate::tenant::{Mode, Tenant, TenantId};
 
 /// The schema that holds the tables of `shared` tenants.
@@ -614,14 +614,7 @@ impl PgStore {
             let (mut from, mut latest) = (0, 0);
             for schema in schemas {
                 (from, latest) = self
-                    .apply_within(
-                        conn,
-                        schema,
-                        create_schema,
-                        scripts,
-                        statements,
-                        grants,
-                    )
+                    .apply_within(conn, schema, create_schema, scripts, statements, grants)
                     .await?;
             }
             if latest > from {
@@ -1060,8 +1053,12 @@ impl super::TenantStore for PgStore {
     }
 
     async fn build(self: Arc<Self>, tenant: &Tenant, migrations: Arc<MigrationSet>) -> Result<i64> {
-        self.provision(tenant.placement.mode, &tenant.placement.location, &migrations)
-            .await
+        self.provision(
+            tenant.placement.mode,
+            &tenant.placement.location,
+            &migrations,
+        )
+        .await
     }
 
     /// Schema-mode tenants: every schema of the group in one transaction.
@@ -1098,7 +1095,11 @@ impl super::TenantStore for PgStore {
         migrations: Arc<MigrationSet>,
     ) -> Result<(i64, i64)> {
         let migrated = self
-            .migrate_location(tenant.placement.mode, &tenant.placement.location, &migrations)
+            .migrate_location(
+                tenant.placement.mode,
+                &tenant.placement.location,
+                &migrations,
+            )
             .await;
         if migrated.is_ok() {
             crate::fault::pause_async(crate::fault::points::MIGRATE_TENANT_COMMITTED).await;
@@ -1189,7 +1190,10 @@ impl super::TenantStore for PgStore {
 impl PgStore {
     /// `work`, or a store that stopped answering: `StoreUnavailable` after the query
     /// timeout.
-    async fn within_timeout<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    async fn within_timeout<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
         let limit = self.pools.limits().query_timeout;
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,

@@ -16,11 +16,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::cache::{CacheConfig, HandleCache};
+use crate::data::value::Value;
+use crate::data::{DataOp, DataOutput, Object, Schema};
 use crate::error::{is_sqlite_full, Error, Result};
 use crate::fault::{self, points};
 use crate::migrations::{Dialect, MigrationSet, Script};
-use crate::data::value::Value;
-use crate::data::{DataOp, DataOutput, Object, Schema};
 use crate::tenant::{Mode, Tenant, TenantId};
 
 /// The per-tenant migration ledger. Internal tables start with `_` and are never exposed.
