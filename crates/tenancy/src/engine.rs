@@ -332,6 +332,10 @@ impl Engine {
             migrations.scripts(Dialect::Postgres)?;
         }
         let signer = crate::accounts::load_signer(catalog.as_ref(), &config.tokens).await?;
+        let reads = crate::lookup::ReadCache::new(
+            catalog.generation()?,
+            catalog.changes_since(None).await?.position,
+        );
         let mut inner = Inner {
             login_limits: LoginLimits {
                 per_email: FailureLimiter::new(config.login_limit_per_email),
@@ -345,7 +349,7 @@ impl Engine {
             recovery: RecoveryReport::default(),
             signer: std::sync::RwLock::new(Arc::new(signer)),
             schemas: std::sync::Mutex::new(HashMap::new()),
-            reads: crate::lookup::ReadCache::new(),
+            reads,
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.
