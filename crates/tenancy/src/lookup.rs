@@ -111,7 +111,7 @@ impl ReadCache {
 
     /// Catches up with the catalog: when its generation moved, drops what changed since the
     /// last look. Concurrent callers wait for one catch-up.
-    async fn sync(&self, catalog: &dyn Catalog) -> Result<()> {
+    async fn catch_up(&self, catalog: &dyn Catalog) -> Result<()> {
         if catalog.generation()? == self.synced.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -298,7 +298,7 @@ impl Validity {
 impl Engine {
     /// Applies the catalog's changes not yet applied to the read cache.
     async fn catch_up(&self) -> Result<()> {
-        self.inner.reads.sync(self.catalog()).await
+        self.inner.reads.catch_up(self.catalog()).await
     }
 
     pub(crate) async fn lookup_api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
