@@ -183,7 +183,7 @@ impl FromRequestParts<AppState> for TenantContext {
                 },
                 Resolver::Domain => match host.as_deref() {
                     Some(h) if is_custom_host(h, &state.config.base_domains) => {
-                        state.engine.catalog().tenant_by_domain(h).await?.map(Some)
+                        state.engine.tenant_by_domain(h).await?.map(Some)
                     }
                     _ => None,
                 },

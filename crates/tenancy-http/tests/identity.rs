@@ -76,6 +76,7 @@ four_modes!(
     members_invitations_and_the_last_owner,
     bad_credentials_and_headers,
     oversized_and_malformed_headers,
+    custom_domains_resolve_from_the_cache,
 );
 
 #[derive(Clone, Copy, Debug)]
@@ -818,4 +819,102 @@ async fn oversized_and_malformed_headers(backend: Backend) {
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:.80}");
+}
+
+/// A request that names its tenant by custom domain reads the catalog the first time only,
+/// and so does one whose host is no registered domain; a removed domain stops resolving on
+/// the very next request.
+async fn custom_domains_resolve_from_the_cache(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
+    s.create_tenant("acme").await;
+    s.signup("ada@acme.gg").await;
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/v1/tenants/acme/members",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "email": "ada@acme.gg", "role": "admin" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Not bound to a tenant: only the host names one.
+    let token = s.login("ada@acme.gg", None).await;
+    let (status, _) = s
+        .json(
+            Method::POST,
+            "/v1/tenants/acme/domains",
+            Some(&token),
+            Some(json!({ "domain": "raid.acme.gg" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let queries = || s.engine.catalog().query_count();
+    let tenant_of = |host: &'static str| {
+        let s = &s;
+        let token = &token;
+        async move {
+            let (status, body) = {
+                let resp = s
+                    .call(
+                        Method::GET,
+                        "/v1/tenant",
+                        Some(token),
+                        &[("host", host)],
+                        None,
+                    )
+                    .await;
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            };
+            match status {
+                200 => Some(body["slug"].as_str().unwrap().to_owned()),
+                400 => None,
+                other => panic!("{host}: {other} {body}"),
+            }
+        }
+    };
+
+    for host in ["raid.acme.gg", "nobody.example.com"] {
+        let first = tenant_of(host).await;
+        let before = queries();
+        assert_eq!(tenant_of(host).await, first, "{host}");
+        assert_eq!(
+            queries(),
+            before,
+            "{host}: the second request reads no catalog row"
+        );
+    }
+    assert_eq!(tenant_of("raid.acme.gg").await.as_deref(), Some("acme"));
+
+    let resp = s
+        .call(
+            Method::DELETE,
+            "/v1/tenants/acme/domains/raid.acme.gg",
+            Some(&token),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        tenant_of("raid.acme.gg").await,
+        None,
+        "removed: not resolved"
+    );
+    let (status, _) = s
+        .json(
+            Method::POST,
+            "/v1/tenants/acme/domains",
+            Some(&token),
+            Some(json!({ "domain": "nobody.example.com" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        tenant_of("nobody.example.com").await.as_deref(),
+        Some("acme"),
+        "registered: no longer unknown"
+    );
 }

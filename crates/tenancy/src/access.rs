@@ -19,7 +19,7 @@ use crate::identity::{
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
 /// `last_used_at` is recorded at most this often per key (and written in batches).
-const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+pub(crate) const KEY_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 const INVITATION_TTL_DAYS: i64 = 7;
 
 /// Who calls.
@@ -178,7 +178,7 @@ impl Engine {
                 return Err(Error::InvalidToken);
             }
         }
-        let last = self.pending_touch(&key.id).or(key.last_used_at);
+        let last = self.last_touch(&key.id).or(key.last_used_at);
         let stale =
             last.is_none_or(|t| (now - t).to_std().unwrap_or_default() >= KEY_TOUCH_INTERVAL);
         if stale {
@@ -279,7 +279,7 @@ impl Engine {
     pub async fn api_keys(&self, tenant: Option<TenantId>) -> Result<Vec<ApiKey>> {
         let mut keys = self.catalog().api_keys(tenant).await?;
         for key in &mut keys {
-            if let Some(t) = self.pending_touch(&key.id) {
+            if let Some(t) = self.last_touch(&key.id) {
                 key.last_used_at = Some(key.last_used_at.map_or(t, |l| l.max(t)));
             }
         }

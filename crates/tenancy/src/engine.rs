@@ -211,6 +211,10 @@ impl Engine {
             migrations.scripts(Dialect::Postgres)?;
         }
         let accounts = AccountState::load(catalog.as_ref(), &config).await?;
+        let reads = crate::lookup::ReadCache::new(
+            catalog.generation()?,
+            catalog.changes_since(None).await?.position,
+        );
         let mut inner = Inner {
             accounts,
             config,
@@ -219,7 +223,7 @@ impl Engine {
             migrations: Arc::new(migrations),
             recovery: RecoveryReport::default(),
             schemas: SchemaCache::default(),
-            reads: crate::lookup::ReadCache::new(),
+            reads,
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.

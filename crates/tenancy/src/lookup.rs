@@ -1,135 +1,406 @@
-//! The engine's read cache of catalog lookups on the request path (API keys, tenants,
-//! memberships, users).
+//! The engine's read cache of catalog lookups on the request path: API keys, tenants (by
+//! id, slug and custom domain), roles and users.
 //!
-//! Every entry is tagged with the catalog generation it was read at, and is used only
-//! while the generation is unchanged — any commit by any process invalidates everything.
-//! So a revoked key, a suspended tenant or a removed member is refused on the very next
-//! request, while an unchanged catalog costs no query. `last_used_at` of API keys is
-//! buffered and written in batches so that key use does not invalidate the cache.
+//! An entry stays until a write changes its row. Every catalog write names the cached rows
+//! it changed ([`Change`]) in its own transaction — on SQLite in a change log its triggers
+//! write, on PostgreSQL in the commit's notification — and when the catalog's generation
+//! moves (at once for this process's writes, within milliseconds for other processes') the
+//! cache reads what changed since it last looked ([`Catalog::changes_since`]) and drops
+//! exactly those entries. A bulk write, a change log pruned past that point or a listener
+//! that was down drop everything. So a revoked key, a suspended tenant, a removed member or
+//! domain is refused on the very next request, while logins, refreshes, audit rows and key
+//! use evict nothing.
+//!
+//! A load under way while its row changes may finish after the change is applied: entries
+//! carry the epoch of applied changes their load began at, and an entry older than a change
+//! to its row is never used ([`Validity`]). Concurrent misses of one key share one catalog
+//! query. Slugs and domains map to tenant ids, tenants are cached by id: a tenant's change
+//! drops one entry, however the tenant is found. Unknown keys, slugs and domains are cached
+//! as such. `last_used_at` of API keys is buffered and written in batches (every 30 s and on
+//! shutdown), and is no change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
+use moka::future::Cache;
+use moka::ops::compute::Op;
 
+use crate::access::KEY_TOUCH_INTERVAL;
+use crate::catalog::{Catalog, Change, Changes};
 use crate::engine::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, Role, User, UserId};
 use crate::slug::Slug;
-use crate::tenant::{Tenant, TenantId};
+use crate::tenant::{Tenant, TenantId, TenantStatus};
 
 /// How often buffered `last_used_at` times are written.
 pub(crate) const TOUCH_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+/// Entries per kind of lookup.
+const CAPACITY: u64 = 100_000;
+/// Applied changes remembered to tell stale entries; an entry older than the oldest one
+/// remembered is reloaded.
+const REMEMBERED_CHANGES: usize = 10_000;
 
-type Entry<V> = (u64, V);
-
-pub(crate) struct ReadCache {
-    api_keys: Cache<String, Entry<Option<(ApiKey, String)>>>,
-    tenants: Cache<TenantId, Entry<Option<Tenant>>>,
-    slugs: Cache<Slug, Entry<Option<Tenant>>>,
-    roles: Cache<(TenantId, UserId), Entry<Option<Role>>>,
-    users: Cache<UserId, Entry<Option<User>>>,
-    /// `last_used_at` not yet written, by key id.
-    pub(crate) touches: Mutex<HashMap<String, DateTime<Utc>>>,
+/// A cached value and the epoch it is known valid at.
+struct Entry<V> {
+    epoch: AtomicU64,
+    value: V,
 }
 
-fn cache<K: Hash + Eq + Send + Sync + 'static, V: Clone + Send + Sync + 'static>(
-) -> Cache<K, Entry<V>> {
-    Cache::builder().max_capacity(100_000).build()
+type Slot<V> = Arc<Entry<V>>;
+
+pub(crate) struct ReadCache {
+    api_keys: Cache<String, Slot<Option<(ApiKey, String)>>>,
+    tenants: Cache<TenantId, Slot<Option<Tenant>>>,
+    /// The live tenant holding a slug.
+    slugs: Cache<Slug, Slot<Option<TenantId>>>,
+    /// The tenant a custom domain names.
+    domains: Cache<String, Slot<Option<TenantId>>>,
+    roles: Cache<(TenantId, UserId), Slot<Option<Role>>>,
+    users: Cache<UserId, Slot<Option<User>>>,
+    validity: Validity,
+    /// The catalog generation whose changes are applied.
+    synced: AtomicU64,
+    /// Where the catalog's change feed was last read; held while catching up.
+    position: tokio::sync::Mutex<u64>,
+    /// The latest use of keys, by key id.
+    touches: Mutex<HashMap<String, Touch>>,
+}
+
+/// A key's latest use seen here, and whether the catalog has it yet.
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    at: DateTime<Utc>,
+    written: bool,
+}
+
+fn cache<K, V>() -> Cache<K, Slot<V>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(CAPACITY).build()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; should it, the data is still whole.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl ReadCache {
-    pub(crate) fn new() -> ReadCache {
+    /// An empty cache, caught up with the catalog at `generation` and feed `position`.
+    pub(crate) fn new(generation: u64, position: u64) -> ReadCache {
         ReadCache {
             api_keys: cache(),
             tenants: cache(),
             slugs: cache(),
+            domains: cache(),
             roles: cache(),
             users: cache(),
+            validity: Validity::default(),
+            synced: AtomicU64::new(generation),
+            position: tokio::sync::Mutex::new(position),
             touches: Mutex::new(HashMap::new()),
         }
     }
-}
 
-async fn cached<K, V, F, Fut>(
-    cache: &Cache<K, Entry<V>>,
-    generation: u64,
-    key: K,
-    load: F,
-) -> Result<V>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<V>>,
-{
-    if let Some((g, v)) = cache.get(&key) {
-        if g == generation {
-            return Ok(v);
+    /// Catches up with the catalog: when its generation moved, drops what changed since the
+    /// last look. Concurrent callers wait for one catch-up.
+    async fn catch_up(&self, catalog: &dyn Catalog) -> Result<()> {
+        if catalog.generation()? == self.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut position = self.position.lock().await;
+        let generation = catalog.generation()?;
+        if generation == self.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let since = catalog.changes_since(Some(*position)).await?;
+        self.apply(since.changes).await;
+        *position = since.position;
+        self.synced.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    async fn apply(&self, changes: Changes) {
+        let rows = match changes {
+            Changes::All => {
+                self.validity.apply_all();
+                self.api_keys.invalidate_all();
+                self.tenants.invalidate_all();
+                self.slugs.invalidate_all();
+                self.domains.invalidate_all();
+                self.roles.invalidate_all();
+                self.users.invalidate_all();
+                return;
+            }
+            Changes::Keys(rows) if rows.is_empty() => return,
+            Changes::Keys(rows) => rows,
+        };
+        // First the epochs (entries of loads still under way are refused), then the entries.
+        self.validity.apply(&rows);
+        for row in rows {
+            match row {
+                Change::ApiKey(id) => self.api_keys.invalidate(&id).await,
+                Change::Tenant(id) => self.tenants.invalidate(&id).await,
+                Change::Slug(slug) => self.slugs.invalidate(&slug).await,
+                Change::Member(tenant, user) => self.roles.invalidate(&(tenant, user)).await,
+                Change::User(id) => self.users.invalidate(&id).await,
+                Change::Domain(domain) => self.domains.invalidate(&domain).await,
+            }
         }
     }
-    let value = load().await?;
-    cache.insert(key, (generation, value.clone()));
-    Ok(value)
+
+    /// The value cached under `key` (whose catalog row is `row`), loaded by `load` when
+    /// missing or stale. Concurrent misses of one key share one load.
+    async fn get<K, V, F, Fut>(
+        &self,
+        cache: &Cache<K, Slot<V>>,
+        key: K,
+        row: Change,
+        load: F,
+    ) -> Result<V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        for _ in 0..3 {
+            let slot = cache
+                .try_get_with(key.clone(), async {
+                    let epoch = self.validity.epoch();
+                    let value = load().await?;
+                    Ok(Arc::new(Entry {
+                        epoch: AtomicU64::new(epoch),
+                        value,
+                    }))
+                })
+                .await
+                .map_err(shared_error)?;
+            if self.validity.is_fresh(&slot, &row) {
+                return Ok(slot.value.clone());
+            }
+            // Loaded before a change to its row was applied: drop this entry (not one loaded
+            // since) and load again.
+            cache
+                .entry(key.clone())
+                .and_compute_with(|current| async move {
+                    match current {
+                        Some(c) if Arc::ptr_eq(c.value(), &slot) => Op::Remove,
+                        _ => Op::Nop,
+                    }
+                })
+                .await;
+        }
+        // Its row changed during every load: answer from the catalog itself.
+        load().await
+    }
+
+    /// Caches a tenant read by another lookup (by slug or domain) at `epoch`, taken before
+    /// the read, and returns its id.
+    async fn keep_tenant(&self, epoch: u64, tenant: Option<Tenant>) -> Option<TenantId> {
+        let tenant = tenant?;
+        let id = tenant.id;
+        let entry = Entry {
+            epoch: AtomicU64::new(epoch),
+            value: Some(tenant),
+        };
+        self.tenants.insert(id, Arc::new(entry)).await;
+        Some(id)
+    }
+}
+
+/// The error of a load shared by concurrent misses, for each of them.
+fn shared_error(e: Arc<Error>) -> Error {
+    Arc::try_unwrap(e).unwrap_or_else(|e| match e.as_ref() {
+        Error::Catalog(m) => Error::Catalog(m.clone()),
+        Error::Sqlite(m) => Error::Sqlite(m.clone()),
+        Error::Internal(m) => Error::Internal(m.clone()),
+        other => Error::Catalog(other.to_string()),
+    })
+}
+
+/// Which entries may be used. Each batch of changes applied opens a new epoch; an entry
+/// carries the epoch its load began at, and is stale if its row changed at a later one.
+#[derive(Default)]
+struct Validity {
+    epoch: AtomicU64,
+    applied: Mutex<Applied>,
+}
+
+#[derive(Default)]
+struct Applied {
+    /// Entries from before this epoch are stale: the changes before it are forgotten.
+    floor: u64,
+    /// The changes remembered, oldest first, with the epoch each was applied at.
+    recent: VecDeque<(u64, Change)>,
+    /// The epoch of each remembered row's latest change.
+    latest: HashMap<Change, u64>,
+}
+
+impl Validity {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether an entry of `row` may be used. One that may is marked valid at the current
+    /// epoch, which spares the next check the lock.
+    fn is_fresh<V>(&self, entry: &Entry<V>, row: &Change) -> bool {
+        let at = entry.epoch.load(Ordering::Acquire);
+        if at == self.epoch() {
+            return true;
+        }
+        let applied = lock(&self.applied);
+        let now = self.epoch();
+        let fresh =
+            at >= applied.floor && applied.latest.get(row).is_none_or(|&changed| changed <= at);
+        if fresh {
+            entry.epoch.fetch_max(now, Ordering::AcqRel);
+        }
+        fresh
+    }
+
+    fn apply(&self, rows: &[Change]) {
+        let mut applied = lock(&self.applied);
+        let epoch = self.epoch() + 1;
+        self.epoch.store(epoch, Ordering::Release);
+        for row in rows {
+            applied.recent.push_back((epoch, row.clone()));
+            applied.latest.insert(row.clone(), epoch);
+        }
+        while applied.recent.len() > REMEMBERED_CHANGES {
+            let Some((at, row)) = applied.recent.pop_front() else {
+                break;
+            };
+            if applied.latest.get(&row) == Some(&at) {
+                applied.latest.remove(&row);
+            }
+            applied.floor = at + 1;
+        }
+    }
+
+    fn apply_all(&self) {
+        let mut applied = lock(&self.applied);
+        let epoch = self.epoch() + 1;
+        self.epoch.store(epoch, Ordering::Release);
+        applied.floor = epoch;
+        applied.recent.clear();
+        applied.latest.clear();
+    }
 }
 
 impl Engine {
-    fn generation(&self) -> Result<u64> {
-        self.catalog().generation()
+    /// Applies the catalog's changes not yet applied to the read cache.
+    async fn catch_up(&self) -> Result<()> {
+        self.inner.reads.catch_up(self.catalog()).await
     }
 
     pub(crate) async fn lookup_api_key(&self, id: &str) -> Result<Option<(ApiKey, String)>> {
-        let g = self.generation()?;
-        cached(&self.inner.reads.api_keys, g, id.to_owned(), || {
-            self.catalog().api_key(id)
-        })
-        .await
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        let row = Change::ApiKey(id.to_owned());
+        reads
+            .get(&reads.api_keys, id.to_owned(), row, || {
+                self.catalog().api_key(id)
+            })
+            .await
     }
 
     /// The tenant with this id (any status), through the read cache.
     pub async fn tenant_by_id(&self, id: TenantId) -> Result<Option<Tenant>> {
-        let g = self.generation()?;
-        cached(&self.inner.reads.tenants, g, id, || {
-            self.catalog().tenant(id)
-        })
-        .await
+        self.catch_up().await?;
+        self.cached_tenant(id).await
+    }
+
+    async fn cached_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
+        let reads = &self.inner.reads;
+        reads
+            .get(&reads.tenants, id, Change::Tenant(id), || {
+                self.catalog().tenant(id)
+            })
+            .await
     }
 
     /// The live tenant holding this slug, through the read cache.
     pub async fn find_tenant(&self, slug: &Slug) -> Result<Option<Tenant>> {
-        let g = self.generation()?;
-        cached(&self.inner.reads.slugs, g, slug.clone(), || {
-            self.catalog().tenant_by_slug(slug)
-        })
-        .await
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        let row = Change::Slug(slug.clone());
+        let id = reads
+            .get(&reads.slugs, slug.clone(), row, || async move {
+                let epoch = reads.validity.epoch();
+                let found = self.catalog().tenant_by_slug(slug).await?;
+                Ok(reads.keep_tenant(epoch, found).await)
+            })
+            .await?;
+        // A deletion frees the slug without changing which id it names here.
+        Ok(self.live_tenant(id).await?.filter(|t| t.slug == *slug))
+    }
+
+    /// The live tenant that registered this custom domain (a host as
+    /// [`Domain::from_host_header`](crate::Domain::from_host_header) gives it), through the
+    /// read cache: a domain nobody registered is cached as such too.
+    pub async fn tenant_by_domain(&self, host: &str) -> Result<Option<Tenant>> {
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        let row = Change::Domain(host.to_owned());
+        let id = reads
+            .get(&reads.domains, host.to_owned(), row, || async move {
+                let epoch = reads.validity.epoch();
+                let found = self.catalog().tenant_by_domain(host).await?;
+                Ok(reads.keep_tenant(epoch, found).await)
+            })
+            .await?;
+        self.live_tenant(id).await
+    }
+
+    async fn live_tenant(&self, id: Option<TenantId>) -> Result<Option<Tenant>> {
+        let Some(id) = id else { return Ok(None) };
+        Ok(self
+            .cached_tenant(id)
+            .await?
+            .filter(|t| t.status != TenantStatus::Deleted))
     }
 
     pub(crate) async fn lookup_role(&self, tenant: TenantId, user: UserId) -> Result<Option<Role>> {
-        let g = self.generation()?;
-        cached(&self.inner.reads.roles, g, (tenant, user), || {
-            self.catalog().membership_role(tenant, user)
-        })
-        .await
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        reads
+            .get(
+                &reads.roles,
+                (tenant, user),
+                Change::Member(tenant, user),
+                || self.catalog().membership_role(tenant, user),
+            )
+            .await
     }
 
     pub(crate) async fn lookup_user(&self, id: UserId) -> Result<Option<User>> {
-        let g = self.generation()?;
-        cached(&self.inner.reads.users, g, id, || self.catalog().user(id)).await
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        reads
+            .get(&reads.users, id, Change::User(id), || {
+                self.catalog().user(id)
+            })
+            .await
     }
 
     /// Records a key's use; written by the next flush.
     pub(crate) fn buffer_touch(&self, id: &str, at: DateTime<Utc>) {
-        if let Ok(mut t) = self.inner.reads.touches.lock() {
-            t.insert(id.to_owned(), at);
-        }
+        let touch = Touch { at, written: false };
+        lock(&self.inner.reads.touches).insert(id.to_owned(), touch);
     }
 
-    /// The buffered use of a key, newer than what the catalog has.
-    pub(crate) fn pending_touch(&self, id: &str) -> Option<DateTime<Utc>> {
-        self.inner.reads.touches.lock().ok()?.get(id).copied()
+    /// The latest use of a key seen by this process, written or not: newer than what its
+    /// cached entry says.
+    pub(crate) fn last_touch(&self, id: &str) -> Option<DateTime<Utc>> {
+        lock(&self.inner.reads.touches).get(id).map(|t| t.at)
     }
 
     /// Writes buffered `last_used_at` times now (also done every 30 s, and on shutdown by
@@ -140,14 +411,27 @@ impl Engine {
 }
 
 async fn flush(inner: &Inner) -> Result<()> {
-    let pending: Vec<(String, DateTime<Utc>)> = match inner.reads.touches.lock() {
-        Ok(mut t) => t.drain().collect(),
-        Err(_) => return Err(Error::Internal("touch buffer poisoned".into())),
-    };
-    if pending.is_empty() {
-        return Ok(());
+    let pending: Vec<(String, DateTime<Utc>)> = lock(&inner.reads.touches)
+        .iter()
+        .filter(|(_, t)| !t.written)
+        .map(|(id, t)| (id.clone(), t.at))
+        .collect();
+    if !pending.is_empty() {
+        inner.catalog.touch_api_keys(&pending).await?;
     }
-    inner.catalog.touch_api_keys(&pending).await
+    let now = Utc::now();
+    let mut touches = lock(&inner.reads.touches);
+    for (id, at) in pending {
+        if let Some(t) = touches.get_mut(&id).filter(|t| t.at == at) {
+            t.written = true;
+        }
+    }
+    // A written use older than the touch interval no longer matters: a key's next use is
+    // recorded anyway, whatever its cached entry says.
+    touches.retain(|_, t| {
+        !t.written || (now - t.at).to_std().unwrap_or_default() < KEY_TOUCH_INTERVAL
+    });
+    Ok(())
 }
 
 /// Flushes buffered touches periodically for as long as the engine lives.
@@ -162,4 +446,59 @@ pub(crate) fn spawn_flusher(inner: Weak<Inner>) {
             drop(inner);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry_at(epoch: u64) -> Entry<()> {
+        Entry {
+            epoch: AtomicU64::new(epoch),
+            value: (),
+        }
+    }
+
+    #[test]
+    fn an_entry_loaded_before_a_change_to_its_row_is_stale() {
+        let validity = Validity::default();
+        let (row, other) = (
+            Change::User(UserId::generate()),
+            Change::User(UserId::generate()),
+        );
+        // A load begins, the row changes, the load ends.
+        let loaded = entry_at(validity.epoch());
+        validity.apply(std::slice::from_ref(&row));
+        assert!(!validity.is_fresh(&loaded, &row));
+        assert!(validity.is_fresh(&loaded, &other), "other rows keep theirs");
+        assert_eq!(loaded.epoch.load(Ordering::Relaxed), validity.epoch());
+
+        let reloaded = entry_at(validity.epoch());
+        assert!(validity.is_fresh(&reloaded, &row));
+        validity.apply_all();
+        assert!(!validity.is_fresh(&reloaded, &row));
+        assert!(!validity.is_fresh(&loaded, &other));
+        assert!(validity.is_fresh(&entry_at(validity.epoch()), &row));
+    }
+
+    #[test]
+    fn entries_older_than_the_changes_remembered_are_stale() {
+        let validity = Validity::default();
+        let user = || Change::User(UserId::generate());
+        let (old, read_since, row) = (entry_at(0), entry_at(0), user());
+        validity.apply(&[user()]);
+        let many: Vec<Change> = (1..REMEMBERED_CHANGES).map(|_| user()).collect();
+        validity.apply(&many);
+        assert!(
+            validity.is_fresh(&read_since, &row),
+            "checked at the latest epoch"
+        );
+        // One more: the oldest change is forgotten.
+        validity.apply(&[user()]);
+        assert!(
+            !validity.is_fresh(&old, &row),
+            "it may have missed that change"
+        );
+        assert!(validity.is_fresh(&read_since, &row));
+    }
 }

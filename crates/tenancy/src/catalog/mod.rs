@@ -5,6 +5,10 @@
 //! implementation. Every state change is a compare-and-set on the tenant's status, written
 //! with a journal row in the same transaction, so that concurrent processes on one catalog
 //! cannot both win a transition and every transition leaves a trace.
+//!
+//! Readers may cache some rows (API keys, tenants, slugs, memberships, users, domains:
+//! [`Change`]). Every write names those it changed, in its own transaction, and
+//! [`Catalog::changes_since`] tells any process what changed since it last asked.
 
 pub mod postgres;
 mod sqlite;
@@ -147,6 +151,125 @@ pub struct StatusCount {
     pub count: u64,
 }
 
+/// A catalog row that readers may cache, named as they look it up. Every write reports
+/// the ones it changed (see [`Catalog::changes_since`]); any other write changes nothing a
+/// reader caches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Change {
+    /// An API key, by id (not its `last_used_at`, which readers keep themselves).
+    ApiKey(String),
+    /// A tenant or its placement, by id.
+    Tenant(TenantId),
+    /// Which live tenant holds a slug: reported when a tenant takes it or, renamed, leaves
+    /// it (a tenant's status, deletion included, is [`Change::Tenant`]).
+    Slug(Slug),
+    /// A user's membership of a tenant: `(tenant, user)`.
+    Member(TenantId, UserId),
+    User(UserId),
+    /// Which tenant a custom domain names.
+    Domain(String),
+}
+
+/// What changed since a position of the catalog's change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// These rows (often none).
+    Keys(Vec<Change>),
+    /// Too many rows to name, or changes that are not known (a change log pruned past the
+    /// position, a time without news from other processes): anything may have changed.
+    All,
+}
+
+/// The answer of [`Catalog::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangesSince {
+    /// Where to ask from next time.
+    pub position: u64,
+    pub changes: Changes,
+}
+
+/// More changes than this, by one write or since a position, are reported as
+/// [`Changes::All`] (a bulk creation, a fleet migration): a reader would drop most of what
+/// it holds anyway.
+pub const CHANGES_MAX: usize = 1024;
+
+/// How the change log and notifications name everything.
+const ALL_KIND: &str = "*";
+
+impl Change {
+    /// The kind and key under which the change log and notifications carry it.
+    fn encode(&self) -> (&'static str, String) {
+        match self {
+            Change::ApiKey(id) => ("api_key", id.clone()),
+            Change::Tenant(id) => ("tenant", id.to_string()),
+            Change::Slug(slug) => ("slug", slug.to_string()),
+            Change::Member(tenant, user) => ("member", format!("{tenant}:{user}")),
+            Change::User(id) => ("user", id.to_string()),
+            Change::Domain(domain) => ("domain", domain.clone()),
+        }
+    }
+
+    /// What [`Change::encode`] gave; `None` for anything else (a kind of a newer version).
+    fn decode(kind: &str, key: &str) -> Option<Change> {
+        Some(match kind {
+            "api_key" => Change::ApiKey(key.to_owned()),
+            "tenant" => Change::Tenant(key.parse().ok()?),
+            "slug" => Change::Slug(Slug::parse(key).ok()?),
+            "member" => {
+                let (tenant, user) = key.split_once(':')?;
+                Change::Member(tenant.parse().ok()?, user.parse().ok()?)
+            }
+            "user" => Change::User(key.parse().ok()?),
+            "domain" => Change::Domain(key.to_owned()),
+            _ => return None,
+        })
+    }
+}
+
+impl Changes {
+    fn none() -> Changes {
+        Changes::Keys(Vec::new())
+    }
+
+    /// What a write that changed `rows` reports.
+    fn of_write(rows: &[Change]) -> Changes {
+        if rows.len() > CHANGES_MAX {
+            Changes::All
+        } else {
+            Changes::Keys(rows.to_vec())
+        }
+    }
+
+    /// The (kind, key) pairs that carry these changes.
+    fn encode(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Changes::All => vec![(ALL_KIND, String::new())],
+            Changes::Keys(rows) => rows.iter().map(Change::encode).collect(),
+        }
+    }
+
+    /// Adds a pair [`Changes::encode`] gave. One this version cannot read means anything
+    /// may have changed.
+    fn add_encoded(&mut self, kind: &str, key: &str) {
+        match (&mut *self, Change::decode(kind, key)) {
+            (Changes::Keys(rows), Some(row)) if rows.len() < CHANGES_MAX => rows.push(row),
+            _ => *self = Changes::All,
+        }
+    }
+
+    /// Adds the changes of a later write.
+    fn extend(&mut self, later: &Changes) {
+        match (&mut *self, later) {
+            (Changes::Keys(rows), Changes::Keys(more))
+                if rows.len() + more.len() <= CHANGES_MAX =>
+            {
+                rows.extend(more.iter().cloned())
+            }
+            _ => *self = Changes::All,
+        }
+    }
+}
+
 /// The control-plane database. Implemented by [`SqliteCatalog`]; the PostgreSQL catalog
 /// implements the same interface.
 #[async_trait]
@@ -157,8 +280,23 @@ pub trait Catalog: Send + Sync + 'static {
 
     /// A number that changes whenever the catalog changes: at once for changes made through
     /// this value, within a few milliseconds for other processes'. Cheap: the engine
-    /// reads it on every request to validate its read cache.
+    /// reads it on every request, and asks [`Catalog::changes_since`] what changed when it
+    /// moved.
     fn generation(&self) -> Result<u64>;
+
+    /// How many times this value has gone to its database (a read or a write, however
+    /// many statements it runs), not counting the cheap polls behind
+    /// [`Catalog::generation`]: a counter for metrics, and for tests of what a request
+    /// costs.
+    fn query_count(&self) -> u64;
+
+    /// What changed among the rows readers cache ([`Change`]) after `position`, which an
+    /// earlier answer gave; `None` asks only where the feed is now. Writes of this process
+    /// and of every other one are reported, in commit order: a reader that asks whenever
+    /// [`Catalog::generation`] moves learns what to drop, and everything else it holds
+    /// stays valid. SQLite: a change log written in each write's transaction (the latest
+    /// rows kept). PostgreSQL: the changes named in each commit's notification.
+    async fn changes_since(&self, position: Option<u64>) -> Result<ChangesSince>;
 
     /// Writes buffered `last_used_at` times of API keys, in one transaction.
     async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()>;
@@ -346,5 +484,39 @@ fn expected_statuses(from: &[&str]) -> &'static str {
         ["deleting"] => "deleting",
         _ if from.contains(&"active") && from.contains(&"failed") => "active, suspended or failed",
         _ => "in another status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_carried_as_kinds_and_keys() {
+        let (tenant, user) = (TenantId::generate(), UserId::generate());
+        let rows = vec![
+            Change::ApiKey("0123456789abcdef".into()),
+            Change::Tenant(tenant),
+            Change::Slug(Slug::parse("acme").unwrap()),
+            Change::Member(tenant, user),
+            Change::User(user),
+            Change::Domain("raid.acme.gg".into()),
+        ];
+        let mut read = Changes::none();
+        for (kind, key) in Changes::of_write(&rows).encode() {
+            read.add_encoded(kind, &key);
+        }
+        assert_eq!(read, Changes::Keys(rows.clone()));
+
+        for (kind, key) in [("member", "not-a-pair"), ("quota", "acme"), (ALL_KIND, "")] {
+            let mut read = Changes::none();
+            read.add_encoded(kind, key);
+            assert_eq!(read, Changes::All, "{kind} {key}");
+        }
+        let many = vec![Change::Tenant(tenant); CHANGES_MAX + 1];
+        assert_eq!(Changes::of_write(&many), Changes::All);
+        let mut since = Changes::of_write(&rows);
+        since.extend(&Changes::of_write(&many[1..]));
+        assert_eq!(since, Changes::All, "too many to name");
     }
 }

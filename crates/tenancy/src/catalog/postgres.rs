@@ -11,13 +11,16 @@
 //! keepalives give up), so "is this owner alive?" is a non-blocking attempt on that lock.
 //!
 //! Generation: every transaction that wrote something sends a notification on
-//! `tenancy_catalog` as it commits; the same dedicated session listens, and counts other
-//! processes' notifications. While that session is down, [`Catalog::generation`] returns a
-//! new number on every call, so that nothing cached is trusted until it is back.
+//! `tenancy_catalog` as it commits, naming the rows readers cache that it changed; the same
+//! dedicated session listens, counts other processes' notifications and keeps what they
+//! name for [`Catalog::changes_since`] (notifications arrive in commit order). While that
+//! session is down, [`Catalog::generation`] returns a new number on every call and
+//! `changes_since` answers [`Changes::All`], so that nothing cached is trusted until it is
+//! back; what changed meanwhile is unknown, so its return is [`Changes::All`] too.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,8 +39,8 @@ use tokio_postgres::{AsyncMessage, Row};
 use uuid::Uuid;
 
 use super::{
-    Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
-    TenantMigrationResult, Transition,
+    Catalog, Change, Changes, ChangesSince, JournalEntry, NewTenant, RegisteredMigration,
+    StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::error::{Error, Result};
@@ -255,10 +258,18 @@ const SESSION_SETTINGS: &str = "SET lock_timeout = '10s'; \
 const LISTEN: &str = "LISTEN tenancy_catalog";
 
 /// Sent before every commit. A transaction gets an id only once it writes, so a
-/// transaction that changed nothing notifies nobody. The payload names the sender, which
-/// has counted its own change already.
+/// transaction that changed nothing notifies nobody. The payload ([`notification`]) names
+/// the sender, which has counted its own change already, and the cached rows changed.
 const NOTIFY_IF_WROTE: &str = "SELECT pg_notify('tenancy_catalog', $1) \
      WHERE pg_current_xact_id_if_assigned() IS NOT NULL";
+
+/// A notification payload's limit is 8000 bytes; a longer list of changes is sent as
+/// "everything".
+const NOTIFICATION_MAX: usize = 7_900;
+
+/// Writes whose changes [`Catalog::changes_since`] keeps; a reader further behind is told
+/// [`Changes::All`].
+const FEED_KEEP: usize = 1_024;
 
 /// Catalog migrations of several processes starting at once run one after the other.
 const MIGRATION_LOCK: &str = "tenancy:catalog-migrations";
@@ -279,6 +290,8 @@ const MIGRATION_LOCK: &str = "tenancy:catalog-migrations";
 pub struct PgCatalog {
     pool: Pool,
     owner: String,
+    /// Connections taken from the pool (`query_count`).
+    queries: AtomicU64,
     shared: Arc<Shared>,
     /// Keeps the dedicated session (liveness lock and listener); aborted on drop, which
     /// ends the session and frees the lock.
@@ -291,6 +304,90 @@ struct Shared {
     generation: AtomicU64,
     /// The dedicated session is up and listening.
     listening: AtomicBool,
+    /// What the latest writes (this value's, and other processes' as notified) changed.
+    feed: Mutex<Feed>,
+}
+
+/// The changes of the latest writes, in commit order, each at its position.
+#[derive(Default)]
+struct Feed {
+    /// The position of `writes[0]`.
+    first: u64,
+    writes: VecDeque<Changes>,
+}
+
+impl Shared {
+    /// Keeps what a write changed; before the generation moves, so that a reader who sees
+    /// it move finds the change.
+    fn heard(&self, changes: Changes) {
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        feed.writes.push_back(changes);
+        if feed.writes.len() > FEED_KEEP {
+            feed.writes.pop_front();
+            feed.first += 1;
+        }
+    }
+}
+
+impl Feed {
+    fn head(&self) -> u64 {
+        self.first + self.writes.len() as u64
+    }
+
+    fn since(&self, position: u64) -> Changes {
+        if position < self.first || position > self.head() {
+            return Changes::All;
+        }
+        let mut changes = Changes::none();
+        for write in self.writes.iter().skip((position - self.first) as usize) {
+            changes.extend(write);
+        }
+        changes
+    }
+}
+
+/// The notification of a commit: the sender's owner id, then a `kind key` line per cached
+/// row changed.
+fn notification(owner: &str, changed: &[Change]) -> String {
+    let mut lines = Changes::of_write(changed).encode();
+    let size: usize = lines
+        .iter()
+        .map(|(kind, key)| kind.len() + key.len() + 2)
+        .sum();
+    // Keys are ids, slugs and domain names: never a line break.
+    if owner.len() + size >= NOTIFICATION_MAX || lines.iter().any(|(_, key)| key.contains('\n')) {
+        lines = Changes::All.encode();
+    }
+    let mut payload = format!("{owner}\n");
+    for (kind, key) in lines {
+        payload.push_str(&format!("{kind} {key}\n"));
+    }
+    payload
+}
+
+/// What inserting a tenant changes among cached rows.
+fn new_tenant_changes(new: &NewTenant) -> Vec<Change> {
+    let mut rows = vec![Change::Tenant(new.id), Change::Slug(new.slug.clone())];
+    rows.extend(new.owner.map(|user| Change::Member(new.id, user)));
+    rows
+}
+
+/// What another process's notification says changed; `None` for our own notifications,
+/// whose changes were kept at commit.
+fn heard_from(payload: &str, owner: &str) -> Option<Changes> {
+    let Some((sender, lines)) = payload.split_once('\n') else {
+        // A sender alone: a version that did not name its changes.
+        return (payload != owner).then_some(Changes::All);
+    };
+    if sender == owner {
+        return None;
+    }
+    let mut changes = Changes::none();
+    for line in lines.lines() {
+        let (kind, key) = line.split_once(' ').unwrap_or((line, ""));
+        changes.add_encoded(kind, key);
+    }
+    Some(changes)
 }
 
 impl std::fmt::Debug for PgCatalog {
@@ -355,6 +452,7 @@ impl PgCatalog {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(1),
             listening: AtomicBool::new(false),
+            feed: Mutex::new(Feed::default()),
         });
         let (ready, started) = oneshot::channel();
         let session = tokio::spawn(keep_session(
@@ -367,6 +465,7 @@ impl PgCatalog {
         let catalog = PgCatalog {
             pool,
             owner,
+            queries: AtomicU64::new(0),
             shared,
             session,
         };
@@ -379,15 +478,21 @@ impl PgCatalog {
     }
 
     async fn conn(&self) -> Result<Object> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Commits, notifying the other processes if the transaction wrote anything.
-    async fn commit(&self, tx: Transaction<'_>) -> Result<()> {
-        let wrote = execute(&tx, NOTIFY_IF_WROTE, &[&self.owner]).await? == 1;
+    /// Commits, notifying the other processes if the transaction wrote anything, with the
+    /// cached rows it changed.
+    async fn commit(&self, tx: Transaction<'_>, changed: &[Change]) -> Result<()> {
+        let payload = notification(&self.owner, changed);
+        let wrote = execute(&tx, NOTIFY_IF_WROTE, &[&payload]).await? == 1;
         let committed = tx.commit().await.map_err(db_error);
-        // Even if the outcome of the commit is unknown: a needless bump costs one reload.
+        // Even if the outcome of the commit is unknown: a needless change costs one reload.
         if wrote {
+            if !changed.is_empty() {
+                self.shared.heard(Changes::of_write(changed));
+            }
             self.shared.generation.fetch_add(1, Ordering::AcqRel);
         }
         committed
@@ -407,12 +512,18 @@ impl PgCatalog {
             .collect()
     }
 
-    /// One statement in its own transaction; the number of rows it changed.
-    async fn write(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    /// One statement in its own transaction; the number of rows it changed. If it changed
+    /// any, it changed the cached rows `changed`.
+    async fn write(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        changed: &[Change],
+    ) -> Result<u64> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
         let n = execute(&tx, sql, params).await?;
-        self.commit(tx).await?;
+        self.commit(tx, if n > 0 { changed } else { &[] }).await?;
         Ok(n)
     }
 
@@ -422,11 +533,12 @@ impl PgCatalog {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         taken: fn() -> Error,
+        changed: &[Change],
     ) -> Result<u64> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
         let n = execute_unique(&tx, sql, params, taken).await?;
-        self.commit(tx).await?;
+        self.commit(tx, if n > 0 { changed } else { &[] }).await?;
         Ok(n)
     }
 
@@ -486,7 +598,7 @@ impl PgCatalog {
                 .await?
             }
         };
-        self.commit(tx).await?;
+        self.commit(tx, &[Change::Member(tenant, user)]).await?;
         Ok(true)
     }
 }
@@ -575,8 +687,11 @@ async fn run_session(
     let listen = async {
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(n)) if n.payload() != owner => {
-                    shared.generation.fetch_add(1, Ordering::AcqRel);
+                Ok(AsyncMessage::Notification(n)) => {
+                    if let Some(changes) = heard_from(n.payload(), owner) {
+                        shared.heard(changes);
+                        shared.generation.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => return db_error(e),
@@ -600,6 +715,7 @@ async fn run_session(
             ));
         }
         // Changes made while nobody listened are unknown: every cached read is stale.
+        shared.heard(Changes::All);
         shared.generation.fetch_add(1, Ordering::AcqRel);
         shared.listening.store(true, Ordering::Release);
         if let Some(ready) = ready.take() {
@@ -838,6 +954,28 @@ impl Catalog for PgCatalog {
         }
     }
 
+    fn query_count(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    async fn changes_since(&self, position: Option<u64>) -> Result<ChangesSince> {
+        let feed = self
+            .shared
+            .feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changes = match position {
+            None => Changes::none(),
+            // Deaf to other processes: anything may have changed.
+            Some(_) if !self.shared.listening.load(Ordering::Acquire) => Changes::All,
+            Some(position) => feed.since(position),
+        };
+        Ok(ChangesSince {
+            position: feed.head(),
+            changes,
+        })
+    }
+
     async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()> {
         if touches.is_empty() {
             return Ok(());
@@ -866,7 +1004,7 @@ impl Catalog for PgCatalog {
             // Nothing newer: roll back (dropping `tx`), so nobody is told of a change.
             return Ok(());
         }
-        self.commit(tx).await
+        self.commit(tx, &[]).await
     }
 
     async fn is_alive(&self, owner: &str) -> Result<bool> {
@@ -940,7 +1078,7 @@ impl Catalog for PgCatalog {
         let tenant = select_tenant(&tx, "t.id = $1", &new.id.0)
             .await?
             .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
-        self.commit(tx).await?;
+        self.commit(tx, &new_tenant_changes(new)).await?;
         Ok(tenant)
     }
 
@@ -991,7 +1129,12 @@ impl Catalog for PgCatalog {
         .map(|r| get(r, 0))
         .collect::<Result<_>>()?;
         let mut tenants = self.tenants_by_id(&tx, &inserted).await?;
-        self.commit(tx).await?;
+        let changed: Vec<Change> = new
+            .iter()
+            .filter(|n| inserted.contains(&n.id.0))
+            .flat_map(new_tenant_changes)
+            .collect();
+        self.commit(tx, &changed).await?;
         Ok(new
             .iter()
             .map(|n| match tenants.remove(&n.id.0) {
@@ -1036,7 +1179,11 @@ impl Catalog for PgCatalog {
         .collect::<Result<_>>()?;
         let all: HashSet<Uuid> = ids.iter().copied().collect();
         let mut tenants = self.tenants_by_id(&tx, &all).await?;
-        self.commit(tx).await?;
+        let changed: Vec<Change> = settled
+            .iter()
+            .map(|&id| Change::Tenant(TenantId(id)))
+            .collect();
+        self.commit(tx, &changed).await?;
         done.iter()
             .map(|(id, _)| {
                 let tenant = tenants
@@ -1150,7 +1297,7 @@ impl Catalog for PgCatalog {
         let tenant = select_tenant(&tx, "t.id = $1", &t.id.0)
             .await?
             .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
-        self.commit(tx).await?;
+        self.commit(tx, &[Change::Tenant(t.id)]).await?;
         Ok(tenant)
     }
 
@@ -1159,6 +1306,7 @@ impl Catalog for PgCatalog {
             "UPDATE placements SET schema_version = $2, updated_at = now() \
              WHERE tenant_id = $1 AND schema_version < $2",
             &[&id.0, &version],
+            &[Change::Tenant(id)],
         )
         .await?;
         Ok(())
@@ -1234,6 +1382,7 @@ impl Catalog for PgCatalog {
                         "INSERT INTO locks (name, owner, acquired_at) VALUES ($1, $2, now()) \
                          ON CONFLICT (name) DO NOTHING",
                         &[&name, &self.owner],
+                        &[],
                     )
                     .await?
                 }
@@ -1242,6 +1391,7 @@ impl Catalog for PgCatalog {
                         "UPDATE locks SET owner = $2, acquired_at = now() \
                          WHERE name = $1 AND owner = $3",
                         &[&name, &self.owner, dead],
+                        &[],
                     )
                     .await?
                 }
@@ -1257,6 +1407,7 @@ impl Catalog for PgCatalog {
         self.write(
             "DELETE FROM locks WHERE name = $1 AND owner = $2",
             &[&name, &self.owner],
+            &[],
         )
         .await?;
         Ok(())
@@ -1273,7 +1424,7 @@ impl Catalog for PgCatalog {
         )
         .await?;
         let id = get(&row, 0)?;
-        self.commit(tx).await?;
+        self.commit(tx, &[]).await?;
         Ok(id)
     }
 
@@ -1285,7 +1436,10 @@ impl Catalog for PgCatalog {
         let to: Vec<i64> = results.iter().map(|r| r.to_version).collect();
         let ok: Vec<bool> = results.iter().map(|r| r.ok).collect();
         let errors: Vec<Option<&str>> = results.iter().map(|r| r.error.as_deref()).collect();
-        self.write(
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let raised: Vec<Change> = query(
+            &tx,
             "WITH input AS ( \
                  SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::int8[], \
                      $5::int8[], $6::bool[], $7::text[]) WITH ORDINALITY \
@@ -1294,14 +1448,20 @@ impl Catalog for PgCatalog {
                  UPDATE placements p SET schema_version = i.to_version, updated_at = now() \
                  FROM input i \
                  WHERE p.tenant_id = i.tenant_id AND i.ok AND p.schema_version < i.to_version \
-             ) INSERT INTO tenant_migrations \
-                 (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
-             SELECT run_id, tenant_id, slug, from_version, to_version, ok, error, now() \
-             FROM input ORDER BY ord",
+                 RETURNING p.tenant_id \
+             ), recorded AS ( \
+                 INSERT INTO tenant_migrations \
+                     (run_id, tenant_id, slug, from_version, to_version, ok, error, finished_at) \
+                 SELECT run_id, tenant_id, slug, from_version, to_version, ok, error, now() \
+                 FROM input ORDER BY ord \
+             ) SELECT tenant_id FROM raised",
             &[&runs, &ids, &slugs, &from, &to, &ok, &errors],
         )
-        .await?;
-        Ok(())
+        .await?
+        .iter()
+        .map(|r| Ok(Change::Tenant(TenantId(get(r, 0)?))))
+        .collect::<Result<_>>()?;
+        self.commit(tx, &raised).await
     }
 
     async fn finish_migration_run(&self, run_id: i64, ok: u64, failed: u64) -> Result<()> {
@@ -1310,6 +1470,7 @@ impl Catalog for PgCatalog {
         self.write(
             "UPDATE migration_runs SET finished_at = now(), ok = $2, failed = $3 WHERE id = $1",
             &[&run_id, &ok, &failed],
+            &[],
         )
         .await?;
         Ok(())
@@ -1360,7 +1521,7 @@ impl Catalog for PgCatalog {
             )
             .await?;
         }
-        self.commit(tx).await
+        self.commit(tx, &[]).await
     }
 
     async fn insert_user(&self, new: &NewUser, invitation: Option<&str>) -> Result<User> {
@@ -1382,6 +1543,7 @@ impl Catalog for PgCatalog {
             || Error::EmailTaken,
         )
         .await?;
+        let mut changed = vec![Change::User(new.id)];
         if let Some(hash) = invitation {
             // One statement finds and spends the invitation: of two signups presenting it at
             // once, the second finds it spent.
@@ -1407,12 +1569,13 @@ impl Catalog for PgCatalog {
                 &[&tenant_id, &new.id.0, &role],
             )
             .await?;
+            changed.push(Change::Member(TenantId(tenant_id), new.id));
         }
         let user = select_user(&tx, "id = $1", &new.id.0)
             .await?
             .map(|(u, _)| u)
             .ok_or_else(|| Error::Internal("inserted user vanished".into()))?;
-        self.commit(tx).await?;
+        self.commit(tx, &changed).await?;
         Ok(user)
     }
 
@@ -1468,7 +1631,8 @@ impl Catalog for PgCatalog {
                 &t.tenant_id.map(|id| id.0),
                 &t.expires_at,
             ],
-        )
+&[],
+)
         .await?;
         Ok(())
     }
@@ -1501,7 +1665,7 @@ impl Catalog for PgCatalog {
                 &[&family],
             )
             .await?;
-            self.commit(tx).await?;
+            self.commit(tx, &[]).await?;
             return Ok(RefreshUse::Replayed);
         }
         if expired {
@@ -1513,7 +1677,7 @@ impl Catalog for PgCatalog {
             &[&token_hash],
         )
         .await?;
-        self.commit(tx).await?;
+        self.commit(tx, &[]).await?;
         Ok(RefreshUse::Valid {
             user_id: UserId(user_id),
             tenant_id: tenant_id.map(TenantId),
@@ -1526,6 +1690,7 @@ impl Catalog for PgCatalog {
             "UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, now()) \
              WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
             &[&token_hash],
+            &[],
         )
         .await?;
         Ok(())
@@ -1561,7 +1726,7 @@ impl Catalog for PgCatalog {
             &[&kid, &secret_hex],
         )
         .await?;
-        self.commit(tx).await
+        self.commit(tx, &[]).await
     }
 
     async fn insert_api_key(&self, k: &NewApiKey) -> Result<ApiKey> {
@@ -1586,7 +1751,7 @@ impl Catalog for PgCatalog {
         )
         .await?;
         let (key, _) = api_key_from_row(&row)?;
-        self.commit(tx).await?;
+        self.commit(tx, &[Change::ApiKey(k.id.clone())]).await?;
         Ok(key)
     }
 
@@ -1620,6 +1785,7 @@ impl Catalog for PgCatalog {
                 "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
                  WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2",
                 &[&id, &tenant.map(|t| t.0)],
+                &[Change::ApiKey(id.to_owned())],
             )
             .await?;
         Ok(n == 1)
@@ -1651,6 +1817,7 @@ impl Catalog for PgCatalog {
              VALUES ($1, $2, $3, now())",
             &[&tenant.0, &user.0, &role.as_str()],
             || Error::MemberExists,
+            &[Change::Member(tenant, user)],
         )
         .await?;
         Ok(())
@@ -1677,6 +1844,7 @@ impl Catalog for PgCatalog {
                 &inv.created_by,
                 &inv.expires_at,
             ],
+            &[],
         )
         .await?;
         Ok(())
@@ -1687,6 +1855,7 @@ impl Catalog for PgCatalog {
             "INSERT INTO domains (domain, tenant_id, created_at) VALUES ($1, $2, now())",
             &[&domain, &tenant.0],
             || Error::DomainTaken,
+            &[Change::Domain(domain.to_owned())],
         )
         .await?;
         Ok(())
@@ -1707,6 +1876,7 @@ impl Catalog for PgCatalog {
             .write(
                 "DELETE FROM domains WHERE domain = $1 AND tenant_id = $2",
                 &[&domain, &tenant.0],
+                &[Change::Domain(domain.to_owned())],
             )
             .await?;
         Ok(n == 1)
@@ -1732,6 +1902,7 @@ impl Catalog for PgCatalog {
             "INSERT INTO audit (at, actor, tenant_id, action, detail) \
              VALUES (now(), $1, $2, $3, $4)",
             &[&actor, &tenant.map(|t| t.0), &action, &detail],
+            &[],
         )
         .await?;
         Ok(())
@@ -1775,6 +1946,7 @@ impl Catalog for PgCatalog {
             "INSERT INTO settings (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             &[&key, &value],
+            &[],
         )
         .await?;
         Ok(())

@@ -4,6 +4,11 @@
 //! Liveness: each process instance holds an exclusive lock on `run/<owner>.lock` next to
 //! the catalog for as long as it lives. The kernel drops the lock when the process dies,
 //! however it dies, so "is this owner alive?" is a non-blocking lock attempt.
+//!
+//! Rows readers may cache are logged to `catalog_changes` by triggers, in the transaction
+//! that changes them, whoever writes (this version, an older one, an operator by hand).
+//! Sequence numbers follow commit order (writes hold the database's one write lock), so a
+//! reader remembers the last one it read and reads only newer rows.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -15,8 +20,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    Catalog, JournalEntry, NewTenant, RegisteredMigration, StatusCount, TenantFilter,
-    TenantMigrationResult, Transition,
+    Catalog, Changes, ChangesSince, JournalEntry, NewTenant, RegisteredMigration, StatusCount,
+    TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::error::{Error, Result};
@@ -198,6 +203,78 @@ CREATE INDEX audit_tenant_idx ON audit (tenant_id, seq);
 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 "#,
+    r#"
+-- The rows readers cache that each write changed (`Catalog::changes_since`): a kind and a
+-- key as `Change` encodes them. Logged by triggers, so that no writer can skip it; every
+-- 1000th row prunes all but the latest 10,000.
+CREATE TABLE catalog_changes (
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    key  TEXT NOT NULL
+);
+CREATE TRIGGER catalog_changes_prune AFTER INSERT ON catalog_changes WHEN NEW.seq % 1000 = 0
+BEGIN DELETE FROM catalog_changes WHERE seq <= NEW.seq - 10000; END;
+
+-- Not `last_used_at`: readers keep it themselves.
+CREATE TRIGGER api_keys_insert_change AFTER INSERT ON api_keys
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('api_key', NEW.id); END;
+CREATE TRIGGER api_keys_update_change
+AFTER UPDATE OF id, tenant_id, role, label, secret_hash, created_by, created_at, expires_at, revoked_at ON api_keys
+BEGIN INSERT INTO catalog_changes (kind, key) SELECT 'api_key', OLD.id UNION SELECT 'api_key', NEW.id; END;
+CREATE TRIGGER api_keys_delete_change AFTER DELETE ON api_keys
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('api_key', OLD.id); END;
+
+-- A slug is logged when a tenant takes or leaves it; its status is the tenant's.
+CREATE TRIGGER tenants_insert_change AFTER INSERT ON tenants
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('tenant', NEW.id), ('slug', NEW.slug); END;
+CREATE TRIGGER tenants_update_change AFTER UPDATE ON tenants
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'tenant', OLD.id UNION SELECT 'tenant', NEW.id
+    UNION SELECT 'slug', OLD.slug WHERE OLD.slug IS NOT NEW.slug
+    UNION SELECT 'slug', NEW.slug WHERE OLD.slug IS NOT NEW.slug;
+END;
+CREATE TRIGGER tenants_delete_change AFTER DELETE ON tenants
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('tenant', OLD.id), ('slug', OLD.slug); END;
+
+CREATE TRIGGER placements_insert_change AFTER INSERT ON placements
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('tenant', NEW.tenant_id); END;
+CREATE TRIGGER placements_update_change AFTER UPDATE ON placements
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'tenant', OLD.tenant_id UNION SELECT 'tenant', NEW.tenant_id;
+END;
+CREATE TRIGGER placements_delete_change AFTER DELETE ON placements
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('tenant', OLD.tenant_id); END;
+
+CREATE TRIGGER memberships_insert_change AFTER INSERT ON memberships
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('member', NEW.tenant_id || ':' || NEW.user_id); END;
+CREATE TRIGGER memberships_update_change AFTER UPDATE ON memberships
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'member', OLD.tenant_id || ':' || OLD.user_id
+    UNION SELECT 'member', NEW.tenant_id || ':' || NEW.user_id;
+END;
+CREATE TRIGGER memberships_delete_change AFTER DELETE ON memberships
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('member', OLD.tenant_id || ':' || OLD.user_id); END;
+
+CREATE TRIGGER users_insert_change AFTER INSERT ON users
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('user', NEW.id); END;
+CREATE TRIGGER users_update_change AFTER UPDATE ON users
+BEGIN INSERT INTO catalog_changes (kind, key) SELECT 'user', OLD.id UNION SELECT 'user', NEW.id; END;
+CREATE TRIGGER users_delete_change AFTER DELETE ON users
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('user', OLD.id); END;
+
+CREATE TRIGGER domains_insert_change AFTER INSERT ON domains
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', NEW.domain); END;
+CREATE TRIGGER domains_update_change AFTER UPDATE ON domains
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'domain', OLD.domain UNION SELECT 'domain', NEW.domain;
+END;
+CREATE TRIGGER domains_delete_change AFTER DELETE ON domains
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', OLD.domain); END;
+"#,
 ];
 
 /// How stale another process's catalog change may be when the read cache is checked.
@@ -211,6 +288,8 @@ pub struct SqliteCatalog {
     watch: Mutex<Connection>,
     /// Commits made through this catalog value (seen at once by `generation`).
     local_writes: Arc<AtomicU64>,
+    /// Calls to the database (`query_count`).
+    queries: AtomicU64,
     /// The last polled `data_version` and when it was polled (ns since `epoch`).
     remote: AtomicU64,
     polled_at: AtomicU64,
@@ -259,6 +338,7 @@ impl SqliteCatalog {
             conn: Arc::new(Mutex::new(conn)),
             watch: Mutex::new(watch),
             local_writes: Arc::new(AtomicU64::new(0)),
+            queries: AtomicU64::new(0),
             remote: AtomicU64::new(0),
             polled_at: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
@@ -276,18 +356,43 @@ impl SqliteCatalog {
     {
         let conn = Arc::clone(&self.conn);
         let local_writes = Arc::clone(&self.local_writes);
-        tokio::task::spawn_blocking(move || {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let (result, wrote) = tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| Error::Internal("catalog connection poisoned".into()))?;
             let before = guard.total_changes();
             let result = f(&mut guard);
-            if guard.total_changes() != before {
+            let wrote = guard.total_changes() != before;
+            if wrote {
                 local_writes.fetch_add(1, Ordering::SeqCst);
             }
-            result
+            Ok::<_, Error>((result, wrote))
         })
-        .await?
+        .await??;
+        if wrote {
+            // Our commit moves `data_version` too: seen now, it is not taken for another
+            // process's commit at the next poll (which would make readers look again).
+            if let Err(e) = self.poll_remote() {
+                tracing::warn!(error = %e, "polling the catalog's data version failed");
+            }
+        }
+        result
+    }
+
+    /// Reads `PRAGMA data_version`, which moves when another connection commits.
+    fn poll_remote(&self) -> Result<()> {
+        let watch = self
+            .watch
+            .lock()
+            .map_err(|_| Error::Internal("catalog watch connection poisoned".into()))?;
+        let version: i64 = watch
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.remote.store(version as u64, Ordering::Release);
+        self.polled_at.store(now.max(1), Ordering::Release);
+        Ok(())
     }
 
     fn lock_file(&self, owner: &str) -> Option<PathBuf> {
@@ -608,6 +713,48 @@ fn change_member(
     };
     tx.commit()?;
     Ok(true)
+}
+
+/// The change-log rows after `position` (see [`Catalog::changes_since`]), from one snapshot.
+fn read_changes(conn: &mut Connection, position: Option<u64>) -> Result<ChangesSince> {
+    let tx = conn.transaction()?;
+    let (first, last): (i64, i64) = tx.query_row(
+        "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM catalog_changes",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let head = u64::try_from(last).unwrap_or(0);
+    let Some(after) = position else {
+        return Ok(ChangesSince {
+            position: head,
+            changes: Changes::none(),
+        });
+    };
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    // Rows were pruned past the position (sequence numbers of committed rows have no
+    // gaps), or the log is not the one the position is from, or there is too much to name.
+    let changes = if after == last {
+        Changes::none()
+    } else if after > last
+        || first > after.saturating_add(1)
+        || last - after > super::CHANGES_MAX as i64
+    {
+        Changes::All
+    } else {
+        let mut changes = Changes::none();
+        let mut stmt =
+            tx.prepare_cached("SELECT kind, key FROM catalog_changes WHERE seq > ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([after])?;
+        while let Some(row) = rows.next()? {
+            let (kind, key): (String, String) = (row.get(0)?, row.get(1)?);
+            changes.add_encoded(&kind, &key);
+        }
+        changes
+    };
+    Ok(ChangesSince {
+        position: head,
+        changes,
+    })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -1313,20 +1460,20 @@ impl Catalog for SqliteCatalog {
         let now = self.epoch.elapsed().as_nanos() as u64;
         let polled = self.polled_at.load(Ordering::Acquire);
         if polled == 0 || now.saturating_sub(polled) >= REMOTE_POLL.as_nanos() as u64 {
-            let watch = self
-                .watch
-                .lock()
-                .map_err(|_| Error::Internal("catalog watch connection poisoned".into()))?;
-            let version: i64 = watch
-                .prepare_cached("PRAGMA data_version")?
-                .query_row([], |r| r.get(0))?;
-            self.remote.store(version as u64, Ordering::Release);
-            self.polled_at.store(now.max(1), Ordering::Release);
+            self.poll_remote()?;
         }
         Ok(self
             .remote
             .load(Ordering::Acquire)
             .wrapping_add(self.local_writes.load(Ordering::SeqCst)))
+    }
+
+    fn query_count(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    async fn changes_since(&self, position: Option<u64>) -> Result<ChangesSince> {
+        self.call(move |conn| read_changes(conn, position)).await
     }
 
     async fn touch_api_keys(&self, touches: &[(String, DateTime<Utc>)]) -> Result<()> {
