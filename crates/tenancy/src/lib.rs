@@ -16,8 +16,6 @@
 //! # Ok(()) }
 //! ```
 
-mod access;
-mod accounts;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -27,7 +25,6 @@ mod engine;
 mod error;
 pub mod fault;
 pub mod identity;
-mod lookup;
 pub mod migrations;
 pub mod pgconnect;
 pub mod secrets;
@@ -36,13 +33,12 @@ pub mod sql;
 pub mod store;
 mod stores;
 mod tenant;
-pub mod tenant_data;
 pub mod transform;
 
-pub use access::{Access, AddedMember, Principal};
-pub use accounts::Session;
 pub use auth::AdminToken;
 pub use domain::Domain;
+pub use engine::access::{Access, AddedMember, Principal};
+pub use engine::accounts::Session;
 pub use engine::{
     BulkReport, Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
     MigrationSource, PlaceOptions, PlannedMigration, RecoveryReport, StoreSpec, DEFAULT_STORE,

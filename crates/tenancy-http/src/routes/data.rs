@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use tenancy::data::{parse_filters, parse_list, Object, Page, Schema};
-use tenancy::tenant_data::{DataOp, DataOutput};
+use tenancy::data::{DataOp, DataOutput};
 use tenancy::Role;
 
 use crate::error::{ApiError, ApiResult};

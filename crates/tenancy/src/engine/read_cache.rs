@@ -30,8 +30,8 @@ use chrono::{DateTime, Utc};
 use moka::future::Cache;
 use moka::ops::compute::Op;
 
-use crate::access::KEY_TOUCH_INTERVAL;
 use crate::catalog::{Catalog, Change, Changes};
+use crate::engine::access::KEY_TOUCH_INTERVAL;
 use crate::engine::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, Role, User, UserId};

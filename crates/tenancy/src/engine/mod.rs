@@ -1,0 +1,296 @@
+//! The engine: every tenant operation, on top of a [`Catalog`] and a store.
+//!
+//! Each lifecycle transition is recorded in the catalog before its side effects (with this
+//! process as the operation's owner) and after them. [`Engine::open`] runs recovery: the
+//! operations of owners that died are finished or rolled back, and store files the catalog
+//! does not account for are removed.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+pub(crate) mod access;
+pub(crate) mod accounts;
+mod data;
+mod fleet;
+mod lifecycle;
+mod read_cache;
+mod recovery;
+
+pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
+pub use lifecycle::BulkReport;
+pub use recovery::RecoveryReport;
+use recovery::{recover, remove_data};
+
+use self::accounts::AccountState;
+use self::read_cache::ReadCache;
+use crate::auth::AdminToken;
+use crate::catalog::{
+    Catalog, NewTenant, SqliteCatalog, StatusCount, TenantFilter, TenantMigrationResult, Transition,
+};
+pub use crate::config::{EngineConfig, MigrationSource, PlaceOptions, StoreSpec, DEFAULT_STORE};
+use crate::data::schema::SchemaCache;
+use crate::error::{Error, Result};
+use crate::fault::{self, points};
+use crate::identity::UserId;
+use crate::migrations::{Dialect, MigrationSet};
+use crate::slug::Slug;
+use crate::store::{apply_migrations, PgStore, SqliteStore};
+use crate::stores::Stores;
+use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
+
+use TenantStatus::*;
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+const MIGRATE_LOCK: &str = "migrate";
+/// Tenants per catalog transaction in [`Engine::create_tenants`].
+const BULK_BATCH: usize = 500;
+/// Schema-mode tenants created per store transaction in [`Engine::create_tenants`].
+const SCHEMA_GROUP: usize = 10;
+/// Shared tenants' migration outcomes per catalog transaction.
+const SHARED_RECORD_BATCH: usize = 2_000;
+
+/// The engine's shared state. Its parts own their invariants (the stores, the caches, the
+/// account state); only the engine and its submodules see them.
+struct Inner {
+    config: EngineConfig,
+    catalog: Arc<dyn Catalog>,
+    stores: Stores,
+    migrations: Arc<MigrationSet>,
+    recovery: RecoveryReport,
+    accounts: AccountState,
+    schemas: SchemaCache,
+    reads: ReadCache,
+}
+
+/// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
+    /// and recovers what dead processes left half-done.
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        let migrations = match &config.migrations {
+            MigrationSource::BuiltinGuild => MigrationSet::builtin_guild(),
+            MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
+        };
+        migrations.scripts(Dialect::Sqlite)?;
+        let catalog: Arc<dyn Catalog> = match &config.catalog_url {
+            Some(url) => Arc::new(crate::catalog::postgres::PgCatalog::connect(url).await?),
+            None => Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?),
+        };
+        let stores = Stores::open(&config, catalog.as_ref()).await?;
+        if stores.any_of(Dialect::Postgres) {
+            migrations.scripts(Dialect::Postgres)?;
+        }
+        let accounts = AccountState::load(catalog.as_ref(), &config).await?;
+        let reads = ReadCache::new(
+            catalog.generation()?,
+            catalog.changes_since(None).await?.position,
+        );
+        let mut inner = Inner {
+            accounts,
+            config,
+            catalog,
+            stores,
+            migrations: Arc::new(migrations),
+            recovery: RecoveryReport::default(),
+            schemas: SchemaCache::default(),
+            reads,
+        };
+        inner.recovery = recover(&inner).await?;
+        // The start-up audit of shared tables; a store that is down is audited on first use.
+        for store in inner.stores.postgres_stores() {
+            if let Err(e) = store.audit().await {
+                tracing::warn!(store = %store.name, error = %e, "could not audit the shared tables at start-up");
+            }
+        }
+        let inner = Arc::new(inner);
+        read_cache::spawn_flusher(Arc::downgrade(&inner));
+        Ok(Engine { inner })
+    }
+
+    pub fn catalog(&self) -> &dyn Catalog {
+        self.inner.catalog.as_ref()
+    }
+
+    pub fn migrations(&self) -> &MigrationSet {
+        &self.inner.migrations
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &SqliteStore {
+        self.inner.stores.sqlite()
+    }
+
+    /// A transaction on a PostgreSQL tenant's data with its context set: `search_path`
+    /// pinned to its schema, and in `shared` mode `tenancy.tenant_id` set, both local to
+    /// the transaction. Commit it, or drop it to roll back (the connection is then closed,
+    /// not pooled). SQLite tenants use [`Engine::with_db`].
+    pub async fn session(&self, tenant: &Tenant) -> Result<crate::store::TenantSession> {
+        self.inner.session(tenant).await
+    }
+
+    /// A PostgreSQL store by name.
+    pub fn pg_store(&self, name: &str) -> Option<&Arc<PgStore>> {
+        self.inner.stores.postgres(name)
+    }
+
+    /// What recovery did when this engine opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Runs `f` on the tenant's database connection, on a blocking thread. The tenant must
+    /// be `active`.
+    pub async fn with_tenant_db<T, F>(&self, slug: &Slug, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let tenant = self.tenant(slug).await?;
+        if tenant.status != Active {
+            return Err(Error::InvalidTransition {
+                slug: tenant.slug.to_string(),
+                status: tenant.status.to_string(),
+                action: "data access",
+                expected: "active",
+            });
+        }
+        self.with_db(&tenant, f).await
+    }
+
+    /// Runs `f` on this tenant's database (status checks are the caller's), on a blocking
+    /// thread, through the handle cache.
+    pub async fn with_db<T, F>(&self, tenant: &Tenant, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let Some(store) = self.inner.stores.sqlite_of(tenant) else {
+            self.inner.stores.named(&tenant.placement.store)?;
+            return Err(Error::ModeNotSupported {
+                store: tenant.placement.store.clone(),
+                kind: "PostgreSQL",
+                mode: "a SQLite connection (use Engine::session or Engine::query)".into(),
+            });
+        };
+        Arc::clone(store).on_handle(tenant, f).await
+    }
+
+    /// The shape of the configured tenant schema (every migration applied), built once on
+    /// a private in-memory database: what `/openapi.json` describes.
+    pub async fn configured_schema(&self) -> Result<Arc<crate::data::Schema>> {
+        let latest = self.migrations().latest();
+        if let Some(schema) = self.cached_schema("sqlite", latest) {
+            return Ok(schema);
+        }
+        let migrations = Arc::clone(&self.inner.migrations);
+        let schema = tokio::task::spawn_blocking(move || {
+            let mut conn = rusqlite::Connection::open_in_memory()
+                .map_err(|e| Error::TenantDb(e.to_string()))?;
+            apply_migrations(&mut conn, &migrations)?;
+            crate::data::schema::introspect(&conn, latest)
+        })
+        .await??;
+        Ok(self.inner.schemas.insert("sqlite", latest, schema))
+    }
+
+    pub(crate) fn cached_schema(
+        &self,
+        shape: &'static str,
+        version: i64,
+    ) -> Option<Arc<crate::data::Schema>> {
+        self.inner.schemas.get(shape, version)
+    }
+
+    /// The dialect of the store holding the tenant.
+    pub(crate) fn dialect_of(&self, tenant: &Tenant) -> Result<Dialect> {
+        self.inner.dialect_of_store(&tenant.placement.store)
+    }
+
+    /// The platform admin token. `configured` (from the environment) wins; otherwise the
+    /// stored hash; otherwise a new token is generated, its hash stored, and the token
+    /// returned so that it can be shown once.
+    pub async fn admin_token(
+        &self,
+        configured: Option<&str>,
+    ) -> Result<(AdminToken, Option<String>)> {
+        if let Some(secret) = configured.filter(|s| !s.is_empty()) {
+            return Ok((AdminToken::from_secret(secret), None));
+        }
+        if let Some(hash) = self.catalog().setting(ADMIN_TOKEN_SETTING).await? {
+            if let Some(token) = AdminToken::from_hash_hex(&hash) {
+                return Ok((token, None));
+            }
+        }
+        self.rotate_admin_token().await.map(|(t, s)| (t, Some(s)))
+    }
+
+    /// Replaces the stored admin token with a new one, returned once.
+    pub async fn rotate_admin_token(&self) -> Result<(AdminToken, String)> {
+        let (token, secret) = AdminToken::generate();
+        self.catalog()
+            .set_setting(ADMIN_TOKEN_SETTING, &token.hash_hex())
+            .await?;
+        Ok((token, secret))
+    }
+}
+
+impl Inner {
+    /// Where a new tenant of this mode goes in this store; refuses modes it cannot hold.
+    pub(crate) fn location_for(&self, store: &str, mode: Mode, id: TenantId) -> Result<String> {
+        self.stores.named(store)?.location_for(mode, id)
+    }
+
+    /// The SQL dialect of a store's tenants.
+    pub(crate) fn dialect_of_store(&self, store: &str) -> Result<Dialect> {
+        Ok(self.stores.named(store)?.dialect())
+    }
+
+    /// Builds the tenant's data with every migration; its schema version.
+    pub(crate) async fn build(&self, tenant: &Tenant) -> Result<i64> {
+        self.stores
+            .of(tenant)?
+            .build(tenant, Arc::clone(&self.migrations))
+            .await
+    }
+
+    /// The schema version of the tenant's complete data, `None` if there is none.
+    pub(crate) async fn inspect(&self, tenant: &Tenant) -> Result<Option<i64>> {
+        self.stores.of(tenant)?.inspect(tenant).await
+    }
+
+    /// Removes every byte of the tenant's data from its store.
+    pub(crate) async fn remove_data(&self, tenant: &Tenant) -> Result<()> {
+        remove_data(self, tenant).await
+    }
+
+    /// A transaction on a PostgreSQL tenant's data, context set.
+    pub(crate) async fn session(&self, tenant: &Tenant) -> Result<crate::store::TenantSession> {
+        match self.stores.postgres_of(tenant) {
+            Some(pg) => {
+                pg.session(tenant.placement.mode, &tenant.placement.location)
+                    .await
+            }
+            None => {
+                self.stores.named(&tenant.placement.store)?;
+                Err(Error::ModeNotSupported {
+                    store: tenant.placement.store.clone(),
+                    kind: "files",
+                    mode: "a PostgreSQL session (use Engine::with_db or Engine::query)".into(),
+                })
+            }
+        }
+    }
+}
