@@ -5,6 +5,8 @@
 //! that the next process (which runs recovery when it opens the engine) leaves the catalog
 //! and the tenant files consistent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -10,6 +10,8 @@
 //! Mounting needs root. Where `mount` fails the tests skip with a notice, or fail under
 //! `CI=true`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -2,6 +2,8 @@
 //! PostgreSQL by configuration alone (environment variables): the real `tenancy serve`
 //! and the real CLI at the same time on one PostgreSQL catalog, in each PostgreSQL mode.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

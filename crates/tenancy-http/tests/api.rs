@@ -8,6 +8,8 @@
 //! PostgreSQL, whose catalog is on PostgreSQL too. Tests of request parsing and
 //! authentication alone, which reach no tenant, run once, on SQLite.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -7,6 +7,8 @@
 //! mode. The assertions are the same everywhere; where PostgreSQL legitimately answers
 //! differently, the test says why next to the assertion that tells the two apart.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::cmp::Reverse;

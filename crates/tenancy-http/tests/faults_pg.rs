@@ -1,6 +1,8 @@
 //! Faults of a PostgreSQL store over HTTP: the server stopping mid-traffic (through a proxy
 //! the test cuts, so other tests' PostgreSQL is untouched) and connection exhaustion.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! SQLite, and `database`, `schema` and `shared` on PostgreSQL, whose catalog is on
 //! PostgreSQL too.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use common::{Backend, Server, ADMIN_TOKEN, PASSWORD};

@@ -2,6 +2,8 @@
 //! wrong schema: refused with 503 `tenant_migrating` until migrated, or migrated on the
 //! spot when configured — in every backend.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! every tenant: its UNIQUE column refuses duplicates with a 409 naming the constraint,
 //! per tenant, and no tenant sees another's rows.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::sync::atomic::AtomicBool;

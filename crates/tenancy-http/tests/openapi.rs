@@ -1,5 +1,7 @@
 //! `/openapi.json` describes the control plane and every table of the configured schema.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use common::Server;

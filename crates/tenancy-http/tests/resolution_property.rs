@@ -6,6 +6,8 @@
 //! backends. Those run a quarter of the cases (64 of proptest's default 256; the default
 //! follows `PROPTEST_CASES`), which keeps the suite fast: every case is a request.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common;
 
 use std::collections::HashMap;

@@ -65,6 +65,8 @@ impl SecretKey {
         let cipher = ChaCha20Poly1305::new(Key::from_slice(&self.0));
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
+        // Encryption fails only past 256 GiB of input; a secret is a few hundred bytes.
+        #[allow(clippy::expect_used)]
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), plaintext.as_bytes())
             .expect("ChaCha20-Poly1305 encryption does not fail for in-memory input");

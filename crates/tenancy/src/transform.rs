@@ -55,11 +55,12 @@ pub const TENANT_SETTING: &str = "tenancy.tenant_id";
 /// refused by WITH CHECK, and by `tenant_id`'s NOT NULL behind it.
 const CURRENT_TENANT_SQL: &str = "NULLIF(current_setting('tenancy.tenant_id', true), '')::uuid";
 
+// A constant, parsed once and covered by the tests: it cannot fail at run time.
+#[allow(clippy::expect_used)]
 static CURRENT_TENANT: LazyLock<Expr> = LazyLock::new(|| {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(CURRENT_TENANT_SQL)
         .and_then(|mut p| p.parse_expr())
-        // A constant, covered by the tests.
         .expect("CURRENT_TENANT_SQL is valid SQL")
 });
 

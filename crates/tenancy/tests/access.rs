@@ -1,6 +1,8 @@
 //! Access through the read cache: changes by another process are seen within the catalog's
 //! poll interval (2 ms); changes through the same engine at once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use tenancy::identity::{ApiKey, KeyScope};
 use tenancy::{Engine, EngineConfig, Role, Slug, Tenant};
 

@@ -1,5 +1,7 @@
 //! Users, sessions and tokens through the engine, on a fresh catalog per test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use tenancy::{Engine, EngineConfig, Error, Slug};
 
 async fn engine() -> (tempfile::TempDir, Engine) {

@@ -2,6 +2,8 @@
 //! catalog, and safe for several processes (here: several `PgCatalog` values) on one
 //! database. Each test gets its own database (see `common/pg.rs`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

@@ -3,6 +3,8 @@
 //! sent together over pooled connections with cached statements — that never carry one
 //! tenant's context into another's request, even when requests are cancelled mid-flight.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

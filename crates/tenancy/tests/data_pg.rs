@@ -8,6 +8,8 @@
 //! so that indexes serve every ordering), and a far-off time zone, so that UTC timestamps
 //! are what the code makes of them, not what the server happens to default to.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

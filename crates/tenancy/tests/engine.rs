@@ -1,5 +1,7 @@
 //! The engine against real SQLite files in a fresh folder per test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! `database`, `schema` and `shared` modes, the connection budget, store secrets, and a
 //! server that goes away mid-traffic. Each test has its own database (tests/common/pg.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

@@ -6,6 +6,8 @@
 //! are cached too. Every scenario runs on a SQLite catalog and on a PostgreSQL one (skipped,
 //! with a notice, where PostgreSQL is unreachable).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

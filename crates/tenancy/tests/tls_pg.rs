@@ -7,6 +7,8 @@
 //! Where that setup is absent the tests are skipped with a notice, except under
 //! `CI=true`, where they fail. Each test has its own database (tests/common/pg.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

@@ -3,6 +3,8 @@
 //! start-up audit tells a transformed schema from one that is not. Each test has its own
 //! database and data role (tests/common/pg.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 mod common {
     pub mod pg;
 }

@@ -2,6 +2,8 @@
 //! same `TenantContext::query` on a SQLite file, a PostgreSQL database, a schema, or shared
 //! tables behind row-level security.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
 #[path = "../../../crates/tenancy-http/tests/common/mod.rs"]
 mod common;
 

@@ -83,6 +83,8 @@ pub struct PgConn {
 impl std::ops::Deref for PgConn {
     type Target = Client;
     fn deref(&self) -> &Client {
+        // The client is taken out only by `Drop`.
+        #[allow(clippy::expect_used)]
         self.client
             .as_ref()
             .expect("a checked-out connection has its client")
