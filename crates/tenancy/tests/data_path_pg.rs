@@ -87,6 +87,23 @@ fn member(i: usize, tag: &str) -> Object {
     .clone()
 }
 
+/// A tenant in `mode` and another beside it (shared tables hold both).
+async fn two_tenants(engine: &Engine, mode: Mode, prefix: &str) -> (Tenant, Tenant) {
+    let name = format!("{mode:?}").to_lowercase();
+    let mut made = Vec::new();
+    for which in ["a", "b"] {
+        let slug = slug(&format!("{prefix}{which}-{name}"));
+        made.push(
+            engine
+                .create_tenant_with(slug, None, None, &place(mode))
+                .await
+                .unwrap(),
+        );
+    }
+    let other = made.pop().unwrap();
+    (made.pop().unwrap(), other)
+}
+
 /// The plan of the listing, as one text.
 async fn plan(engine: &Engine, tenant: &Tenant, pairs: &[(&str, &str)]) -> String {
     engine
@@ -105,15 +122,7 @@ async fn keyset_pages_are_index_scans_in_every_postgres_mode() {
     let engine = Engine::open(config(dir.path(), &db, 8)).await.unwrap();
     for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
         let name = format!("{mode:?}").to_lowercase();
-        let tenant = engine
-            .create_tenant_with(slug(&format!("ix-{name}")), None, None, &place(mode))
-            .await
-            .unwrap();
-        // Another tenant's rows beside it (shared tables hold both).
-        let other = engine
-            .create_tenant_with(slug(&format!("ox-{name}")), None, None, &place(mode))
-            .await
-            .unwrap();
+        let (tenant, other) = two_tenants(&engine, mode, "ix").await;
         for chunk in 0..10 {
             let rows = (chunk * 1000..(chunk + 1) * 1000)
                 .map(|i| member(i, "m"))
@@ -289,14 +298,7 @@ async fn the_data_role_reaches_nothing_outside_its_tenant() {
     let engine = Engine::open(config(dir.path(), &db, 8)).await.unwrap();
     for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
         let name = format!("{mode:?}").to_lowercase();
-        let tenant = engine
-            .create_tenant_with(slug(&format!("lp-{name}")), None, None, &place(mode))
-            .await
-            .unwrap();
-        let other = engine
-            .create_tenant_with(slug(&format!("lq-{name}")), None, None, &place(mode))
-            .await
-            .unwrap();
+        let (tenant, other) = two_tenants(&engine, mode, "lp").await;
         insert(&engine, &other, vec![member(1, "other")]).await;
         // Its own tables: read and write.
         try_sql(

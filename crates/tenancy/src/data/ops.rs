@@ -31,6 +31,40 @@ pub enum DataOutput {
     Done,
 }
 
+impl DataOutput {
+    fn unexpected(what: &str) -> Error {
+        Error::Internal(format!("a data operation answered no {what}"))
+    }
+
+    pub fn into_page(self) -> Result<Page> {
+        match self {
+            DataOutput::Page(page) => Ok(page),
+            _ => Err(Self::unexpected("page")),
+        }
+    }
+
+    pub fn into_row(self) -> Result<Object> {
+        match self {
+            DataOutput::Row(row) => Ok(row),
+            _ => Err(Self::unexpected("row")),
+        }
+    }
+
+    pub fn into_rows(self) -> Result<Vec<Object>> {
+        match self {
+            DataOutput::Rows(rows) => Ok(rows),
+            _ => Err(Self::unexpected("rows")),
+        }
+    }
+
+    pub fn into_deleted(self) -> Result<usize> {
+        match self {
+            DataOutput::Deleted(n) => Ok(n),
+            _ => Err(Self::unexpected("count")),
+        }
+    }
+}
+
 /// One result row: its object, and the cursor values of its ordering keys (listings).
 pub struct Row {
     pub object: Object,

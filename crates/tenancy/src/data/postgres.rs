@@ -998,17 +998,15 @@ fn set_context<'a>(
 // The operations one at a time, in the caller's transaction.
 
 pub async fn list<C: GenericClient>(client: &C, table: &Table, q: &ListQuery) -> Result<Page> {
-    match execute(client, table, &DataOp::List(q.clone())).await? {
-        DataOutput::Page(page) => Ok(page),
-        _ => Err(Error::Internal("a listing answered no page".into())),
-    }
+    execute(client, table, &DataOp::List(q.clone()))
+        .await?
+        .into_page()
 }
 
 pub async fn get<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<Object> {
-    match execute(client, table, &DataOp::Get(id.to_owned())).await? {
-        DataOutput::Row(row) => Ok(row),
-        _ => Err(Error::Internal("a read answered no row".into())),
-    }
+    execute(client, table, &DataOp::Get(id.to_owned()))
+        .await?
+        .into_row()
 }
 
 pub async fn insert<C: GenericClient>(
@@ -1016,10 +1014,9 @@ pub async fn insert<C: GenericClient>(
     table: &Table,
     rows: &[Object],
 ) -> Result<Vec<Object>> {
-    match execute(client, table, &DataOp::Insert(rows.to_vec())).await? {
-        DataOutput::Rows(rows) => Ok(rows),
-        _ => Err(Error::Internal("an insert answered no rows".into())),
-    }
+    execute(client, table, &DataOp::Insert(rows.to_vec()))
+        .await?
+        .into_rows()
 }
 
 pub async fn update<C: GenericClient>(
@@ -1028,10 +1025,8 @@ pub async fn update<C: GenericClient>(
     id: &str,
     patch: &Object,
 ) -> Result<Object> {
-    match execute(client, table, &DataOp::Update(id.to_owned(), patch.clone())).await? {
-        DataOutput::Row(row) => Ok(row),
-        _ => Err(Error::Internal("an update answered no row".into())),
-    }
+    let op = DataOp::Update(id.to_owned(), patch.clone());
+    execute(client, table, &op).await?.into_row()
 }
 
 pub async fn update_filtered<C: GenericClient>(
@@ -1040,16 +1035,8 @@ pub async fn update_filtered<C: GenericClient>(
     filters: &[Filter],
     patch: &Object,
 ) -> Result<Vec<Object>> {
-    match execute(
-        client,
-        table,
-        &DataOp::UpdateFiltered(filters.to_vec(), patch.clone()),
-    )
-    .await?
-    {
-        DataOutput::Rows(rows) => Ok(rows),
-        _ => Err(Error::Internal("an update answered no rows".into())),
-    }
+    let op = DataOp::UpdateFiltered(filters.to_vec(), patch.clone());
+    execute(client, table, &op).await?.into_rows()
 }
 
 pub async fn delete<C: GenericClient>(client: &C, table: &Table, id: &str) -> Result<()> {
@@ -1063,10 +1050,8 @@ pub async fn delete_filtered<C: GenericClient>(
     table: &Table,
     filters: &[Filter],
 ) -> Result<usize> {
-    match execute(client, table, &DataOp::DeleteFiltered(filters.to_vec())).await? {
-        DataOutput::Deleted(n) => Ok(n),
-        _ => Err(Error::Internal("a delete answered no count".into())),
-    }
+    let op = DataOp::DeleteFiltered(filters.to_vec());
+    execute(client, table, &op).await?.into_deleted()
 }
 
 #[cfg(test)]

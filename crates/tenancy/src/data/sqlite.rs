@@ -244,31 +244,19 @@ pub fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Objec
 // The operations one at a time, for callers that hold a connection of their own.
 
 pub fn list(conn: &Connection, table: &Table, q: &ListQuery) -> Result<Page> {
-    match execute(conn, table, &DataOp::List(q.clone()))? {
-        DataOutput::Page(page) => Ok(page),
-        _ => Err(Error::Internal("a listing answered no page".into())),
-    }
+    execute(conn, table, &DataOp::List(q.clone()))?.into_page()
 }
 
 pub fn get(conn: &Connection, table: &Table, id: &str) -> Result<Object> {
-    match execute(conn, table, &DataOp::Get(id.to_owned()))? {
-        DataOutput::Row(row) => Ok(row),
-        _ => Err(Error::Internal("a read answered no row".into())),
-    }
+    execute(conn, table, &DataOp::Get(id.to_owned()))?.into_row()
 }
 
 pub fn insert(conn: &Connection, table: &Table, rows: &[Object]) -> Result<Vec<Object>> {
-    match execute(conn, table, &DataOp::Insert(rows.to_vec()))? {
-        DataOutput::Rows(rows) => Ok(rows),
-        _ => Err(Error::Internal("an insert answered no rows".into())),
-    }
+    execute(conn, table, &DataOp::Insert(rows.to_vec()))?.into_rows()
 }
 
 pub fn update(conn: &Connection, table: &Table, id: &str, patch: &Object) -> Result<Object> {
-    match execute(conn, table, &DataOp::Update(id.to_owned(), patch.clone()))? {
-        DataOutput::Row(row) => Ok(row),
-        _ => Err(Error::Internal("an update answered no row".into())),
-    }
+    execute(conn, table, &DataOp::Update(id.to_owned(), patch.clone()))?.into_row()
 }
 
 pub fn update_filtered(
@@ -277,14 +265,8 @@ pub fn update_filtered(
     filters: &[Filter],
     patch: &Object,
 ) -> Result<Vec<Object>> {
-    match execute(
-        conn,
-        table,
-        &DataOp::UpdateFiltered(filters.to_vec(), patch.clone()),
-    )? {
-        DataOutput::Rows(rows) => Ok(rows),
-        _ => Err(Error::Internal("an update answered no rows".into())),
-    }
+    let op = DataOp::UpdateFiltered(filters.to_vec(), patch.clone());
+    execute(conn, table, &op)?.into_rows()
 }
 
 pub fn delete(conn: &Connection, table: &Table, id: &str) -> Result<()> {
@@ -292,10 +274,7 @@ pub fn delete(conn: &Connection, table: &Table, id: &str) -> Result<()> {
 }
 
 pub fn delete_filtered(conn: &Connection, table: &Table, filters: &[Filter]) -> Result<usize> {
-    match execute(conn, table, &DataOp::DeleteFiltered(filters.to_vec()))? {
-        DataOutput::Deleted(n) => Ok(n),
-        _ => Err(Error::Internal("a delete answered no count".into())),
-    }
+    execute(conn, table, &DataOp::DeleteFiltered(filters.to_vec()))?.into_deleted()
 }
 
 #[cfg(test)]
