@@ -415,3 +415,75 @@ async fn a_tenant_from_before_tenant_roles_is_granted_on_first_use() {
         assert_eq!(page["data"].as_array().unwrap().len(), 1, "{name}");
     }
 }
+
+/// What `Engine::query` answers for bad statements, in each backend.
+async fn bad_statements_are_refused_clearly(engine: &Engine, tenant: &Tenant, name: &str) {
+    use tenancy::data::value::Value;
+    use tenancy::Error;
+    let q = |sql: &'static str, params: Vec<Value>| engine.query(tenant, sql, params);
+    let row = q(
+        "INSERT INTO members (id, name, dkp) VALUES ($1, $2, $3) RETURNING id, dkp",
+        vec![
+            Value::Text("q1".into()),
+            Value::Text("Quin".into()),
+            Value::Integer(7),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(row[0]["dkp"], 7, "{name}");
+    let read = q(
+        "SELECT name FROM members WHERE id = $1",
+        vec![Value::Text("q1".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(read[0]["name"], "Quin", "{name}");
+    // A constraint names itself; nothing is written.
+    match q(
+        "INSERT INTO members (id, name) VALUES ($1, $2)",
+        vec![Value::Text("q2".into()), Value::Text("Quin".into())],
+    )
+    .await
+    {
+        Err(Error::ConstraintViolation { constraint, .. }) => {
+            assert!(constraint.contains("name"), "{name}: {constraint}")
+        }
+        other => panic!("{name}: {other:?}"),
+    }
+    for (sql, params) in [
+        ("SELEKT 1", vec![]),
+        ("SELECT * FROM no_such_table", vec![]),
+        ("SELECT name FROM members WHERE id = $1", vec![]),
+        ("SELECT 1", vec![Value::Integer(1), Value::Integer(2)]),
+    ] {
+        match q(sql, params).await {
+            Err(Error::InvalidInput(_)) => {}
+            other => panic!("{name}: {sql}: {other:?}"),
+        }
+    }
+    let count = q("SELECT COUNT(*) AS n FROM members", vec![])
+        .await
+        .unwrap();
+    assert_eq!(count[0]["n"], 1, "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_own_statement_is_refused_clearly_when_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = Engine::open(EngineConfig::new(dir.path().join("lite")))
+        .await
+        .unwrap();
+    let tenant = lite.create_tenant(slug("q-lite"), None).await.unwrap();
+    bad_statements_are_refused_clearly(&lite, &tenant, "sqlite").await;
+    let Some(db) = TestDb::create().await else {
+        return;
+    };
+    let engine = Engine::open(config(&dir.path().join("pg"), &db, 8))
+        .await
+        .unwrap();
+    for mode in [Mode::Database, Mode::Schema, Mode::Shared] {
+        let (tenant, _) = two_tenants(&engine, mode, "q").await;
+        bad_statements_are_refused_clearly(&engine, &tenant, &format!("{mode:?}")).await;
+    }
+}

@@ -926,8 +926,12 @@ pub(crate) async fn query(
         },
         Some(d) if d.code().code().starts_with("23") => Error::ConstraintViolation {
             constraint: d.constraint().unwrap_or("?").to_owned(),
-            detail: d.message().to_owned(),
+            detail: "a constraint refused the change".into(),
         },
+        // The statement's own fault: syntax, names, types, values.
+        Some(d) if ["42", "22"].contains(&&d.code().code()[..2]) => {
+            Error::InvalidInput(format!("the statement failed: {}", d.message()))
+        }
         Some(d) => Error::TenantDb(format!("{} ({})", d.message(), d.code().code())),
         None => store_error(e),
     };

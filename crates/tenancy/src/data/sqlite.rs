@@ -195,20 +195,47 @@ pub fn explain(conn: &Connection, table: &Table, statement: &Statement<'_>) -> R
     rows.collect::<rusqlite::Result<_>>().map_err(err)
 }
 
-/// Runs one statement of the application's own (`$n` placeholders) in one `IMMEDIATE`
-/// transaction; the rows it answers, each value as JSON by its stored type.
+/// Runs one statement of the application's own (`$n` placeholders): a read as it is, a
+/// write in one `IMMEDIATE` transaction; the rows it answers, each value as JSON by its
+/// stored type. Several statements in one text are refused.
 pub fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Object>> {
     let err = |e: rusqlite::Error| match crate::error::is_sqlite_full(&e) {
         true => Error::StorageFull {
             context: "running a statement".into(),
         },
-        false => Error::TenantDb(e.to_string()),
+        false => match e {
+            rusqlite::Error::MultipleStatement => {
+                Error::InvalidInput("one statement at a time".into())
+            }
+            rusqlite::Error::SqliteFailure(f, Some(message))
+                if f.code == ErrorCode::ConstraintViolation =>
+            {
+                Error::ConstraintViolation {
+                    constraint: message
+                        .split_once(": ")
+                        .map_or(message.as_str(), |(_, c)| c)
+                        .to_owned(),
+                    detail: "a constraint refused the change".into(),
+                }
+            }
+            rusqlite::Error::SqliteFailure(_, Some(message))
+            | rusqlite::Error::SqlInputError { msg: message, .. } => {
+                Error::InvalidInput(format!("the statement failed: {message}"))
+            }
+            rusqlite::Error::InvalidParameterCount(given, wanted) => Error::InvalidInput(format!(
+                "the statement takes {wanted} parameters, {given} were given"
+            )),
+            e => Error::TenantDb(e.to_string()),
+        },
     };
     let sql = crate::sql::dialect::numbered_for_sqlite(sql);
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(err)?;
+    let writes = !stmt.readonly();
+    if writes {
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    }
+    let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
     let rows = (|| {
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let names: Vec<String> = stmt.column_names().iter().map(|n| n.to_string()).collect();
         let mut rows = stmt.query(params_from_iter(params))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
@@ -228,17 +255,18 @@ pub fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Objec
             out.push(object);
         }
         Ok(out)
-    })()
-    .and_then(|rows| conn.execute_batch("COMMIT").map(|()| rows));
-    match rows {
-        Ok(rows) => Ok(rows),
-        Err(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            Err(err(e))
+    })();
+    drop(stmt);
+    let rows = match (rows, writes) {
+        (Ok(rows), true) => conn.execute_batch("COMMIT").map(|()| rows),
+        (rows, _) => rows,
+    };
+    rows.map_err(|e| {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
         }
-    }
+        err(e)
+    })
 }
 
 // The operations one at a time, for callers that hold a connection of their own.
