@@ -7,6 +7,6 @@ mod postgres;
 mod sqlite;
 
 pub use cache::{CacheConfig, HandleCache};
-pub use pgpool::{PgConn, PgPools, PoolLimits};
+pub use pgpool::{PgConn, PgPools, PoolLimits, HOT_WINDOW};
 pub use postgres::{PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};
