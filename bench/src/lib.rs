@@ -1,7 +1,9 @@
 //! Shared pieces of the benchmarks in `src/bin`: the closed-loop HTTP client ([`load`]),
-//! servers in the benchmark's own process ([`server`]), and a scratch area on a
-//! PostgreSQL server that is dropped at the end of the run ([`pg`]).
+//! servers in the benchmark's own process ([`server`]), bare baselines of the data API's
+//! point read ([`bare`]), and a scratch area on a PostgreSQL server that is dropped at the
+//! end of the run ([`pg`]).
 
+pub mod bare;
 pub mod load;
 pub mod pg;
 pub mod server;

@@ -9,7 +9,9 @@ use anyhow::{anyhow, ensure, Context, Result};
 use tokio_postgres::{Client, NoTls};
 
 /// The server used unless `TENANCY_BENCH_POSTGRES_URL` says otherwise.
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Plaintext (`sslmode=disable`): the benchmarks compare the stack with bare clients that
+/// connect without TLS.
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable";
 
 /// The databases and roles of one run on one server.
 pub struct Scratch {

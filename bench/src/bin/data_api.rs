@@ -19,11 +19,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
 use reqwest::header::{HeaderValue, AUTHORIZATION};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tenancy::identity::KeyScope;
 use tenancy::{Engine, EngineConfig, Role, Slug};
+use tenancy_bench::bare::{open_sqlite, sqlite_member_json, SQLITE_SELECT};
 use tenancy_bench::load::{self, Stats};
 use tenancy_bench::round;
 use tenancy_bench::server::Running;
@@ -32,8 +33,7 @@ use tokio::task::JoinSet;
 
 /// Rows seeded in every tenant's `members` table; GETs cycle through their ids.
 const SEED_ROWS: u64 = 5;
-/// The baseline's queries, the same the data API runs for these calls.
-const SELECT: &str = "SELECT id, name, class, dkp, joined_at FROM members WHERE id = ?";
+/// The baseline's insert, the same the data API runs for a POST of one row.
 const INSERT: &str = "INSERT INTO members (id, name, class, dkp) VALUES (?, ?, ?, ?) \
                       RETURNING id, name, class, dkp, joined_at";
 
@@ -79,7 +79,7 @@ async fn bench(args: Args) -> Result<()> {
     // The baseline: its own connection to each of the same files.
     let mut dbs = HashMap::with_capacity(fleet.len());
     for (i, tenant) in fleet.iter().enumerate() {
-        dbs.insert(i, Mutex::new(open_baseline(&tenant.path)?));
+        dbs.insert(i, Mutex::new(open_sqlite(&tenant.path)?));
     }
     // Served by `tenancy_http::serve` too, without the tenancy router.
     let base_server = Running::start(baseline_router(dbs)).await?;
@@ -202,19 +202,6 @@ struct Baseline {
     dbs: Arc<HashMap<usize, Mutex<Connection>>>,
 }
 
-/// The same pragmas the engine sets on its tenant connections.
-fn open_baseline(path: &std::path::Path) -> Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
-}
-
 /// `/members…` is the hot tenant (index 0); `/t/{index}/members…` any tenant.
 fn baseline_router(dbs: HashMap<usize, Mutex<Connection>>) -> Router {
     Router::new()
@@ -255,8 +242,8 @@ async fn fleet_post(
 
 async fn get_member(b: Baseline, tenant: usize, id: String) -> Response {
     let found = on_conn(b, tenant, move |c| {
-        c.prepare_cached(SELECT)?
-            .query_row([id], member_json)
+        c.prepare_cached(SQLITE_SELECT)?
+            .query_row([id], sqlite_member_json)
             .optional()
     })
     .await;
@@ -272,9 +259,10 @@ async fn insert_member(b: Baseline, tenant: usize, m: NewMember) -> Response {
     let id = uuid::Uuid::now_v7().to_string();
     let created = on_conn(b, tenant, move |c| {
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = tx
-            .prepare_cached(INSERT)?
-            .query_row(rusqlite::params![id, m.name, m.class, m.dkp], member_json)?;
+        let row = tx.prepare_cached(INSERT)?.query_row(
+            rusqlite::params![id, m.name, m.class, m.dkp],
+            sqlite_member_json,
+        )?;
         tx.commit()?;
         Ok(row)
     })
@@ -283,16 +271,6 @@ async fn insert_member(b: Baseline, tenant: usize, m: NewMember) -> Response {
         Ok(row) => (StatusCode::CREATED, Json(json!({ "data": [row] }))).into_response(),
         Err(status) => status.into_response(),
     }
-}
-
-fn member_json(r: &Row<'_>) -> rusqlite::Result<Value> {
-    Ok(json!({
-        "id": r.get::<_, String>(0)?,
-        "name": r.get::<_, String>(1)?,
-        "class": r.get::<_, Option<String>>(2)?,
-        "dkp": r.get::<_, i64>(3)?,
-        "joined_at": r.get::<_, String>(4)?,
-    }))
 }
 
 /// Runs `f` on the tenant's connection on the blocking pool: 404 for an unknown tenant,

@@ -1,6 +1,9 @@
-//! Provisioning and data-API point reads in each of the four backends — `database` mode on
-//! the embedded SQLite store (the baseline), and `database`, `schema` and `shared` modes on
-//! a PostgreSQL store — one backend after another, in one process, on loopback only.
+//! Provisioning and data-API point reads in each backend — `database` mode on the embedded
+//! SQLite store (the baseline), and `database`, `schema` and `shared` modes on a PostgreSQL
+//! store, plus `database` mode over a wider fleet with a larger budget — one backend after
+//! another, in one process, on loopback only. Every read scenario is measured on the full
+//! stack and on a bare handler of the same process reading the same row
+//! (`tenancy_bench::bare`).
 //!
 //! Each backend is a whole deployment, as in the test suite: the SQLite backend keeps its
 //! catalog in `catalog.db`, the PostgreSQL backends keep theirs on PostgreSQL (with
@@ -20,7 +23,9 @@ use serde_json::{json, Value};
 use tenancy::data::DataOp;
 use tenancy::data::Object;
 use tenancy::identity::KeyScope;
+use tenancy::store::PoolLimits;
 use tenancy::{Engine, EngineConfig, Mode, PlaceOptions, Role, Slug, StoreSpec, Tenant};
+use tenancy_bench::bare::{Bare, PgFleet};
 use tenancy_bench::load::{self, nearest_rank, Stats};
 use tenancy_bench::pg::{self, Scratch};
 use tenancy_bench::round;
@@ -34,14 +39,24 @@ const PG_STORE: &str = "pg";
 #[derive(Parser)]
 #[command(
     about = "Provisioning and data-API point reads: SQLite database mode vs the \
-                   PostgreSQL database, schema and shared modes"
+                   PostgreSQL database, schema and shared modes, each against a bare handler"
 )]
 struct Args {
     /// Tenants provisioned per backend, one after another; the round-robin reads go to
     /// all of them.
-    #[arg(long, env = "BENCH_TENANTS", default_value_t = 50)]
+    #[arg(long, env = "BENCH_TENANTS", default_value_t = 20)]
     tenants: usize,
-    /// Measured seconds per read scenario and backend.
+    /// The PostgreSQL store's connection budget (`max_connections`) in the database,
+    /// schema and shared backends.
+    #[arg(long, env = "BENCH_BUDGET", default_value_t = PoolLimits::default().max_connections)]
+    budget: usize,
+    /// Tenants of the wider `database`-mode backend (0: skip it).
+    #[arg(long, env = "BENCH_WIDE_TENANTS", default_value_t = 50)]
+    wide_tenants: usize,
+    /// The connection budget of the wider `database`-mode backend.
+    #[arg(long, env = "BENCH_WIDE_BUDGET", default_value_t = 64)]
+    wide_budget: usize,
+    /// Measured seconds per read scenario, backend and side (full stack, bare).
     #[arg(long, env = "BENCH_SECONDS", default_value_t = 5.0)]
     seconds: f64,
     /// Unrecorded warm-up seconds before each measurement.
@@ -50,7 +65,8 @@ struct Args {
     /// Concurrent client workers (closed loop: one request in flight each).
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
-    /// The PostgreSQL server; the run creates its own databases and roles there.
+    /// The PostgreSQL server; the run creates its own databases and roles there. Both the
+    /// stack and the bare handler connect without TLS.
     #[arg(long, env = "TENANCY_BENCH_POSTGRES_URL", default_value = pg::DEFAULT_URL)]
     postgres_url: String,
     /// Put the SQLite backend's catalog on PostgreSQL too, so that the ratios compare the
@@ -61,6 +77,10 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    ensure!(
+        args.budget > 0 && args.wide_budget > 0,
+        "a connection budget must be at least 1"
+    );
     let (seconds, warmup, workers, tenants) =
         (args.seconds, args.warmup, args.concurrency, args.tenants);
     tenancy_bench::run_load_bench(seconds, warmup, workers, tenants, bench(args))
@@ -93,6 +113,9 @@ async fn bench(args: Args) -> Result<()> {
 async fn measure_all(args: &Args, scratch: &Scratch) -> Result<Vec<Measured>> {
     let mut all = Vec::new();
     for backend in Backend::ALL {
+        if backend.tenants(args) == 0 {
+            continue;
+        }
         let measured = measure(backend, args, scratch)
             .await
             .with_context(|| format!("measuring {}", backend.label()))?;
@@ -111,14 +134,17 @@ enum Backend {
     PgDatabase,
     PgSchema,
     PgShared,
+    /// `database` mode with `--wide-tenants` tenants and a budget of `--wide-budget`.
+    PgDatabaseWide,
 }
 
 impl Backend {
-    const ALL: [Backend; 4] = [
+    const ALL: [Backend; 5] = [
         Backend::Sqlite,
         Backend::PgDatabase,
         Backend::PgSchema,
         Backend::PgShared,
+        Backend::PgDatabaseWide,
     ];
 
     /// The key in the JSON line.
@@ -128,6 +154,7 @@ impl Backend {
             Backend::PgDatabase => "pg_database",
             Backend::PgSchema => "pg_schema",
             Backend::PgShared => "pg_shared",
+            Backend::PgDatabaseWide => "pg_database_wide",
         }
     }
 
@@ -137,6 +164,7 @@ impl Backend {
             Backend::PgDatabase => "database/postgres",
             Backend::PgSchema => "schema/postgres",
             Backend::PgShared => "shared/postgres",
+            Backend::PgDatabaseWide => "database/postgres+",
         }
     }
 
@@ -148,12 +176,13 @@ impl Backend {
             Backend::PgDatabase => "pgdb",
             Backend::PgSchema => "pgschema",
             Backend::PgShared => "pgshared",
+            Backend::PgDatabaseWide => "pgwide",
         }
     }
 
     fn mode(self) -> Mode {
         match self {
-            Backend::Sqlite | Backend::PgDatabase => Mode::Database,
+            Backend::Sqlite | Backend::PgDatabase | Backend::PgDatabaseWide => Mode::Database,
             Backend::PgSchema => Mode::Schema,
             Backend::PgShared => Mode::Shared,
         }
@@ -162,90 +191,176 @@ impl Backend {
     fn on_postgres(self) -> bool {
         self != Backend::Sqlite
     }
+
+    fn tenants(self, args: &Args) -> usize {
+        match self {
+            Backend::PgDatabaseWide => args.wide_tenants,
+            _ => args.tenants,
+        }
+    }
+
+    /// The PostgreSQL store's connection budget.
+    fn budget(self, args: &Args) -> Option<usize> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::PgDatabaseWide => Some(args.wide_budget),
+            _ => Some(args.budget),
+        }
+    }
 }
 
 /// What one backend measured.
 struct Measured {
     backend: Backend,
+    tenants: usize,
+    budget: Option<usize>,
     /// Where its catalog lived: `sqlite` or `postgres`.
     catalog: &'static str,
     provision: Provision,
-    hot: Stats,
-    fleet: Stats,
+    hot: Pair,
+    fleet: Pair,
+}
+
+/// One read scenario on both sides.
+struct Pair {
+    full: Stats,
+    bare: Stats,
+}
+
+impl Pair {
+    fn rps_ratio(&self) -> f64 {
+        self.full.rps / self.bare.rps
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "full": self.full.json(),
+            "bare": self.bare.json(),
+            "rps_ratio": round(self.rps_ratio(), 3),
+            "p50_ratio": round(self.full.p50_ms / self.bare.p50_ms, 3),
+            "p99_ratio": round(self.full.p99_ms / self.bare.p99_ms, 3),
+        })
+    }
 }
 
 /// Points `config` at the backend: on PostgreSQL, a database of the run holds the catalog
 /// and is the store's database (schemas and shared tables live in it; `database`-mode
-/// tenants get databases of their own, named with the run's prefix).
+/// tenants get databases of their own, named with the run's prefix). Returns where to
+/// place tenants and the store's URL.
 async fn configure(
     backend: Backend,
     args: &Args,
     scratch: &Scratch,
     config: &mut EngineConfig,
-) -> Result<PlaceOptions> {
+) -> Result<(PlaceOptions, Option<String>)> {
+    let mut store_url = None;
     if backend.on_postgres() || args.pg_catalog {
         let url = scratch.create_database(backend.short()).await?;
         config.catalog_url = Some(url.clone());
-        if backend.on_postgres() {
-            let mut store = StoreSpec::new(PG_STORE, url);
+        if let Some(budget) = backend.budget(args) {
+            let mut store = StoreSpec::new(PG_STORE, url.clone());
             store.database_prefix = scratch.name(backend.short())?;
             store.data_role = scratch.name(&format!("{}_data", backend.short()))?;
+            store.limits.max_connections = budget;
             config.stores = vec![store];
+            store_url = Some(url);
         }
     }
-    Ok(PlaceOptions {
+    let place = PlaceOptions {
         store: backend.on_postgres().then(|| PG_STORE.to_owned()),
         mode: Some(backend.mode()),
-    })
+    };
+    Ok((place, store_url))
 }
 
 async fn measure(backend: Backend, args: &Args, scratch: &Scratch) -> Result<Measured> {
     let dir = tempfile::tempdir().context("creating a temporary data folder")?;
     let mut config = EngineConfig::new(dir.path().join("data"));
-    let place = configure(backend, args, scratch, &mut config).await?;
+    let (place, store_url) = configure(backend, args, scratch, &mut config).await?;
     let catalog = if config.catalog_url.is_some() {
         "postgres"
     } else {
         "sqlite"
     };
     let engine = Engine::open(config).await?;
+    let n = backend.tenants(args);
 
-    eprintln!(
-        "{}: provisioning {} tenants …",
-        backend.label(),
-        args.tenants
-    );
-    let (provision, tenants) = provision(&engine, args.tenants, &place).await?;
+    eprintln!("{}: provisioning {n} tenants …", backend.label());
+    let (provision, tenants) = provision(&engine, n, &place).await?;
     let mut keys = Vec::with_capacity(tenants.len());
     for tenant in &tenants {
         keys.push(key_and_seed(&engine, tenant).await?);
     }
+    let keys = Arc::new(keys);
 
     let server = Running::full_stack(engine.clone()).await?;
-    let reads = Arc::new(Reads {
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?,
-        base: server.base.clone(),
-        keys,
-    });
-    let mut stats = Vec::new();
-    for (name, spread) in [("hot tenant", 1), ("round-robin", args.tenants)] {
-        eprintln!("{}: GET by id, {name} …", backend.label());
-        stats.push(read(&reads, spread, args).await?);
+    let mut pairs = Vec::new();
+    for (name, spread) in [("hot tenant", 1), ("round-robin", n)] {
+        let fleet = &tenants[..spread];
+        // The two sides take turns, each with its own connections: the store's idle ones
+        // close first, and the bare handler's close with it.
+        if let Some(store) = engine.pg_store(PG_STORE) {
+            store.pools().close_idle_older_than(Duration::ZERO);
+        }
+        let bare = match &store_url {
+            None => Bare::sqlite(
+                &fleet
+                    .iter()
+                    .map(|t| engine.store().path(&t.placement.location))
+                    .collect::<Vec<_>>(),
+            )?,
+            Some(url) => Bare::postgres(
+                url,
+                pg_fleet(backend, fleet),
+                backend.budget(args).unwrap_or(1),
+            )?,
+        };
+        let bare_server = Running::start(bare.router()).await?;
+        let bare_side = Arc::new(Side::new(bare_server.base.clone(), None)?);
+        let full_side = Arc::new(Side::new(server.base.clone(), Some(Arc::clone(&keys)))?);
+        ensure!(
+            check(&bare_side, spread).await? == check(&full_side, spread).await?,
+            "{name}: the full stack and the bare handler answered different rows"
+        );
+        eprintln!("{}: GET by id, {name}, bare …", backend.label());
+        let bare_stats = read(&bare_side, spread, args).await?;
+        drop(bare_side); // its pooled HTTP connections, so that the server drains at once
+        bare_server.stop().await?;
+        eprintln!("{}: GET by id, {name}, full stack …", backend.label());
+        let full_stats = read(&full_side, spread, args).await?;
+        pairs.push(Pair {
+            full: full_stats,
+            bare: bare_stats,
+        });
     }
-    drop(reads); // its pooled connections, so that the server drains at once
     server.stop().await?;
     drop(engine);
-    let fleet = stats.remove(1);
-    let hot = stats.remove(0);
+    let fleet = pairs.remove(1);
+    let hot = pairs.remove(0);
     Ok(Measured {
         backend,
+        tenants: n,
+        budget: backend.budget(args),
         catalog,
         provision,
         hot,
         fleet,
     })
+}
+
+/// Where the bare handler finds the tenants' rows on PostgreSQL.
+fn pg_fleet(backend: Backend, tenants: &[Tenant]) -> PgFleet {
+    let locations = || {
+        tenants
+            .iter()
+            .map(|t| t.placement.location.clone())
+            .collect()
+    };
+    match backend.mode() {
+        Mode::Database => PgFleet::Databases(locations()),
+        Mode::Schema => PgFleet::Schemas(locations()),
+        Mode::Shared => PgFleet::Shared(tenants.iter().map(|t| t.id.0).collect()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -340,51 +455,76 @@ async fn key_and_seed(engine: &Engine, tenant: &Tenant) -> Result<HeaderValue> {
 // ---------------------------------------------------------------------------------------
 // Point reads
 
-struct Reads {
+/// One side of a read scenario: the full stack (authenticated by each tenant's key) or
+/// the bare handler (the tenant in the path).
+struct Side {
     client: reqwest::Client,
-    /// The full stack's `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`
     base: String,
-    /// `Bearer tny_…` by tenant index.
-    keys: Vec<HeaderValue>,
+    /// The full stack: `Bearer tny_…` by tenant index.
+    keys: Option<Arc<Vec<HeaderValue>>>,
 }
 
-impl Reads {
+impl Side {
+    fn new(base: String, keys: Option<Arc<Vec<HeaderValue>>>) -> Result<Side> {
+        Ok(Side {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base,
+            keys,
+        })
+    }
+
     /// Request number `seq` when reading from the first `spread` tenants: tenant `seq %
     /// spread`, the seeded rows in turn.
     fn get(&self, spread: usize, seq: u64) -> reqwest::RequestBuilder {
         let spread = spread as u64;
         let tenant = (seq % spread) as usize;
-        let row = (seq / spread) % SEED_ROWS;
-        self.client
-            .get(format!("{}/v1/data/members/{}", self.base, seed_id(row)))
-            .header(AUTHORIZATION, self.keys[tenant].clone())
+        let id = seed_id((seq / spread) % SEED_ROWS);
+        match &self.keys {
+            Some(keys) => self
+                .client
+                .get(format!("{}/v1/data/members/{id}", self.base))
+                .header(AUTHORIZATION, keys[tenant].clone()),
+            None => self
+                .client
+                .get(format!("{}/t/{tenant}/members/{id}", self.base)),
+        }
     }
 }
 
-/// Checks one GET of the first and the last tenant read, warms up, then measures.
-async fn read(reads: &Arc<Reads>, spread: usize, args: &Args) -> Result<Stats> {
+/// One GET of the first and of the last tenant read: their rows (`id`, `name`, `dkp`).
+async fn check(target: &Side, spread: usize) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
     for seq in [0, spread as u64 - 1] {
-        let resp = reads.get(spread, seq).send().await?;
+        let resp = target.get(spread, seq).send().await?;
         let status = resp.status();
         let body = resp.text().await?;
         if status != StatusCode::OK {
-            bail!("GET of tenant {seq}: {status}: {body}");
+            bail!("GET of tenant {seq} at {}: {status}: {body}", target.base);
         }
         let row: Value = serde_json::from_str(&body)?;
         ensure!(
             row.get("id") == Some(&json!(seed_id(0))),
             "GET of tenant {seq} answered another row: {body}"
         );
+        rows.push(json!([row["id"], row["name"], row["dkp"]]));
     }
+    Ok(rows)
+}
+
+/// Warms up, then measures.
+async fn read(target: &Arc<Side>, spread: usize, args: &Args) -> Result<Stats> {
     let mut stats = None;
     for seconds in [args.warmup, args.seconds] {
-        let reads = Arc::clone(reads);
+        let target = Arc::clone(target);
         stats = Some(
             load::closed_loop(
                 args.concurrency,
                 Duration::from_secs_f64(seconds),
                 StatusCode::OK,
-                move |seq| reads.get(spread, seq),
+                move |seq| target.get(spread, seq),
             )
             .await?,
         );
@@ -405,10 +545,9 @@ fn report(args: &Args, scratch: &Scratch, measured: &[Measured]) {
         return;
     };
     println!(
-        "modes: {} tenants per backend created one after another; GET /v1/data/members/{{id}} \
-         by {} workers for {} s after {} s warm-up; one shared tokio runtime ({workers} worker \
-         threads); PostgreSQL {} on {}",
-        args.tenants,
+        "modes: tenants created one after another; GET /v1/data/members/{{id}} (full stack) \
+         and GET /t/{{i}}/members/{{id}} (bare) by {} workers for {} s after {} s warm-up \
+         each; one shared tokio runtime ({workers} worker threads); PostgreSQL {} on {}",
         args.concurrency,
         args.seconds,
         args.warmup,
@@ -417,86 +556,128 @@ fn report(args: &Args, scratch: &Scratch, measured: &[Measured]) {
     );
     println!();
     println!(
-        "{:<19} {:<8} | {:>9} {:>8} {:>8} {:>9} | {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} {:>6}",
+        "{:<18} {:>7} {:>6} {:<8} | {:>9} {:>8} {:>8} {:>9} | {:>9}",
         "backend",
+        "tenants",
+        "budget",
         "catalog",
         "prov mean",
         "p50 ms",
         "p99 ms",
         "tenants/s",
-        "hot rps",
-        "p50 ms",
-        "p99 ms",
-        "rr rps",
-        "p50 ms",
-        "p99 ms",
-        "errors"
+        "÷ sqlite"
     );
     for m in measured {
         let p = &m.provision;
         println!(
-            "{:<19} {:<8} | {:>9.2} {:>8.2} {:>8.2} {:>9.1} | {:>8.0} {:>7.2} {:>7.2} | {:>8.0} \
-             {:>7.2} {:>7.2} {:>6}",
+            "{:<18} {:>7} {:>6} {:<8} | {:>9.2} {:>8.2} {:>8.2} {:>9.1} | {:>9.2}",
             m.backend.label(),
+            m.tenants,
+            m.budget.map_or("-".to_owned(), |b| b.to_string()),
             m.catalog,
             p.mean_ms(),
             p.percentile_ms(0.50),
             p.percentile_ms(0.99),
             p.tenants_per_s(),
-            m.hot.rps,
-            m.hot.p50_ms,
-            m.hot.p99_ms,
-            m.fleet.rps,
-            m.fleet.p50_ms,
-            m.fleet.p99_ms,
-            m.hot.errors + m.fleet.errors
+            p.mean_ms() / base.provision.mean_ms(),
         );
     }
+    println!(
+        "(p99: the slowest tenant; ÷ sqlite: mean time over {}'s; {} is database mode \
+         with a wider fleet and budget)",
+        base.backend.label(),
+        Backend::PgDatabaseWide.label()
+    );
     println!();
     println!(
-        "ratios against {} (same run): provision mean time (above 1: slower), requests/s \
-         (below 1: fewer) and p50 latency",
-        base.backend.label()
+        "{:<18} {:<16} | {:>8} {:>7} {:>7} | {:>8} {:>7} {:>7} | {:>8} {:>8}",
+        "backend",
+        "GET by id",
+        "full rps",
+        "p50 ms",
+        "p99 ms",
+        "bare rps",
+        "p50 ms",
+        "p99 ms",
+        "rps f/b",
+        "p50 f/b"
     );
+    for m in measured {
+        for (scenario, pair) in [
+            ("hot".to_owned(), &m.hot),
+            (format!("round-robin {}", m.tenants), &m.fleet),
+        ] {
+            println!(
+                "{:<18} {:<16} | {:>8.0} {:>7.2} {:>7.2} | {:>8.0} {:>7.2} {:>7.2} | {:>8.2} {:>8.2}",
+                m.backend.label(),
+                scenario,
+                pair.full.rps,
+                pair.full.p50_ms,
+                pair.full.p99_ms,
+                pair.bare.rps,
+                pair.bare.p50_ms,
+                pair.bare.p99_ms,
+                pair.rps_ratio(),
+                pair.full.p50_ms / pair.bare.p50_ms,
+            );
+        }
+    }
     println!(
-        "{:<19} | {:>9} {:>9} | {:>8} {:>8} | {:>8} {:>8}",
-        "backend", "prov mean", "tenants/s", "hot rps", "hot p50", "rr rps", "rr p50"
+        "(f/b: full stack / bare handler of the same backend and scenario; errors: {})",
+        measured
+            .iter()
+            .map(|m| m.hot.full.errors
+                + m.hot.bare.errors
+                + m.fleet.full.errors
+                + m.fleet.bare.errors)
+            .sum::<u64>()
     );
+
+    let goals = goals(measured, base);
+    println!();
+    println!(
+        "{:<58} {:>6}  {:<8}",
+        "ratio (requests/s)", "value", "target"
+    );
+    for t in &goals {
+        println!(
+            "{:<58} {:>6.2}  {:<8} {}",
+            t.name,
+            t.value,
+            t.target.map_or("-".to_owned(), |x| format!(">= {x:.1}")),
+            match t.met() {
+                Some(true) => "met",
+                Some(false) => "below",
+                None => "",
+            }
+        );
+    }
+
     let mut backends = serde_json::Map::new();
     for m in measured {
-        let ratios = Ratios::of(m, base);
-        println!(
-            "{:<19} | {:>9.2} {:>9.2} | {:>8.2} {:>8.2} | {:>8.2} {:>8.2}",
-            m.backend.label(),
-            ratios.provision_mean,
-            ratios.tenants_per_s,
-            ratios.hot_rps,
-            ratios.hot_p50,
-            ratios.fleet_rps,
-            ratios.fleet_p50
-        );
         backends.insert(
             m.backend.key().to_owned(),
             json!({
                 "label": m.backend.label(),
                 "mode": m.backend.mode().to_string(),
+                "tenants": m.tenants,
+                "budget": m.budget,
                 "catalog": m.catalog,
                 "provision": m.provision.json(),
                 "get_hot": m.hot.json(),
                 "get_fleet": m.fleet.json(),
-                "ratios": ratios.json(),
+                "ratios": Ratios::of(m, base).json(),
             }),
         );
     }
-    println!(
-        "p99 of provisioning is the slowest of {} tenants; rr: round-robin over all of them",
-        args.tenants
-    );
     println!(
         "{}",
         json!({
             "bench": "modes",
             "tenants": args.tenants,
+            "budget": args.budget,
+            "wide_tenants": args.wide_tenants,
+            "wide_budget": args.wide_budget,
             "concurrency": args.concurrency,
             "seconds": args.seconds,
             "warmup_seconds": args.warmup,
@@ -505,11 +686,93 @@ fn report(args: &Args, scratch: &Scratch, measured: &[Measured]) {
             "postgres_version": scratch.version,
             "baseline": base.backend.key(),
             "backends": backends,
+            "goals": goals.iter().map(Goal::json).collect::<Vec<_>>(),
         })
     );
 }
 
-/// One backend's figures divided by the baseline's.
+/// A ratio of requests per second, and the figure it should reach (printed, not asserted).
+struct Goal {
+    name: String,
+    key: String,
+    value: f64,
+    target: Option<f64>,
+}
+
+impl Goal {
+    fn met(&self) -> Option<bool> {
+        self.target.map(|t| self.value >= t)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "ratio": self.key,
+            "value": round(self.value, 3),
+            "target": self.target,
+            "met": self.met(),
+        })
+    }
+}
+
+/// The ratios the modes are judged by: full stack / bare handler (schema and shared at
+/// least 0.8), each PostgreSQL backend / SQLite `database` (at least 0.3), and `database`
+/// round-robin / its own hot figure (at least 0.7 where the budget covers the tenants).
+fn goals(measured: &[Measured], base: &Measured) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    for m in measured {
+        let (label, key) = (m.backend.label(), m.backend.key());
+        let stack_target = matches!(m.backend.mode(), Mode::Schema | Mode::Shared).then_some(0.8);
+        for (scenario, name, pair) in [
+            ("get_hot", "hot".to_owned(), &m.hot),
+            ("get_fleet", format!("round-robin {}", m.tenants), &m.fleet),
+        ] {
+            goals.push(Goal {
+                name: format!("{label} {name}: full / bare"),
+                key: format!("{key}.{scenario}.full/bare"),
+                value: pair.rps_ratio(),
+                target: stack_target,
+            });
+        }
+        if m.backend.on_postgres() {
+            for (scenario, name, pair, sqlite) in [
+                ("get_hot", "hot".to_owned(), &m.hot, &base.hot),
+                (
+                    "get_fleet",
+                    format!("round-robin {}", m.tenants),
+                    &m.fleet,
+                    &base.fleet,
+                ),
+            ] {
+                goals.push(Goal {
+                    name: format!(
+                        "{label} {name} / {} ({})",
+                        base.backend.label(),
+                        base.tenants
+                    ),
+                    key: format!("{key}.{scenario}/{}", base.backend.key()),
+                    value: pair.full.rps / sqlite.full.rps,
+                    target: Some(0.3),
+                });
+            }
+        }
+        if m.backend.on_postgres() && m.backend.mode() == Mode::Database {
+            let covered = m.budget.is_some_and(|b| b >= m.tenants);
+            goals.push(Goal {
+                name: format!(
+                    "{label} round-robin {} / hot (budget {})",
+                    m.tenants,
+                    m.budget.unwrap_or(0)
+                ),
+                key: format!("{key}.get_fleet/get_hot"),
+                value: m.fleet.full.rps / m.hot.full.rps,
+                target: covered.then_some(0.7),
+            });
+        }
+    }
+    goals
+}
+
+/// One backend's full-stack figures divided by the baseline's.
 struct Ratios {
     provision_mean: f64,
     tenants_per_s: f64,
@@ -519,6 +782,7 @@ struct Ratios {
     fleet_rps: f64,
     fleet_p50: f64,
     fleet_p99: f64,
+    fleet_over_hot_rps: f64,
 }
 
 impl Ratios {
@@ -526,12 +790,13 @@ impl Ratios {
         Ratios {
             provision_mean: m.provision.mean_ms() / base.provision.mean_ms(),
             tenants_per_s: m.provision.tenants_per_s() / base.provision.tenants_per_s(),
-            hot_rps: m.hot.rps / base.hot.rps,
-            hot_p50: m.hot.p50_ms / base.hot.p50_ms,
-            hot_p99: m.hot.p99_ms / base.hot.p99_ms,
-            fleet_rps: m.fleet.rps / base.fleet.rps,
-            fleet_p50: m.fleet.p50_ms / base.fleet.p50_ms,
-            fleet_p99: m.fleet.p99_ms / base.fleet.p99_ms,
+            hot_rps: m.hot.full.rps / base.hot.full.rps,
+            hot_p50: m.hot.full.p50_ms / base.hot.full.p50_ms,
+            hot_p99: m.hot.full.p99_ms / base.hot.full.p99_ms,
+            fleet_rps: m.fleet.full.rps / base.fleet.full.rps,
+            fleet_p50: m.fleet.full.p50_ms / base.fleet.full.p50_ms,
+            fleet_p99: m.fleet.full.p99_ms / base.fleet.full.p99_ms,
+            fleet_over_hot_rps: m.fleet.full.rps / m.hot.full.rps,
         }
     }
 
@@ -545,6 +810,7 @@ impl Ratios {
             "get_fleet_rps": round(self.fleet_rps, 3),
             "get_fleet_p50": round(self.fleet_p50, 3),
             "get_fleet_p99": round(self.fleet_p99, 3),
+            "get_fleet_over_hot_rps": round(self.fleet_over_hot_rps, 3),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! [`Backend`] picks where tenants live; PostgreSQL backends get a database of their own
 //! (dropped with the server) and skip, with a notice, where PostgreSQL is unreachable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 #![allow(dead_code)]
 
 #[path = "../../../tenancy/tests/common/pg.rs"]

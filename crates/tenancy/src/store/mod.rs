@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use cache::{CacheConfig, HandleCache};
-pub use pgpool::{PgConn, PgPools, PoolLimits};
+pub use pgpool::{PgConn, PgPools, PoolLimits, HOT_WINDOW};
 pub(crate) use postgres::CONTEXT_SQL;
 pub use postgres::{Context, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};

@@ -3,21 +3,64 @@
 //! A `database`-mode store has a database per tenant, so a pool per database with its own
 //! maximum cannot bound the server's connections: a thousand hot tenants would open a
 //! thousand pools' worth. Here every open connection, idle or busy, holds a permit of the
-//! server's budget. A checkout reuses an idle connection of its database; otherwise it
-//! takes a permit, closing the oldest idle connection of another database when the budget
-//! is spent, and otherwise waits — for a permit, or for a connection to come back to any
-//! pool, to reuse or close — up to the acquire timeout (then `StoreBusy`). Idle connections close after the idle timeout. So the budget is never
-//! exceeded, however many tenants are hot, and an idle tenant costs nothing.
+//! server's budget (`max_connections`), so the budget is never exceeded, however many
+//! tenants are hot.
+//!
+//! # Sharing the budget
+//!
+//! Opening a connection costs a server process and several round trips — far more than a
+//! point read — so the pool must not close a connection it is about to need again. A
+//! database (with its role: one pool) is *hot* while a checkout of it is under way or one
+//! of its connections is checked out, and for [`HOT_WINDOW`] after its last use; its
+//! *share* is the budget divided by the number of hot databases, at least one. A checkout:
+//!
+//! 1. reuses an idle connection of its own pool, the most recently returned;
+//! 2. waits if its pool already holds its share while another hot database waits holding
+//!    less: what frees up goes to the poorer one;
+//! 3. opens a connection under a free permit of the budget;
+//! 4. or closes the idle connection of a cold database (least recently used first) and
+//!    opens one under its permit;
+//! 5. or, if its pool holds less than its share, does the same with the idle connection of
+//!    a hot database holding more than its share (the most over first) — or, when more
+//!    databases are hot than the budget has connections, of one with no checkout waiting;
+//! 6. otherwise waits — for a connection of its own pool to come back, a permit to free
+//!    up, or a database to go cold — up to `acquire_timeout`, then `StoreBusy`.
+//!
+//! A connection coming back is closed instead of pooled when its pool holds more than its
+//! share (or, oversubscribed, has nobody waiting) and another hot database waits below its
+//! share, so a busy database cannot starve one that just became hot.
+//!
+//! So while the budget covers the hot databases, each keeps at least one connection, and a
+//! checkout that finds its pool's connections all busy waits for one of them rather than
+//! closing another hot database's connection to open its own — which made every checkout
+//! pay a connect when tenants spread. One hot database alone grows to the whole budget
+//! once the others have gone cold; others that become hot take their shares back from its
+//! idle connections. When more databases are hot than the budget holds, they take turns,
+//! least recently used first.
+//!
+//! Idle connections close after the idle timeout; a connection marked
+//! [`PgConn::discard`], or broken, is closed, not pooled; a database with no connection and
+//! no checkout has no entry, so an idle tenant costs nothing.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod shares;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::collections::HashMap;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
 use crate::pgconnect::{self, PgConfig};
+pub use shares::HOT_WINDOW;
+use shares::{Returned, Shares, Step};
+
+/// How often a waiting checkout looks again even if nothing signalled it (a database may
+/// have gone cold meanwhile).
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// Limits of one server's pool.
 #[derive(Debug, Clone)]
@@ -51,11 +94,16 @@ impl Default for PoolLimits {
 /// as long as the connection, so they travel with it in and out of the pool.
 pub type StatementCache = HashMap<(i64, String), tokio_postgres::Statement>;
 
-struct Idle {
+/// A pooled connection: the client and the statements prepared on it.
+pub(crate) struct Pooled {
     client: Client,
     statements: StatementCache,
-    permit: OwnedSemaphorePermit,
-    since: Instant,
+}
+
+impl shares::Conn for Pooled {
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
 }
 
 /// The pools of one server, keyed by `database/role`.
@@ -63,17 +111,17 @@ pub struct PgPools {
     store: String,
     limits: PoolLimits,
     budget: Arc<Semaphore>,
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
-    /// Signalled whenever a connection goes back to a pool.
-    returned: tokio::sync::Notify,
+    shares: Mutex<Shares<Pooled>>,
+    /// Signalled whenever a connection closes (its permit is free) or a checkout gives up.
+    changed: Notify,
+    opened: AtomicU64,
     last_sweep: Mutex<Instant>,
 }
 
 /// A checked-out connection. Dropped, it goes back to its pool, unless it was marked
 /// [`PgConn::discard`] or is broken, in which case it is closed.
 pub struct PgConn {
-    client: Option<Client>,
-    statements: StatementCache,
+    client: Option<Pooled>,
     permit: Option<OwnedSemaphorePermit>,
     key: String,
     pools: Arc<PgPools>,
@@ -85,9 +133,11 @@ impl std::ops::Deref for PgConn {
     fn deref(&self) -> &Client {
         // The client is taken out only by `Drop`.
         #[allow(clippy::expect_used)]
-        self.client
+        &self
+            .client
             .as_ref()
             .expect("a checked-out connection has its client")
+            .client
     }
 }
 
@@ -97,6 +147,17 @@ impl PgConn {
         self.reusable = false;
     }
 
+    /// The statements prepared on this connection.
+    pub fn statements(&mut self) -> &mut StatementCache {
+        // The client is taken out only by `Drop`.
+        #[allow(clippy::expect_used)]
+        &mut self
+            .client
+            .as_mut()
+            .expect("a checked-out connection has its client")
+            .statements
+    }
+
     /// Undoes [`PgConn::discard`] once the session is known clean again (after a
     /// COMMIT). A unit of work discards its connection before `BEGIN` and reuses it after
     /// `COMMIT`, so a task cancelled in between closes the connection (the server rolls
@@ -104,32 +165,29 @@ impl PgConn {
     pub fn reuse(&mut self) {
         self.reusable = true;
     }
-
-    /// The statements prepared on this connection.
-    pub fn statements(&mut self) -> &mut StatementCache {
-        &mut self.statements
-    }
 }
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        if let (Some(client), Some(permit)) = (self.client.take(), self.permit.take()) {
-            if self.reusable && !client.is_closed() {
-                let statements = std::mem::take(&mut self.statements);
-                self.pools.check_in(&self.key, client, statements, permit);
-            }
-        }
+        let conn = match (self.client.take(), self.permit.take()) {
+            (Some(client), Some(permit)) if self.reusable => Some((client, permit)),
+            // Closed here, its permit freed before the pools hear of it.
+            _ => None,
+        };
+        self.pools.check_in(&self.key, conn);
     }
 }
 
 impl PgPools {
     pub fn new(store: &str, limits: PoolLimits) -> Arc<PgPools> {
+        let budget = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         Arc::new(PgPools {
             store: store.to_owned(),
-            budget: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            shares: Mutex::new(Shares::new(Arc::clone(&budget), limits.max_connections)),
+            budget,
             limits,
-            idle: Mutex::new(HashMap::new()),
-            returned: tokio::sync::Notify::new(),
+            changed: Notify::new(),
+            opened: AtomicU64::new(0),
             last_sweep: Mutex::new(Instant::now()),
         })
     }
@@ -143,34 +201,54 @@ impl PgPools {
         self.limits.max_connections.max(1) - self.budget.available_permits()
     }
 
-    /// A connection to the database and role of `config`.
+    /// Connections opened since the pools were created: a measure of churn (a pool that
+    /// reuses its connections opens about as many as the budget holds, however long it
+    /// serves).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// A connection to the database and role of `config`, by the policy of the module doc.
     pub async fn get(self: &Arc<Self>, config: &PgConfig) -> Result<PgConn> {
         let key = pool_key(config);
         let wait = self.limits.acquire_timeout;
         let deadline = tokio::time::Instant::now() + wait;
+        let returned = self.shares().enter(&key, Instant::now());
+        let mut checkout = Checkout {
+            pools: self,
+            key: &key,
+            served: false,
+        };
         loop {
-            // Registered before looking, so that a connection returned meanwhile wakes us.
-            let returned = self.returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            if let Some((client, statements, permit)) = self.take_idle(&key) {
-                return Ok(self.wrap(key, client, statements, permit));
-            }
-            let permit = match Arc::clone(&self.budget).try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                // The budget is spent: an idle connection of another database gives way.
-                Err(_) if self.shed_one() => Arc::clone(&self.budget).try_acquire_owned().ok(),
-                Err(_) => None,
-            };
-            let permit = match permit {
-                Some(permit) => permit,
-                None => tokio::select! {
-                    acquired = Arc::clone(&self.budget).acquire_owned() => match acquired {
-                        Ok(permit) => permit,
-                        Err(_) => return Err(Error::Internal("connection budget closed".into())),
-                    },
-                    // A connection went back to some pool: reuse it or shed it.
-                    _ = &mut returned => continue,
+            // Registered before deciding, so that whatever happens meanwhile wakes us.
+            let own = returned.notified();
+            let any = self.changed.notified();
+            tokio::pin!(own, any);
+            own.as_mut().enable();
+            any.as_mut().enable();
+            let step = self.shares().step(&key, Instant::now());
+            match step {
+                Step::Reuse(client, permit) => {
+                    checkout.served = true;
+                    return Ok(self.wrap(key.clone(), Some(client), permit));
+                }
+                Step::Open { permit, closed } => {
+                    drop(closed);
+                    checkout.served = true;
+                    // Checked out before connecting: if connecting fails or is cancelled,
+                    // dropping it gives the permit back.
+                    let mut conn = self.wrap(key.clone(), None, permit);
+                    conn.client = Some(Pooled {
+                        client: self.connect(config).await?,
+                        statements: StatementCache::new(),
+                    });
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    return Ok(conn);
+                }
+                Step::Wait => tokio::select! {
+                    _ = &mut own => {}
+                    _ = &mut any => {}
+                    _ = tokio::time::sleep(RECHECK) => {}
                     _ = tokio::time::sleep_until(deadline) => {
                         return Err(Error::StoreBusy {
                             store: self.store.clone(),
@@ -178,22 +256,18 @@ impl PgPools {
                         })
                     }
                 },
-            };
-            let client = self.connect(config).await?;
-            return Ok(self.wrap(key, client, StatementCache::new(), permit));
+            }
         }
     }
 
     fn wrap(
         self: &Arc<Self>,
         key: String,
-        client: Client,
-        statements: StatementCache,
+        client: Option<Pooled>,
         permit: OwnedSemaphorePermit,
     ) -> PgConn {
         PgConn {
-            client: Some(client),
-            statements,
+            client,
             permit: Some(permit),
             key,
             pools: Arc::clone(self),
@@ -230,61 +304,35 @@ impl PgPools {
         Ok(client)
     }
 
-    fn take_idle(&self, key: &str) -> Option<(Client, StatementCache, OwnedSemaphorePermit)> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(key)?;
-        while let Some(conn) = list.pop() {
-            if !conn.client.is_closed() {
-                if list.is_empty() {
-                    idle.remove(key);
-                }
-                return Some((conn.client, conn.statements, conn.permit));
-            }
-        }
-        idle.remove(key);
-        None
+    /// The pools' bookkeeping. A panic while it was held cannot leave a permit unaccounted
+    /// for (permits live in connections and drop with them), so a poisoned lock is used as
+    /// is rather than failing every checkout after it.
+    fn shares(&self) -> MutexGuard<'_, Shares<Pooled>> {
+        self.shares
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn check_in(
-        &self,
-        key: &str,
-        client: Client,
-        statements: StatementCache,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.entry(key.to_owned()).or_default().push(Idle {
-            client,
-            statements,
-            permit,
-            since: Instant::now(),
-        });
-        drop(idle);
-        self.returned.notify_waiters();
+    fn check_in(&self, key: &str, conn: Option<(Pooled, OwnedSemaphorePermit)>) {
+        let returned = self.shares().check_in(key, conn, Instant::now());
+        match returned {
+            Returned::Pooled(own) => own.notify_waiters(),
+            Returned::Closed(conn) => {
+                drop(conn);
+                self.changed.notify_waiters();
+            }
+        }
         self.sweep_if_due();
     }
 
-    /// Closes the oldest idle connection (of any database); false if none is idle.
-    fn shed_one(&self) -> bool {
-        let Ok(mut idle) = self.idle.lock() else {
-            return false;
-        };
-        let oldest = idle
-            .iter()
-            .filter_map(|(k, list)| list.first().map(|c| (k.clone(), c.since)))
-            .min_by_key(|(_, since)| *since);
-        if let Some((key, _)) = oldest {
-            if let Some(list) = idle.get_mut(&key) {
-                list.remove(0);
-                if list.is_empty() {
-                    idle.remove(&key);
-                }
-            }
-            return true;
+    /// Closes the idle connections `close` picks (by pool key and idle time), and those
+    /// the server closed.
+    fn close_idle_where(&self, close: impl FnMut(&str, Duration) -> bool) {
+        let closing = self.shares().take_idle_where(Instant::now(), close);
+        if !closing.is_empty() {
+            drop(closing);
+            self.changed.notify_waiters();
         }
-        false
     }
 
     /// Closes idle connections past the idle timeout, at most once a second.
@@ -304,19 +352,28 @@ impl PgPools {
 
     /// Closes idle connections idle for longer than `age` (zero: all of them).
     pub fn close_idle_older_than(&self, age: Duration) {
-        let now = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|_, list| {
-                list.retain(|c| now.duration_since(c.since) < age && !c.client.is_closed());
-                !list.is_empty()
-            });
-        }
+        self.close_idle_where(|_, idle| idle >= age);
     }
 
     /// Closes the idle connections of one database (before it is dropped).
     pub fn close_database(&self, database: &str) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|key, _| key.split('/').next() != Some(database));
+        self.close_idle_where(|key, _| key.split('/').next() == Some(database));
+    }
+}
+
+/// A checkout under way: it counts as its pool's demand until it ends, served or not.
+struct Checkout<'a> {
+    pools: &'a PgPools,
+    key: &'a str,
+    served: bool,
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        self.pools.shares().leave(self.key);
+        if !self.served {
+            // Gave up (timed out or cancelled): whoever waited behind it looks again.
+            self.pools.changed.notify_waiters();
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Where PostgreSQL is unreachable the test is skipped with a notice, except under
 //! `CI=true`, where it fails.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 #![allow(dead_code)]
 
 use std::time::Duration;
