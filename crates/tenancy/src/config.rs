@@ -1,11 +1,12 @@
-//! The engine's configuration: what [`crate::Engine::open`] needs, and where new tenants go.
-//! Plain values with defaults; nothing here opens anything.
+//! The engine's configuration: what [`crate::Engine::open`] needs, where new tenants go,
+//! and the bounds of the tenant handle cache and of each PostgreSQL store's pool. Plain
+//! values with defaults; nothing here opens anything.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::identity::{LimitConfig, TokenConfig};
 use crate::secrets::SecretKey;
-use crate::store::{CacheConfig, PoolLimits};
 use crate::tenant::Mode;
 
 /// The name of the embedded SQLite store.
@@ -112,4 +113,48 @@ impl EngineConfig {
 pub struct PlaceOptions {
     pub store: Option<String>,
     pub mode: Option<Mode>,
+}
+
+/// Bounds of a handle cache (DESIGN §3 defaults: 1,000 open tenants, 30 minutes idle).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_open: u64,
+    pub idle: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_open: 1_000,
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Limits of one server's pool.
+#[derive(Debug, Clone)]
+pub struct PoolLimits {
+    /// Connections open at once to the server, idle ones included.
+    pub max_connections: usize,
+    /// How long a checkout waits for a connection before `StoreBusy`.
+    pub acquire_timeout: Duration,
+    /// How long connecting may take before `StoreUnavailable`.
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// How long one data operation may take before `StoreUnavailable` (a server that
+    /// stopped answering must not hang requests).
+    pub query_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(30 * 60),
+            query_timeout: Duration::from_secs(10),
+        }
+    }
 }

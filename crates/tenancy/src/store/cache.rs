@@ -5,27 +5,11 @@
 //! using it finishes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::config::CacheConfig;
 use crate::tenant::TenantId;
-
-/// Bounds of a handle cache (DESIGN §3 defaults: 1,000 open tenants, 30 minutes idle).
-#[derive(Debug, Clone, Copy)]
-pub struct CacheConfig {
-    pub max_open: u64,
-    pub idle: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            max_open: 1_000,
-            idle: Duration::from_secs(30 * 60),
-        }
-    }
-}
 
 /// Open handles by tenant, bounded.
 pub struct HandleCache<H: Send + Sync + 'static> {

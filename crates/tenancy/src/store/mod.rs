@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use cache::{CacheConfig, HandleCache};
-pub use pgpool::{PgConn, PgPools, PoolLimits, HOT_WINDOW};
+pub use crate::config::{CacheConfig, PoolLimits};
+pub use cache::HandleCache;
+pub use pgpool::{PgConn, PgPools, HOT_WINDOW};
 pub(crate) use postgres::CONTEXT_SQL;
 pub use postgres::{Context, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};

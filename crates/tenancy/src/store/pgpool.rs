@@ -53,6 +53,7 @@ use std::collections::HashMap;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::{Client, Config};
 
+use crate::config::PoolLimits;
 use crate::error::{Error, Result};
 use crate::pgconnect::{self, PgConfig};
 pub use shares::HOT_WINDOW;
@@ -61,34 +62,6 @@ use shares::{Returned, Shares, Step};
 /// How often a waiting checkout looks again even if nothing signalled it (a database may
 /// have gone cold meanwhile).
 const RECHECK: Duration = Duration::from_millis(100);
-
-/// Limits of one server's pool.
-#[derive(Debug, Clone)]
-pub struct PoolLimits {
-    /// Connections open at once to the server, idle ones included.
-    pub max_connections: usize,
-    /// How long a checkout waits for a connection before `StoreBusy`.
-    pub acquire_timeout: Duration,
-    /// How long connecting may take before `StoreUnavailable`.
-    pub connect_timeout: Duration,
-    /// Idle connections older than this are closed.
-    pub idle_timeout: Duration,
-    /// How long one data operation may take before `StoreUnavailable` (a server that
-    /// stopped answering must not hang requests).
-    pub query_timeout: Duration,
-}
-
-impl Default for PoolLimits {
-    fn default() -> Self {
-        PoolLimits {
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(3),
-            idle_timeout: Duration::from_secs(30 * 60),
-            query_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// The statements prepared on one connection, by schema version and SQL text: they live
 /// as long as the connection, so they travel with it in and out of the pool.

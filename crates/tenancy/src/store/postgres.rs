@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::pgpool::{PgConn, PgPools, PoolLimits};
+use super::pgpool::{PgConn, PgPools};
+use crate::config::PoolLimits;
 use crate::data::schema::quote;
 use crate::data::value::Value;
 use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::cache::{CacheConfig, HandleCache};
+use super::cache::HandleCache;
+use crate::config::CacheConfig;
 use crate::data::value::Value;
 use crate::data::{DataOp, DataOutput, Object, Schema};
 use crate::error::{is_sqlite_full, Error, Result};
