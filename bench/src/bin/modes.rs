@@ -636,8 +636,8 @@ fn report(args: &Args, scratch: &Scratch, measured: &[Measured]) {
     let goals = goals(measured, base);
     println!();
     println!(
-        "{:<58} {:>6}  {:<8} {}",
-        "ratio (requests/s)", "value", "target", ""
+        "{:<58} {:>6}  {:<8} met",
+        "ratio (requests/s)", "value", "target"
     );
     for t in &goals {
         println!(
