@@ -636,7 +636,7 @@ fn report(args: &Args, scratch: &Scratch, measured: &[Measured]) {
     let goals = goals(measured, base);
     println!();
     println!(
-        "{:<58} {:>6}  {:<8}",
+        "{:<58} {:>6}  {:<8} met",
         "ratio (requests/s)", "value", "target"
     );
     for t in &goals {
