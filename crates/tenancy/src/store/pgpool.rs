@@ -89,6 +89,9 @@ pub struct PgPools {
     changed: Notify,
     opened: AtomicU64,
     last_sweep: Mutex<Instant>,
+    /// The role of background work (migrations, provisioning): its pools count as hot only
+    /// while in use, so their idle connections give way to requests at once.
+    background_role: Option<String>,
 }
 
 /// A checked-out connection. Dropped, it goes back to its pool, unless it was marked
@@ -153,6 +156,17 @@ impl Drop for PgConn {
 
 impl PgPools {
     pub fn new(store: &str, limits: PoolLimits) -> Arc<PgPools> {
+        Self::build(store, limits, None)
+    }
+
+    /// Pools whose connections log in as `role` serve background work (migrations,
+    /// provisioning): hot only while in use, so their idle connections give way to
+    /// requests at once.
+    pub fn with_background_role(store: &str, limits: PoolLimits, role: &str) -> Arc<PgPools> {
+        Self::build(store, limits, Some(role.to_owned()))
+    }
+
+    fn build(store: &str, limits: PoolLimits, background_role: Option<String>) -> Arc<PgPools> {
         let budget = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         Arc::new(PgPools {
             store: store.to_owned(),
@@ -162,6 +176,7 @@ impl PgPools {
             changed: Notify::new(),
             opened: AtomicU64::new(0),
             last_sweep: Mutex::new(Instant::now()),
+            background_role,
         })
     }
 
@@ -186,7 +201,11 @@ impl PgPools {
         let key = pool_key(config);
         let wait = self.limits.acquire_timeout;
         let deadline = tokio::time::Instant::now() + wait;
-        let returned = self.shares().enter(&key, Instant::now());
+        let background = self
+            .background_role
+            .as_deref()
+            .is_some_and(|role| config.get_user() == Some(role));
+        let returned = self.shares().enter_as(&key, Instant::now(), background);
         let mut checkout = Checkout {
             pools: self,
             key: &key,

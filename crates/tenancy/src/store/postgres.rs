@@ -134,7 +134,11 @@ impl PgStore {
             valid_generated_name(role, "data_role")?;
         }
         Ok(PgStore {
-            pools: PgPools::new(&config.name, config.limits.clone()),
+            pools: PgPools::with_background_role(
+                &config.name,
+                config.limits.clone(),
+                admin.get_user().unwrap_or(""),
+            ),
             name: config.name,
             admin,
             data,

@@ -42,6 +42,9 @@ struct Pool<C> {
     last_used: Instant,
     /// Signalled when a connection comes back to this pool.
     returned: Arc<Notify>,
+    /// Background work (migrations, provisioning): hot only while in use, so that its
+    /// idle connections never keep requests waiting.
+    background: bool,
 }
 
 impl<C> Pool<C> {
@@ -50,7 +53,9 @@ impl<C> Pool<C> {
     }
 
     fn is_hot(&self, now: Instant) -> bool {
-        self.busy > 0 || self.queued > 0 || now.duration_since(self.last_used) < HOT_WINDOW
+        self.busy > 0
+            || self.queued > 0
+            || (!self.background && now.duration_since(self.last_used) < HOT_WINDOW)
     }
 
     fn is_unused(&self) -> bool {
@@ -100,13 +105,20 @@ impl<C: Conn> Shares<C> {
 
     /// A checkout for `key` begins; it counts as demand until [`Shares::leave`]. Returns
     /// what signals a connection coming back to its pool.
+    #[cfg(test)]
     pub(crate) fn enter(&mut self, key: &str, now: Instant) -> Arc<Notify> {
+        self.enter_as(key, now, false)
+    }
+
+    /// [`Shares::enter`], saying whether the pool serves background work.
+    pub(crate) fn enter_as(&mut self, key: &str, now: Instant, background: bool) -> Arc<Notify> {
         let pool = self.pools.entry(key.to_owned()).or_insert_with(|| Pool {
             idle: Vec::new(),
             busy: 0,
             queued: 0,
             last_used: now,
             returned: Arc::new(Notify::new()),
+            background,
         });
         pool.queued += 1;
         pool.last_used = now;
@@ -394,6 +406,24 @@ mod tests {
         // but each gets served.
         let opened = round_robin(4, 8, 8, 1_000);
         assert!((500..=1_000).contains(&opened), "{opened}");
+    }
+
+    #[test]
+    fn background_work_keeps_no_idle_connection_from_a_request() {
+        let (mut s, _) = shares(2);
+        let now = Instant::now();
+        // A migration's connection, back in its pool a moment ago.
+        s.enter_as("store/admin", now, true);
+        let (admin, _, _) = step(&mut s, "store/admin", now).unwrap();
+        s.leave("store/admin");
+        assert!(pooled(&mut s, "store/admin", admin, now));
+        // A request holding one connection wants a second: the idle background connection
+        // gives way at once instead of keeping it waiting for the hot window.
+        let held = checkout(&mut s, "store/data", now).unwrap();
+        s.enter("store/data", now);
+        let (_second, opened, closed) = step(&mut s, "store/data", now).unwrap();
+        assert!(opened && closed, "closed the background connection for it");
+        drop(held);
     }
 
     #[test]
