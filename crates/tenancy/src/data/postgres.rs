@@ -140,6 +140,7 @@ pub async fn introspect<C: GenericClient>(
             columns: Vec::new(),
             primary_key: Vec::new(),
             unique: Vec::new(),
+            sql: Default::default(),
         });
         entry.columns.push(Column {
             kind: column_type(&typname),
@@ -784,8 +785,8 @@ pub(crate) async fn run_pipelined(
     };
     let mut missing: Vec<&str> = Vec::new();
     for s in statements {
-        let key = (version, s.sql.clone());
-        if !conn.statements().contains_key(&key) && !missing.contains(&s.sql.as_str()) {
+        let key = (version, s.sql.to_string());
+        if !conn.statements().contains_key(&key) && !missing.contains(&&*s.sql) {
             missing.push(&s.sql);
         }
     }
@@ -819,7 +820,7 @@ pub(crate) async fn run_pipelined(
         .iter()
         .map(|s| {
             conn.statements()
-                .get(&(version, s.sql.clone()))
+                .get(&(version, s.sql.to_string()))
                 .cloned()
                 .ok_or_else(|| Error::Internal("a prepared statement went missing".into()))
         })

@@ -90,6 +90,9 @@ pub struct Table {
     pub primary_key: Vec<String>,
     #[serde(skip)]
     pub unique: Vec<UniqueKey>,
+    /// Statements written once for this table.
+    #[serde(skip)]
+    pub(crate) sql: crate::sql::builder::TableSql,
 }
 
 impl Table {
@@ -223,6 +226,7 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
                 columns,
                 primary_key,
                 unique,
+                sql: Default::default(),
             },
         );
     }

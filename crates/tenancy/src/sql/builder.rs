@@ -9,11 +9,15 @@
 //! which a btree index on those columns answers with a range scan. NULLs sort first
 //! ascending and last descending (SQLite's order), written out for nullable keys.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use crate::data::query::{require_filters, Filter, ListQuery, Op};
 use crate::data::schema::{printable, quote, Column, ColumnType, Table};
 use crate::data::value::{json_to_value, text_to_value, Value};
 use crate::data::Object;
 use crate::error::{Error, Result};
+use crate::migrations::Dialect;
 
 use super::dialect::SqlDialect;
 
@@ -57,10 +61,11 @@ pub enum Returns<'t> {
     Affected,
 }
 
-/// SQL text and its bound values (`binds[i]` is placeholder `i + 1`).
+/// SQL text and its bound values (`binds[i]` is placeholder `i + 1`). The text of a
+/// statement that depends only on its table is borrowed from the table ([`TableSql`]).
 #[derive(Debug, Clone)]
 pub struct Statement<'t> {
-    pub sql: String,
+    pub sql: Cow<'t, str>,
     pub binds: Vec<Bind<'t>>,
     pub returns: Returns<'t>,
 }
@@ -331,10 +336,10 @@ pub fn list<'t>(d: &dyn SqlDialect, table: &'t Table, q: &ListQuery) -> Result<L
     let mut b = Binds::new(d);
     let filter_sql = where_clause(table, &q.filters, &mut b)?;
     let count = q.count.then(|| Statement {
-        sql: format!(
+        sql: Cow::Owned(format!(
             "SELECT count(*) FROM {} WHERE {filter_sql}",
             quote(&table.name)
-        ),
+        )),
         binds: b.binds.clone(),
         returns: Returns::Count,
     });
@@ -365,7 +370,7 @@ pub fn list<'t>(d: &dyn SqlDialect, table: &'t Table, q: &ListQuery) -> Result<L
     );
     Ok(ListStatements {
         page: Statement {
-            sql,
+            sql: Cow::Owned(sql),
             binds: b.binds,
             returns: Returns::Rows {
                 columns: select,
@@ -401,17 +406,63 @@ fn by_key<'t>(table: &'t Table, id: &str, b: &mut Binds<'_, 't>) -> Result<Strin
     ))
 }
 
+/// [`by_key`]'s condition when the key is the statement's only bound value.
+fn key_condition(d: &dyn SqlDialect, key: &Column) -> String {
+    format!(
+        "{} = {}",
+        d.eq_expr(key),
+        d.placeholder(1, Some(key), Role::Key)
+    )
+}
+
+fn key_bind(key: &Column, value: Value) -> Bind<'_> {
+    Bind {
+        column: Some(key),
+        value,
+        role: Role::Key,
+    }
+}
+
+/// The statements on one row by key whose text depends only on the table.
+#[derive(Debug, Clone, Copy)]
+enum ByKey {
+    Get,
+    Delete,
+}
+
+/// Statement texts that depend only on the table and the dialect, written on first use
+/// and kept with the table — so for as long as its schema version is cached — instead of
+/// formatted again for every request (also the key of the executors' statement caches).
+#[derive(Debug, Clone, Default)]
+pub struct TableSql {
+    /// By dialect (SQLite, PostgreSQL), then by [`ByKey`].
+    by_key: [[OnceLock<String>; 2]; 2],
+}
+
+impl TableSql {
+    fn by_key(&self, d: &dyn SqlDialect, which: ByKey, write: impl FnOnce() -> String) -> &str {
+        let dialect = match d.dialect() {
+            Dialect::Sqlite => 0,
+            Dialect::Postgres => 1,
+        };
+        self.by_key[dialect][which as usize].get_or_init(write)
+    }
+}
+
 /// One row by its primary key, every column.
 pub fn get<'t>(d: &dyn SqlDialect, table: &'t Table, id: &str) -> Result<Statement<'t>> {
-    let mut b = Binds::new(d);
-    let condition = by_key(table, id, &mut b)?;
-    Ok(Statement {
-        sql: format!(
-            "SELECT {} FROM {} WHERE {condition}",
+    let (key, value) = key_of(table, id)?;
+    let sql = table.sql.by_key(d, ByKey::Get, || {
+        format!(
+            "SELECT {} FROM {} WHERE {}",
             read_list(d, &all_columns(table)),
-            quote(&table.name)
-        ),
-        binds: b.binds,
+            quote(&table.name),
+            key_condition(d, key)
+        )
+    });
+    Ok(Statement {
+        sql: Cow::Borrowed(sql),
+        binds: vec![key_bind(key, value)],
         returns: every_column(table),
     })
 }
@@ -457,7 +508,9 @@ pub fn insert<'t>(
     let returning = read_list(d, &all_columns(table));
     let into = quote(&table.name);
     let default_values = || Statement {
-        sql: format!("INSERT INTO {into} DEFAULT VALUES RETURNING {returning}"),
+        sql: Cow::Owned(format!(
+            "INSERT INTO {into} DEFAULT VALUES RETURNING {returning}"
+        )),
         binds: Vec::new(),
         returns: every_column(table),
     };
@@ -475,11 +528,11 @@ pub fn insert<'t>(
                 .map(|(c, v)| b.push(Some(c), v, Role::Value))
                 .collect();
             statements.push(Statement {
-                sql: format!(
+                sql: Cow::Owned(format!(
                     "INSERT INTO {into} ({}) VALUES ({}) RETURNING {returning}",
                     names.join(", "),
                     cells.join(", ")
-                ),
+                )),
                 binds: b.binds,
                 returns: every_column(table),
             });
@@ -514,10 +567,10 @@ pub fn insert<'t>(
             tuples.push(format!("({})", cells.join(", ")));
         }
         statements.push(Statement {
-            sql: format!(
+            sql: Cow::Owned(format!(
                 "INSERT INTO {into} ({names}) VALUES {} RETURNING {returning}",
                 tuples.join(", ")
-            ),
+            )),
             binds: b.binds,
             returns: every_column(table),
         });
@@ -562,11 +615,11 @@ fn update_where<'t>(
         .collect::<Vec<_>>()
         .join(", ");
     Statement {
-        sql: format!(
+        sql: Cow::Owned(format!(
             "UPDATE {} SET {set} WHERE {condition} RETURNING {}",
             quote(&table.name),
             read_list(d, &all_columns(table))
-        ),
+        )),
         binds: b.binds,
         returns: every_column(table),
     }
@@ -602,11 +655,17 @@ pub fn update_filtered<'t>(
 
 /// Deletes one row by its primary key.
 pub fn delete<'t>(d: &dyn SqlDialect, table: &'t Table, id: &str) -> Result<Statement<'t>> {
-    let mut b = Binds::new(d);
-    let condition = by_key(table, id, &mut b)?;
+    let (key, value) = key_of(table, id)?;
+    let sql = table.sql.by_key(d, ByKey::Delete, || {
+        format!(
+            "DELETE FROM {} WHERE {}",
+            quote(&table.name),
+            key_condition(d, key)
+        )
+    });
     Ok(Statement {
-        sql: format!("DELETE FROM {} WHERE {condition}", quote(&table.name)),
-        binds: b.binds,
+        sql: Cow::Borrowed(sql),
+        binds: vec![key_bind(key, value)],
         returns: Returns::Affected,
     })
 }
@@ -621,7 +680,10 @@ pub fn delete_filtered<'t>(
     let mut b = Binds::new(d);
     let condition = where_clause(table, filters, &mut b)?;
     Ok(Statement {
-        sql: format!("DELETE FROM {} WHERE {condition}", quote(&table.name)),
+        sql: Cow::Owned(format!(
+            "DELETE FROM {} WHERE {condition}",
+            quote(&table.name)
+        )),
         binds: b.binds,
         returns: Returns::Affected,
     })

@@ -4,12 +4,16 @@
 //! can do in one statement.
 
 use crate::data::schema::{quote, Column, ColumnType};
+use crate::migrations::Dialect;
 
 use super::builder::Role;
 
 /// One SQL dialect, described. The default methods are the portable spelling; a dialect
 /// overrides only what it spells differently.
 pub trait SqlDialect: Sync {
+    /// Which dialect this is: statements written once per table are kept by it.
+    fn dialect(&self) -> Dialect;
+
     /// The placeholder of the `n`th bound value (from 1), of `column` bound as `role`.
     fn placeholder(&self, n: usize, column: Option<&Column>, role: Role) -> String;
 
@@ -63,6 +67,10 @@ fn qualified(column: &Column, table: Option<&str>) -> String {
 pub struct Sqlite;
 
 impl SqlDialect for Sqlite {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     /// Numbered, so that values bind by number whatever their order in the text.
     fn placeholder(&self, n: usize, _: Option<&Column>, _: Role) -> String {
         format!("?{n}")
@@ -96,6 +104,10 @@ impl SqlDialect for Sqlite {
 pub struct Postgres;
 
 impl SqlDialect for Postgres {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
     fn placeholder(&self, n: usize, column: Option<&Column>, role: Role) -> String {
         match (column.map(|c| c.kind), role) {
             // 64-bit, as on SQLite: `n=lt.9999999999` on an `int4` is a comparison, not an
