@@ -12,7 +12,7 @@ use serde_json::{Map, Value as Json};
 use super::ops::{DataOp, DataOutput, Outcome, Plan, Row};
 use super::query::{Filter, ListQuery};
 use super::schema::{ColumnType, Table};
-use super::value::{parse_timestamp, Value};
+use super::value::{parse_timestamp, whole_second_rfc3339, Value};
 use super::{Column, Object, Page};
 use crate::error::{Error, Result};
 use crate::sql::{Returns, Sqlite, Statement};
@@ -35,11 +35,7 @@ fn to_json(column: &Column, value: ValueRef<'_>) -> Json {
         (_, ValueRef::Null) => Json::Null,
         (ColumnType::Boolean, ValueRef::Integer(i)) => Json::Bool(i != 0),
         (ColumnType::Timestamp, ValueRef::Text(t)) => {
-            let s = String::from_utf8_lossy(t);
-            match parse_timestamp(&s) {
-                Some(t) => Json::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-                None => Json::String(s.into_owned()),
-            }
+            Json::String(whole_second_rfc3339(t).unwrap_or_else(|| timestamp_text(t)))
         }
         (ColumnType::Json, ValueRef::Text(t) | ValueRef::Blob(t)) => serde_json::from_slice(t)
             .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(t).into_owned())),
@@ -47,6 +43,15 @@ fn to_json(column: &Column, value: ValueRef<'_>) -> Json {
         (_, ValueRef::Real(f)) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
         (_, ValueRef::Text(t)) => Json::String(String::from_utf8_lossy(t).into_owned()),
         (_, ValueRef::Blob(b)) => Json::String(STANDARD.encode(b)),
+    }
+}
+
+/// A stored timestamp in RFC 3339, as stored if it does not parse.
+fn timestamp_text(t: &[u8]) -> String {
+    let s = String::from_utf8_lossy(t);
+    match parse_timestamp(&s) {
+        Some(t) => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        None => s.into_owned(),
     }
 }
 
@@ -322,5 +327,46 @@ mod tests {
             to_json(&ts, ValueRef::Text(b"2026-01-31 17:00:00")),
             serde_json::json!("2026-01-31T17:00:00Z")
         );
+    }
+
+    #[test]
+    fn whole_seconds_read_as_the_general_path_reads_them() {
+        let samples = [
+            "2026-01-31 17:00:00",
+            "0000-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "2024-02-29 12:34:56",
+            "2023-02-29 12:34:56",
+            "2026-13-01 00:00:00",
+            "2026-00-10 00:00:00",
+            "2026-04-31 00:00:00",
+            "2026-01-31 24:00:00",
+            "2026-01-31 23:60:00",
+            "2026-01-31 23:59:60",
+            "2026-01-31T17:00:00",
+            "2026-01-31 17:00:0x",
+            "+026-01-31 17:00:00",
+            "2026-1-31 17:00:00 ",
+            "2026-01-31 17:00:00.5",
+            "2026-01-31T17:00:00+02:00",
+            "not a time",
+            "",
+        ];
+        for s in samples {
+            if let Some(fast) = whole_second_rfc3339(s.as_bytes()) {
+                assert_eq!(fast, timestamp_text(s.as_bytes()), "{s}");
+            }
+        }
+        assert_eq!(
+            whole_second_rfc3339(b"2024-02-29 12:34:56").as_deref(),
+            Some("2024-02-29T12:34:56Z")
+        );
+        for refused in [
+            "2023-02-29 12:34:56",
+            "2026-01-31 23:59:60",
+            "2026-01-31T17:00:00",
+        ] {
+            assert_eq!(whole_second_rfc3339(refused.as_bytes()), None, "{refused}");
+        }
     }
 }

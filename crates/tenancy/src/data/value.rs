@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value as Json;
 
 use super::schema::{Column, ColumnType};
@@ -41,6 +41,35 @@ fn invalid(column: &Column, reason: impl Into<String>) -> Error {
 fn store_timestamp(t: DateTime<Utc>) -> String {
     let s = t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// A stored timestamp of whole seconds, `YYYY-MM-DD HH:MM:SS` as `CURRENT_TIMESTAMP`
+/// writes it, in RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`): what [`parse_timestamp`] and chrono's
+/// formatting answer for it, without either. `None` for anything else, valid or not.
+pub(crate) fn whole_second_rfc3339(s: &[u8]) -> Option<String> {
+    let shaped = s.len() == 19
+        && s[4] == b'-'
+        && s[7] == b'-'
+        && s[10] == b' '
+        && s[13] == b':'
+        && s[16] == b':';
+    if !shaped {
+        return None;
+    }
+    let number = |at: usize, len: usize| {
+        s[at..at + len].iter().try_fold(0u32, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 2)?, number(8, 2)?);
+    let (hour, minute, second) = (number(11, 2)?, number(14, 2)?, number(17, 2)?);
+    // A leap second (`:60`) takes the general path.
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let text = std::str::from_utf8(s).ok()?;
+    Some(format!("{}T{}Z", &text[..10], &text[11..]))
 }
 
 pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
