@@ -200,14 +200,14 @@ impl FromRequestParts<AppState> for TenantContext {
             }
         }
 
-        let Some((_, first)) = named.first().cloned() else {
+        let Some((_, first)) = named.first() else {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "tenant_required",
                 "this call is for one tenant: name it by path (/t/{slug}/…), subdomain, the X-Tenant header, a tenant-scoped token or an API key",
             ));
         };
-        let same = |t: &Option<Tenant>| match (t, &first) {
+        let same = |t: &Option<Tenant>| match (t, first) {
             (Some(a), Some(b)) => a.id == b.id,
             _ => false,
         };
@@ -222,7 +222,11 @@ impl FromRequestParts<AppState> for TenantContext {
                 ),
             ));
         }
-        let tenant = first.ok_or_else(|| ApiError::tenant_not_found(""))?;
+        let resolved_by = named.iter().map(|(r, _)| r.as_str()).collect();
+        let tenant = named
+            .swap_remove(0)
+            .1
+            .ok_or_else(|| ApiError::tenant_not_found(""))?;
         let access = state
             .engine
             .access(&principal, &tenant, "tenant.request")
@@ -230,7 +234,7 @@ impl FromRequestParts<AppState> for TenantContext {
             .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
         check_status(&tenant)?;
         let ctx = TenantContext {
-            resolved_by: named.iter().map(|(r, _)| r.as_str()).collect(),
+            resolved_by,
             tenant,
             principal,
             role: access.role,
