@@ -51,7 +51,7 @@ use super::{Object, Page};
 use crate::error::{Error, Result};
 use crate::sql::builder::invalid_cursor;
 use crate::sql::{Bind, Postgres, Returns, Role, Statement};
-use crate::store::{Context, PgConn, CONTEXT_SQL};
+use crate::store::{begin_with_context, Context, PgConn, CONTEXT_SQL};
 
 // ---------------------------------------------------------------------------------------
 // Introspection
@@ -749,6 +749,10 @@ pub async fn execute<C: GenericClient>(
 /// The statements prepared on one connection, by schema version and SQL text.
 const STATEMENT_CACHE: usize = 512;
 
+/// Where the context statement is kept among a connection's statements (it belongs to no
+/// schema version).
+const CONTEXT_VERSION: i64 = -1;
+
 /// Runs the statements of one data operation on a pooled connection in **one round
 /// trip**: `BEGIN`, the tenant context, every statement and `COMMIT` are sent together
 /// and answered together (the transaction is left out for a lone statement that needs no
@@ -772,12 +776,12 @@ pub(crate) async fn run_pipelined(
     };
     // The context statement needs no search_path: prepared once per connection, outside.
     let context_stmt = match context {
-        Some(_) => Some(match conn.statements().get(&(-1, CONTEXT_SQL.to_owned())) {
+        Some(_) => Some(match conn.statements().get(CONTEXT_VERSION, CONTEXT_SQL) {
             Some(stmt) => stmt.clone(),
             None => {
                 let stmt = conn.prepare(CONTEXT_SQL).await.map_err(&store_error)?;
                 conn.statements()
-                    .insert((-1, CONTEXT_SQL.to_owned()), stmt.clone());
+                    .insert(CONTEXT_VERSION, CONTEXT_SQL, stmt.clone());
                 stmt
             }
         }),
@@ -785,8 +789,7 @@ pub(crate) async fn run_pipelined(
     };
     let mut missing: Vec<&str> = Vec::new();
     for s in statements {
-        let key = (version, s.sql.to_string());
-        if !conn.statements().contains_key(&key) && !missing.contains(&&*s.sql) {
+        if conn.statements().get(version, &s.sql).is_none() && !missing.contains(&&*s.sql) {
             missing.push(&s.sql);
         }
     }
@@ -808,19 +811,17 @@ pub(crate) async fn run_pipelined(
         opened = transaction;
         let cache = conn.statements();
         if cache.len() + missing.len() > STATEMENT_CACHE {
-            let context_entry = cache.remove_entry(&(-1, CONTEXT_SQL.to_owned()));
-            cache.clear();
-            cache.extend(context_entry);
+            cache.keep_only(CONTEXT_VERSION);
         }
         for (sql, stmt) in missing.into_iter().zip(prepared) {
-            cache.insert((version, sql.to_owned()), stmt.map_err(data_error)?);
+            cache.insert(version, sql, stmt.map_err(data_error)?);
         }
     }
     let prepared: Vec<PgStatement> = statements
         .iter()
         .map(|s| {
             conn.statements()
-                .get(&(version, s.sql.to_string()))
+                .get(version, &s.sql)
                 .cloned()
                 .ok_or_else(|| Error::Internal("a prepared statement went missing".into()))
         })
@@ -885,13 +886,9 @@ pub(crate) async fn explain(
     statement: &Statement<'_>,
     store_error: impl Fn(tokio_postgres::Error) -> Error,
 ) -> Result<Vec<String>> {
-    conn.discard();
-    conn.batch_execute("BEGIN").await.map_err(&store_error)?;
-    if let Some(c) = context {
-        conn.execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
-            .await
-            .map_err(&store_error)?;
-    }
+    begin_with_context(conn, context)
+        .await
+        .map_err(&store_error)?;
     let stmt = conn
         .prepare(&format!("EXPLAIN {}", statement.sql))
         .await
@@ -936,13 +933,9 @@ pub(crate) async fn query(
         Some(d) => Error::TenantDb(format!("{} ({})", d.message(), d.code().code())),
         None => store_error(e),
     };
-    conn.discard();
-    conn.batch_execute("BEGIN").await.map_err(&store_error)?;
-    if let Some(c) = context {
-        conn.execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
-            .await
-            .map_err(&store_error)?;
-    }
+    begin_with_context(conn, context)
+        .await
+        .map_err(&store_error)?;
     let stmt = conn.prepare(sql).await.map_err(statement_error)?;
     if stmt.params().len() != values.len() {
         return Err(Error::InvalidInput(format!(

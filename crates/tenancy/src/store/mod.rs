@@ -15,7 +15,7 @@ use async_trait::async_trait;
 pub use crate::config::{CacheConfig, PoolLimits};
 pub use cache::HandleCache;
 pub use pgpool::{PgConn, PgPools, HOT_WINDOW};
-pub(crate) use postgres::CONTEXT_SQL;
+pub(crate) use postgres::{begin_with_context, CONTEXT_SQL};
 pub use postgres::{Context, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
 pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};
 

@@ -64,8 +64,40 @@ use shares::{Returned, Shares, Step};
 const RECHECK: Duration = Duration::from_millis(100);
 
 /// The statements prepared on one connection, by schema version and SQL text: they live
-/// as long as the connection, so they travel with it in and out of the pool.
-pub type StatementCache = HashMap<(i64, String), tokio_postgres::Statement>;
+/// as long as the connection, so they travel with it in and out of the pool. Looked up by
+/// `&str`, so a hit allocates nothing.
+#[derive(Default)]
+pub struct StatementCache {
+    by_version: HashMap<i64, HashMap<String, tokio_postgres::Statement>>,
+    len: usize,
+}
+
+impl StatementCache {
+    pub fn get(&self, version: i64, sql: &str) -> Option<&tokio_postgres::Statement> {
+        self.by_version.get(&version)?.get(sql)
+    }
+
+    pub fn insert(&mut self, version: i64, sql: &str, statement: tokio_postgres::Statement) {
+        let known = self.by_version.entry(version).or_default();
+        if known.insert(sql.to_owned(), statement).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every statement but those of `version`.
+    pub fn keep_only(&mut self, version: i64) {
+        self.by_version.retain(|v, _| *v == version);
+        self.len = self.by_version.values().map(HashMap::len).sum();
+    }
+}
 
 /// A pooled connection: the client and the statements prepared on it.
 pub(crate) struct Pooled {
@@ -232,7 +264,7 @@ impl PgPools {
                     let mut conn = self.wrap(key.clone(), None, permit);
                     conn.client = Some(Pooled {
                         client: self.connect(config).await?,
-                        statements: StatementCache::new(),
+                        statements: StatementCache::default(),
                     });
                     self.opened.fetch_add(1, Ordering::Relaxed);
                     return Ok(conn);

@@ -1004,29 +1004,16 @@ impl PgStore {
     /// A transaction on the tenant's data with its context set, as the data role (in
     /// `schema` mode as the tenant's own role).
     pub async fn session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
-        match self.open_session(mode, location).await {
-            Err(Error::PrivilegesMissing { .. }) => {
-                self.ensure_privileges(mode, location).await?;
-                self.open_session(mode, location).await
-            }
-            other => other,
-        }
+        self.granting(mode, location, || self.open_session(mode, location))
+            .await
     }
 
     async fn open_session(&self, mode: Mode, location: &str) -> Result<TenantSession> {
-        let (conn, context) = self.data_conn(mode, location).await?;
-        let mut session = TenantSession { conn };
-        session.conn.discard();
-        let err = |e: tokio_postgres::Error| self.session_error(e);
-        session.conn.batch_execute("BEGIN").await.map_err(err)?;
-        if let Some(c) = context {
-            session
-                .conn
-                .execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
-                .await
-                .map_err(err)?;
-        }
-        Ok(session)
+        let (mut conn, context) = self.data_conn(mode, location).await?;
+        begin_with_context(&mut conn, context.as_ref())
+            .await
+            .map_err(|e| self.session_error(e))?;
+        Ok(TenantSession { conn })
     }
 }
 
@@ -1153,7 +1140,8 @@ impl super::TenantStore for PgStore {
             .await?;
             plan.finish(outcomes)
         };
-        self.within_timeout(self.granting(tenant, attempt)).await
+        self.within_timeout(self.granting(placement.mode, &placement.location, attempt))
+            .await
     }
 
     async fn query(
@@ -1170,7 +1158,8 @@ impl super::TenantStore for PgStore {
             })
             .await
         };
-        self.within_timeout(self.granting(tenant, attempt)).await
+        self.within_timeout(self.granting(placement.mode, &placement.location, attempt))
+            .await
     }
 
     async fn explain_list(
@@ -1211,15 +1200,14 @@ impl PgStore {
 
     /// Runs `attempt`; a tenant from before tenants had privileges of their own is
     /// granted them, and `attempt` runs again.
-    async fn granting<T, F, Fut>(&self, tenant: &Tenant, attempt: F) -> Result<T>
+    async fn granting<T, F, Fut>(&self, mode: Mode, location: &str, attempt: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         match attempt().await {
             Err(Error::PrivilegesMissing { .. }) => {
-                self.ensure_privileges(tenant.placement.mode, &tenant.placement.location)
-                    .await?;
+                self.ensure_privileges(mode, location).await?;
                 attempt().await
             }
             other => other,
@@ -1240,6 +1228,21 @@ enum Grants<'a> {
 /// shared tables' row-level security, and the role.
 pub(crate) const CONTEXT_SQL: &str = "SELECT set_config('search_path', $1, true), \
      set_config('tenancy.tenant_id', $2, true), set_config('role', $3, true)";
+
+/// Opens a unit of tenant work on `conn`: not reusable until it ends (a cancelled one
+/// closes its connection), `BEGIN`, and the tenant context when there is one.
+pub(crate) async fn begin_with_context(
+    conn: &mut PgConn,
+    context: Option<&Context>,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    conn.discard();
+    conn.batch_execute("BEGIN").await?;
+    if let Some(c) = context {
+        conn.execute(CONTEXT_SQL, &[&c.search_path, &c.tenant_id, &c.role])
+            .await?;
+    }
+    Ok(())
+}
 
 /// What a tenant's transaction sets ([`CONTEXT_SQL`]).
 pub struct Context {
