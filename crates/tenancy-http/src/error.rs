@@ -243,6 +243,16 @@ impl From<tenancy::Error> for ApiError {
                 )
                 .retry_after(5)
             }
+            // The catalog's address and the driver's words stay in the log.
+            E::CatalogUnavailable(_) => {
+                tracing::warn!(error = %e, "catalog unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "catalog_unavailable",
+                    "the platform's catalog database is unavailable; retry shortly",
+                )
+                .retry_after(5)
+            }
             E::TenantMigrating { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "tenant_migrating",

@@ -126,6 +126,10 @@ pub enum Error {
     #[error("catalog error: {0}")]
     Catalog(String),
 
+    /// The catalog's server cannot be reached (refused, reset, timed out, shutting down).
+    #[error("the catalog database is unavailable: {0}")]
+    CatalogUnavailable(String),
+
     #[error("tenant database error: {0}")]
     TenantDb(String),
 

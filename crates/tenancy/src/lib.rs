@@ -41,7 +41,8 @@ pub use engine::access::{Access, AddedMember, Principal};
 pub use engine::accounts::Session;
 pub use engine::{
     BulkReport, Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
-    MigrationSource, PlaceOptions, PlannedMigration, RecoveryReport, StoreSpec, DEFAULT_STORE,
+    MigrationSource, PlaceOptions, PlannedMigration, Readiness, RecoveryReport, StoreSpec,
+    DEFAULT_STORE,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};

@@ -241,6 +241,13 @@ impl Stores {
         self.postgres.get(&tenant.placement.store)
     }
 
+    /// Every store, in name order.
+    pub(crate) fn all(&self) -> Vec<&Arc<dyn TenantStore>> {
+        let mut all: Vec<_> = self.all.values().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
     pub(crate) fn postgres_stores(&self) -> impl Iterator<Item = &Arc<PgStore>> {
         self.postgres.values()
     }

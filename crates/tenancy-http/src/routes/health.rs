@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the catalog answers too).
+//! `/healthz` (the process answers) and `/readyz` (the catalog and every store answer
+//! too).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,16 +13,33 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the catalog and every store answer. Not ready names what does not (the
+/// catalog, stores by name); why stays in the log, with the addresses.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    match state.engine.catalog().setting("readyz").await {
-        Ok(_) => Ok(Json(json!({ "status": "ready" }))),
-        Err(e) => {
-            tracing::warn!(error = %e, "catalog not ready");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "the catalog is not reachable",
-            ))
+    let readiness = state.engine.readiness().await;
+    if readiness.is_ready() {
+        let stores: serde_json::Map<String, Value> = readiness
+            .stores
+            .iter()
+            .map(|(name, _)| (name.clone(), json!("ok")))
+            .collect();
+        return Ok(Json(json!({ "status": "ready", "catalog": "ok", "stores": stores })));
+    }
+    let mut down = Vec::new();
+    if let Some(e) = &readiness.catalog {
+        tracing::warn!(error = %e, "not ready: the catalog does not answer");
+        down.push("the catalog".to_owned());
+    }
+    for (name, e) in &readiness.stores {
+        if let Some(e) = e {
+            tracing::warn!(store = %name, error = %e, "not ready: a store does not answer");
+            down.push(format!("store {name:?}"));
         }
     }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("not ready: {} unreachable", down.join(", ")),
+    )
+    .retry_after(5))
 }

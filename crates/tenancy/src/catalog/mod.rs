@@ -284,6 +284,14 @@ pub trait Catalog: Send + Sync + 'static {
     /// moved.
     fn generation(&self) -> Result<u64>;
 
+    /// Whether this value hears every change to the catalog now. While it does not (the
+    /// PostgreSQL catalog's listening session is down), [`Catalog::generation`] moves on
+    /// every call, and readers check what they cached against the catalog itself — and
+    /// keep it, should the catalog be unreachable too.
+    fn hears_changes(&self) -> bool {
+        true
+    }
+
     /// How many times this value has gone to its database (a read or a write, however
     /// many statements it runs), not counting the cheap polls behind
     /// [`Catalog::generation`]: a counter for metrics, and for tests of what a request

@@ -759,7 +759,7 @@ fn liveness_key(owner: &str) -> i64 {
 }
 
 fn unavailable(reason: impl std::fmt::Display) -> Error {
-    Error::Catalog(format!("the catalog database is unavailable: {reason}"))
+    Error::CatalogUnavailable(reason.to_string())
 }
 
 /// A server's refusal is a catalog error; anything else (refused, reset, closed, timed
@@ -952,6 +952,10 @@ impl Catalog for PgCatalog {
             // Deaf to other processes: a new number every time, so no cached read is trusted.
             Ok(self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1)
         }
+    }
+
+    fn hears_changes(&self) -> bool {
+        self.shared.listening.load(Ordering::Acquire)
     }
 
     fn query_count(&self) -> u64 {

@@ -73,6 +73,29 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// What [`Engine::readiness`] found: the error of the catalog and of each store that did
+/// not answer.
+#[derive(Debug)]
+pub struct Readiness {
+    pub catalog: Option<Error>,
+    /// Every store by name, with its error if it did not answer.
+    pub stores: Vec<(String, Option<Error>)>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.catalog.is_none() && self.stores.iter().all(|(_, e)| e.is_none())
+    }
+
+    /// The names of the stores that did not answer.
+    pub fn stores_down(&self) -> impl Iterator<Item = &str> {
+        self.stores
+            .iter()
+            .filter(|(_, e)| e.is_some())
+            .map(|(name, _)| name.as_str())
+    }
+}
+
 impl Engine {
     /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
     /// and recovers what dead processes left half-done.
@@ -115,6 +138,20 @@ impl Engine {
         let inner = Arc::new(inner);
         read_cache::spawn_flusher(Arc::downgrade(&inner));
         Ok(Engine { inner })
+    }
+
+    /// Whether the catalog and every store answer now, each checked at once (what
+    /// `/readyz` reports).
+    pub async fn readiness(&self) -> Readiness {
+        let catalog = async { self.catalog().setting("readyz").await.err() };
+        let stores = futures_util::future::join_all(self.inner.stores.all().into_iter().map(
+            |store| async move {
+                let name = store.name().to_owned();
+                (name, Arc::clone(store).check().await.err())
+            },
+        ));
+        let (catalog, stores) = tokio::join!(catalog, stores);
+        Readiness { catalog, stores }
     }
 
     pub fn catalog(&self) -> &dyn Catalog {

@@ -18,13 +18,19 @@
 //! drops one entry, however the tenant is found. Unknown keys, slugs and domains are cached
 //! as such. `last_used_at` of API keys is buffered and written in batches (every 30 s and on
 //! shutdown), and is no change.
+//!
+//! While the catalog cannot hear every change (its PostgreSQL listener is down, as it is
+//! during an outage of the catalog's server), entries are checked against the catalog on
+//! each use; when the catalog is unreachable the entry already held is served, so a
+//! request whose key and tenant are cached keeps working on a store that is up. The first
+//! look after the listener is back drops everything.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use moka::future::Cache;
@@ -45,6 +51,9 @@ const CAPACITY: u64 = 100_000;
 /// Applied changes remembered to tell stale entries; an entry older than the oldest one
 /// remembered is reloaded.
 const REMEMBERED_CHANGES: usize = 10_000;
+/// While the catalog is unreachable, how long cached entries are served before it is
+/// tried again.
+const UNREACHABLE_RETRY_MS: u64 = 1_000;
 
 /// A cached value and the epoch it is known valid at.
 struct Entry<V> {
@@ -70,6 +79,12 @@ pub(crate) struct ReadCache {
     position: tokio::sync::Mutex<u64>,
     /// The latest use of keys, by key id.
     touches: Mutex<HashMap<String, Touch>>,
+    /// The catalog did not hear every change at the last look: entries are checked
+    /// against it, and kept while it is unreachable.
+    unheard: AtomicBool,
+    /// When the catalog was last found unreachable, in milliseconds since `born`.
+    unreachable_at: AtomicU64,
+    born: Instant,
 }
 
 /// A key's latest use seen here, and whether the catalog has it yet.
@@ -106,12 +121,23 @@ impl ReadCache {
             synced: AtomicU64::new(generation),
             position: tokio::sync::Mutex::new(position),
             touches: Mutex::new(HashMap::new()),
+            unheard: AtomicBool::new(false),
+            unreachable_at: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
     /// Catches up with the catalog: when its generation moved, drops what changed since the
     /// last look. Concurrent callers wait for one catch-up.
     async fn catch_up(&self, catalog: &dyn Catalog) -> Result<()> {
+        // Deaf to other processes' changes: nothing to apply, every read checks the
+        // catalog itself (`get`); once it hears again, the first change it reports drops
+        // everything cached.
+        let unheard = !catalog.hears_changes();
+        self.unheard.store(unheard, Ordering::Release);
+        if unheard {
+            return Ok(());
+        }
         if catalog.generation()? == self.synced.load(Ordering::Acquire) {
             return Ok(());
         }
@@ -171,6 +197,9 @@ impl ReadCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<V>>,
     {
+        if self.unheard.load(Ordering::Acquire) {
+            return self.get_unheard(cache, key, row, load).await;
+        }
         for _ in 0..3 {
             let slot = cache
                 .try_get_with(key.clone(), async {
@@ -202,6 +231,64 @@ impl ReadCache {
         load().await
     }
 
+    /// `get` while the catalog does not hear every change: what it answers is cached and
+    /// returned; while it cannot be reached, what was cached before is served (stale at
+    /// most by the changes made during the outage, which nobody can make through this
+    /// catalog), and for a second after each failed attempt it is not asked again.
+    async fn get_unheard<K, V, F, Fut>(
+        &self,
+        cache: &Cache<K, Slot<V>>,
+        key: K,
+        row: Change,
+        load: F,
+    ) -> Result<V>
+    where
+        K: Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<V>>,
+    {
+        let cached = cache
+            .get(&key)
+            .await
+            .filter(|slot| self.validity.is_fresh(slot, &row));
+        if let Some(slot) = &cached {
+            if self.unreachable_recently() {
+                return Ok(slot.value.clone());
+            }
+        }
+        let epoch = self.validity.epoch();
+        match load().await {
+            Ok(value) => {
+                let entry = Entry {
+                    epoch: AtomicU64::new(epoch),
+                    value: value.clone(),
+                };
+                cache.insert(key, Arc::new(entry)).await;
+                Ok(value)
+            }
+            Err(e @ Error::CatalogUnavailable(_)) => {
+                self.unreachable_at
+                    .store(self.millis_since_born().max(1), Ordering::Release);
+                match cached {
+                    Some(slot) => Ok(slot.value.clone()),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn millis_since_born(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the catalog was found unreachable within the last second.
+    fn unreachable_recently(&self) -> bool {
+        let at = self.unreachable_at.load(Ordering::Acquire);
+        at != 0 && self.millis_since_born().saturating_sub(at) < UNREACHABLE_RETRY_MS
+    }
+
     /// Caches a tenant read by another lookup (by slug or domain) at `epoch`, taken before
     /// the read, and returns its id.
     async fn keep_tenant(&self, epoch: u64, tenant: Option<Tenant>) -> Option<TenantId> {
@@ -220,6 +307,7 @@ impl ReadCache {
 fn shared_error(e: Arc<Error>) -> Error {
     Arc::try_unwrap(e).unwrap_or_else(|e| match e.as_ref() {
         Error::Catalog(m) => Error::Catalog(m.clone()),
+        Error::CatalogUnavailable(m) => Error::CatalogUnavailable(m.clone()),
         Error::Sqlite(m) => Error::Sqlite(m.clone()),
         Error::Internal(m) => Error::Internal(m.clone()),
         other => Error::Catalog(other.to_string()),

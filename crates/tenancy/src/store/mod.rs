@@ -103,4 +103,7 @@ pub trait TenantStore: Send + Sync + 'static {
         table: String,
         params: Vec<(String, String)>,
     ) -> Result<Vec<String>>;
+
+    /// Whether the store answers now (for readiness): an error says why not.
+    async fn check(self: Arc<Self>) -> Result<()>;
 }

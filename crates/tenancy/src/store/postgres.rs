@@ -1179,6 +1179,17 @@ impl super::TenantStore for PgStore {
         })
         .await
     }
+
+    async fn check(self: Arc<Self>) -> Result<()> {
+        self.within_timeout(async {
+            let conn = self.admin_conn().await?;
+            conn.simple_query("SELECT 1")
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 impl PgStore {

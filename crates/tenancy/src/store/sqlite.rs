@@ -335,6 +335,17 @@ impl super::TenantStore for SqliteStore {
         })
         .await
     }
+
+    async fn check(self: Arc<Self>) -> Result<()> {
+        match std::fs::metadata(&self.dir) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Store {
+                path: self.dir.clone(),
+                reason: "not a folder".into(),
+            }),
+            Err(e) => Err(Error::io(format!("store folder {}", self.dir.display()), e)),
+        }
+    }
 }
 
 impl SqliteStore {
