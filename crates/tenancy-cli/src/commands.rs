@@ -42,16 +42,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             concurrency,
             canary,
+            max_failures,
             json,
         } => {
-            if canary == Some(0) {
-                anyhow::bail!("--canary needs at least 1 tenant");
-            }
             let options = MigrateOptions {
                 tenant: tenant.as_deref().map(Slug::parse).transpose()?,
                 dry_run,
                 concurrency,
                 canary,
+                max_failures,
             };
             migrate(engine, options, json).await
         }
@@ -467,6 +466,8 @@ async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<
             report.failed.len(),
             if report.canary_failed {
                 "; a canary failed, so no other tenant was touched"
+            } else if report.failure_limit_reached {
+                "; stopped after too many failures, rerun to continue"
             } else if report.interrupted {
                 "; interrupted, rerun to continue"
             } else {
@@ -574,7 +575,7 @@ async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCod
         } else {
             output::json(&status)?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(status_exit(failed_only, &status));
     }
     if !failed_only {
         println!(
@@ -608,7 +609,16 @@ async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCod
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(status_exit(failed_only, &status))
+}
+
+/// `status --failed` exits 1 when a failure stands, so scripts can tell.
+fn status_exit(failed_only: bool, status: &tenancy::FleetStatus) -> ExitCode {
+    if failed_only && !status.failed_migrations.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.

@@ -164,6 +164,8 @@ struct CacheSection {
 struct MigrateSection {
     concurrency: Option<usize>,
     on_request: Option<String>,
+    canary: Option<usize>,
+    max_failures: Option<usize>,
 }
 
 /// An environment variable, treating empty as unset.
@@ -322,6 +324,12 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
     engine.migrations = migrations;
     engine.cache = cache;
     engine.migrate_concurrency = concurrency;
+    engine.migrate_canary = env_parse("TENANCY_MIGRATE_CANARY")?
+        .or(file.migrate.canary)
+        .unwrap_or(engine.migrate_canary);
+    engine.migrate_max_failures = env_parse("TENANCY_MIGRATE_MAX_FAILURES")?
+        .or(file.migrate.max_failures)
+        .unwrap_or(engine.migrate_max_failures);
     engine.migrate_on_request = match env("TENANCY_MIGRATE_ON_REQUEST")
         .or(file.migrate.on_request)
         .as_deref()
@@ -376,6 +384,11 @@ concurrency = 4
 # A request to a tenant whose schema is behind: "refuse" (503 tenant_migrating until
 # `tenancy migrate` reaches it) or "migrate" (on the spot).     env: TENANCY_MIGRATE_ON_REQUEST
 on_request = "refuse"
+# Tenants migrated first, alone; if one fails, no other is touched (0: none).
+#                                                              env: TENANCY_MIGRATE_CANARY
+canary = 1
+# Stop taking tenants after this many failed (0: never).       env: TENANCY_MIGRATE_MAX_FAILURES
+max_failures = 10
 
 [auth]
 # Anyone may create an account with POST /v1/auth/signup.      env: TENANCY_SIGNUP

@@ -59,15 +59,20 @@ enum Command {
         /// Tenants migrated at once (env: TENANCY_MIGRATE_CONCURRENCY, default 4).
         #[arg(long, value_name = "N")]
         concurrency: Option<usize>,
-        /// Migrate N tenants first and stop if any of them fails.
+        /// Migrate N tenants first and stop if any of them fails (default: migrate.canary,
+        /// 1; 0: no canary).
         #[arg(long, value_name = "N")]
         canary: Option<usize>,
+        /// Stop taking tenants after N failed (default: migrate.max_failures, 10; 0: never).
+        #[arg(long, value_name = "N")]
+        max_failures: Option<usize>,
         #[arg(long)]
         json: bool,
     },
     /// Tenants by status and schema version.
     Status {
-        /// List only the tenants whose last migration failed.
+        /// List only the tenants whose last migration failed and still stands; exits 1
+        /// when there is any.
         #[arg(long)]
         failed: bool,
         #[arg(long)]

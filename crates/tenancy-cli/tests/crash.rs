@@ -1350,3 +1350,79 @@ fn postgres_migrate_killed_mid_tenant_then_rerun_converges() {
         assert_eq!(again["pending"], serde_json::json!([]), "{mode}: {again}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Migrations that cannot surprise, through the CLI: a broken set fails its rehearsal
+// (a dry run too) with nothing touched; a failure on a tenant's data stops at the canary;
+// `status --failed` exits 1 while a failure stands, and 0 once it no longer does.
+
+#[test]
+fn a_broken_migration_fails_the_dry_run_and_a_standing_failure_fails_status() {
+    let f = Fleet::with_migrations();
+    let ids: Vec<String> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|slug| f.create(slug)["id"].as_str().unwrap().to_owned())
+        .collect();
+
+    f.add_migration(
+        "0003_broken.sql",
+        "CREATE TABLE notes (id TEXT PRIMARY KEY,, x);\n",
+    );
+    for args in [&["migrate", "--dry-run"][..], &["migrate"][..]] {
+        let o = f.fails(args);
+        let err = stderr(&o);
+        assert!(err.contains("0003_broken.sql"), "{}", describe(args, &o));
+        assert!(
+            err.contains("no tenant was touched"),
+            "{}",
+            describe(args, &o)
+        );
+    }
+    assert!(f.run(&["status", "--failed"]).status.success());
+    std::fs::remove_file(f.migrations.as_ref().unwrap().join("0003_broken.sql")).unwrap();
+
+    // Two members of one class in every tenant: a unique index over classes fails on the
+    // data, past any rehearsal.
+    for id in &ids {
+        let db = rusqlite::Connection::open(f.db_path(id)).unwrap();
+        db.execute_batch(
+            "INSERT INTO members (id, name, class) VALUES ('a', 'Thrall', 'shaman'), \
+             ('b', 'Drek''Thar', 'shaman');",
+        )
+        .unwrap();
+    }
+    f.add_migration(
+        "0003_unique_classes.sql",
+        "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
+    );
+    let o = f.fails(&["migrate"]);
+    assert!(
+        stdout(&o).contains("a canary failed"),
+        "{}",
+        describe(&["migrate"], &o)
+    );
+    assert!(
+        stdout(&o).contains("1 failed"),
+        "{}",
+        describe(&["migrate"], &o)
+    );
+    let o = f.run(&["status", "--failed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&["status"], &o));
+    assert!(stdout(&o).contains("failed for 1 tenant"), "{}", stdout(&o));
+    let o = f.run(&["status", "--failed", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let listed: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    // The migration is withdrawn: the fleet is current at version 2, nothing stands.
+    std::fs::remove_file(
+        f.migrations
+            .as_ref()
+            .unwrap()
+            .join("0003_unique_classes.sql"),
+    )
+    .unwrap();
+    let o = f.run(&["status", "--failed"]);
+    assert!(o.status.success(), "{}", describe(&["status"], &o));
+    assert!(stdout(&o).contains("failed for 0 tenant"), "{}", stdout(&o));
+}

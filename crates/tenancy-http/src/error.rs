@@ -165,6 +165,7 @@ impl From<tenancy::Error> for ApiError {
             E::InvalidMigrations(_)
             | E::MigrationChanged { .. }
             | E::MigrationFailed { .. }
+            | E::RehearsalFailed { .. }
             | E::UnknownSchemaVersion { .. } => {
                 tracing::error!(error = %e, "tenant schema problem");
                 ApiError::new(
@@ -252,6 +253,16 @@ impl From<tenancy::Error> for ApiError {
                     "the platform's catalog database is unavailable; retry shortly",
                 )
                 .retry_after(5)
+            }
+            // Not `tenant_migrating` and no Retry-After: retrying does not help until an
+            // operator fixes the migration. The migration's error stays in the log.
+            E::TenantMigrationFailed { slug, version, .. } => {
+                tracing::error!(error = %e, "a tenant's migration failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "tenant_migration_failed",
+                    format!("tenant {slug:?} cannot be served: its migration to schema version {version} failed; the operator must fix it"),
+                )
             }
             E::TenantMigrating { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -181,13 +181,7 @@ impl Drop for PrivatePg {
         let _ = run(
             &self.bin,
             "pg_ctl",
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "stop",
-            ],
+            &["-D", self.data.to_str().unwrap(), "-m", "immediate", "stop"],
         );
     }
 }
@@ -216,7 +210,11 @@ async fn problem(s: &Server, path: &str, token: Option<&str>) -> (u16, Option<St
     for leak in ["127.0.0.1", "postgres://", "os error", "tcp"] {
         assert!(!text.contains(leak), "{leak} leaked: {text}");
     }
-    (status, retry, serde_json::from_str(&text).unwrap_or(Value::Null))
+    (
+        status,
+        retry,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,7 +266,10 @@ async fn a_stopped_catalog_server_answers_503_serves_what_is_cached_and_recovers
             let detail = body["detail"].as_str().unwrap();
             assert!(detail.contains("catalog"), "{detail}");
             assert!(detail.contains("pg"), "names the store: {detail}");
-            assert!(!detail.contains("default"), "the SQLite store is up: {detail}");
+            assert!(
+                !detail.contains("default"),
+                "the SQLite store is up: {detail}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "/readyz stayed ready: {body}");
@@ -280,7 +281,12 @@ async fn a_stopped_catalog_server_answers_503_serves_what_is_cached_and_recovers
     for _ in 0..5 {
         // Cached key, cached tenant, store up: served.
         let (status, body) = s
-            .json(Method::GET, "/v1/data/members?select=name", Some(&alpha), None)
+            .json(
+                Method::GET,
+                "/v1/data/members?select=name",
+                Some(&alpha),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["data"], json!([{ "name": "Thrall" }]));
@@ -312,7 +318,10 @@ async fn a_stopped_catalog_server_answers_503_serves_what_is_cached_and_recovers
         if status == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "not ready again: {status} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "not ready again: {status} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for key in [&alpha, &beta, &unseen] {

@@ -37,6 +37,12 @@ pub struct EngineConfig {
     /// A request to a tenant whose schema is behind migrates it on the spot (`true`) or is
     /// answered `TenantMigrating` (`false`, the default).
     pub migrate_on_request: bool,
+    /// How many tenants `migrate` brings up first, alone; if one fails, the rest of the
+    /// fleet is left as it was. `0`: no canary.
+    pub migrate_canary: usize,
+    /// `migrate` stops taking new tenants after this many failed (a rerun continues).
+    /// `0`: never stops.
+    pub migrate_max_failures: usize,
     pub tokens: TokenConfig,
     /// Failed logins per email, then refused until the window ends.
     pub login_limit_per_email: LimitConfig,
@@ -89,6 +95,8 @@ impl EngineConfig {
             cache: CacheConfig::default(),
             migrate_concurrency: 4,
             migrate_on_request: false,
+            migrate_canary: 1,
+            migrate_max_failures: 10,
             tokens: TokenConfig::default(),
             login_limit_per_email: LimitConfig {
                 max_failures: 5,

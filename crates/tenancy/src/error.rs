@@ -44,6 +44,23 @@ pub enum Error {
     #[error("migration {file} failed: {reason}")]
     MigrationFailed { file: String, reason: String },
 
+    /// The migration set failed its rehearsal, before any tenant was touched.
+    #[error("the migrations fail for {mode} tenants of store {store:?}: {reason}; no tenant was touched")]
+    RehearsalFailed {
+        store: String,
+        mode: String,
+        reason: String,
+    },
+
+    /// The tenant's schema is behind because its migration failed: retrying the request
+    /// does not help until an operator fixes the migration.
+    #[error("tenant {slug:?} cannot be served: its migration to schema version {version} failed ({reason}); the operator must fix the migration and run `tenancy migrate`")]
+    TenantMigrationFailed {
+        slug: String,
+        version: i64,
+        reason: String,
+    },
+
     #[error("tenant database is at schema version {applied}, which the migrations folder does not have (latest is {latest}); was a migration file removed?")]
     UnknownSchemaVersion { applied: i64, latest: i64 },
 

@@ -98,7 +98,7 @@ impl FromStr for TenantStatus {
 }
 
 /// The isolation model of one tenant (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Database,

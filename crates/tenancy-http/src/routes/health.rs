@@ -23,7 +23,19 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             .iter()
             .map(|(name, _)| (name.clone(), json!("ok")))
             .collect();
-        return Ok(Json(json!({ "status": "ready", "catalog": "ok", "stores": stores })));
+        // Tenants whose migration failed answer `tenant_migration_failed`; this process
+        // still serves every other tenant, so it stays ready and says the fleet is degraded.
+        let fleet = if readiness.failed_migrations == 0 {
+            json!({ "status": "ok" })
+        } else {
+            json!({ "status": "degraded", "failed_migrations": readiness.failed_migrations })
+        };
+        return Ok(Json(json!({
+            "status": "ready",
+            "catalog": "ok",
+            "stores": stores,
+            "fleet": fleet,
+        })));
     }
     let mut down = Vec::new();
     if let Some(e) = &readiness.catalog {

@@ -366,6 +366,9 @@ pub trait Catalog: Send + Sync + 'static {
     /// attempt's target: that result.
     async fn failed_migrations(&self) -> Result<Vec<TenantMigrationResult>>;
 
+    /// [`Catalog::failed_migrations`] for one tenant: its standing failure, if any.
+    async fn failed_migration(&self, tenant: TenantId) -> Result<Option<TenantMigrationResult>>;
+
     /// The migrations applied somewhere in this dialect, by version.
     async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>>;
 

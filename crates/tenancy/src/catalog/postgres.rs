@@ -1495,6 +1495,20 @@ impl Catalog for PgCatalog {
         rows.iter().map(migration_result_from_row).collect()
     }
 
+    async fn failed_migration(&self, tenant: TenantId) -> Result<Option<TenantMigrationResult>> {
+        let row = query_opt(
+            &self.conn().await?,
+            "SELECT m.run_id, m.tenant_id, m.slug, m.from_version, m.to_version, m.ok, m.error \
+             FROM tenant_migrations m \
+             JOIN placements p ON p.tenant_id = m.tenant_id AND p.schema_version < m.to_version \
+             WHERE m.tenant_id = $1 AND NOT m.ok \
+               AND m.id = (SELECT MAX(id) FROM tenant_migrations l WHERE l.tenant_id = $1)",
+            &[&tenant.0],
+        )
+        .await?;
+        row.as_ref().map(migration_result_from_row).transpose()
+    }
+
     async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>> {
         let rows = query(
             &self.conn().await?,

@@ -1150,6 +1150,34 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn failed_migration(&self, tenant: TenantId) -> Result<Option<TenantMigrationResult>> {
+        let id = tenant.to_string();
+        self.call(move |conn| {
+            conn.query_row(
+                "SELECT m.run_id, m.slug, m.from_version, m.to_version, m.error \
+                 FROM tenant_migrations m \
+                 JOIN placements p ON p.tenant_id = m.tenant_id AND p.schema_version < m.to_version \
+                 WHERE m.tenant_id = ?1 AND m.ok = 0 \
+                   AND m.id = (SELECT MAX(id) FROM tenant_migrations l WHERE l.tenant_id = ?1)",
+                [&id],
+                |r| {
+                    Ok(TenantMigrationResult {
+                        run_id: r.get(0)?,
+                        tenant_id: tenant,
+                        slug: r.get(1)?,
+                        from_version: r.get(2)?,
+                        to_version: r.get(3)?,
+                        ok: false,
+                        error: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(Error::from)
+        })
+        .await
+    }
+
     async fn registered_migrations(&self, dialect: Dialect) -> Result<Vec<RegisteredMigration>> {
         self.call(move |conn| {
             let mut stmt = conn.prepare(

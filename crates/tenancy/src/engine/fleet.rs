@@ -12,8 +12,12 @@ pub struct MigrateOptions {
     pub dry_run: bool,
     /// Overrides the configured concurrency.
     pub concurrency: Option<usize>,
-    /// Migrate this many tenants first; if any fails, stop there.
+    /// Migrate this many tenants first; if any fails, stop there. `None`: the configured
+    /// [`EngineConfig::migrate_canary`]; `Some(0)`: no canary.
     pub canary: Option<usize>,
+    /// Stop taking new tenants after this many failed. `None`: the configured
+    /// [`EngineConfig::migrate_max_failures`]; `Some(0)`: never stop.
+    pub max_failures: Option<usize>,
 }
 
 /// Progress of a fleet migration, for the CLI's bar or lines.
@@ -36,6 +40,8 @@ pub struct MigrateReport {
     pub interrupted: bool,
     /// A canary tenant failed, so the rest of the fleet was left as it was.
     pub canary_failed: bool,
+    /// The run stopped taking tenants after the maximum number of failures.
+    pub failure_limit_reached: bool,
     pub dry_run: bool,
     /// On a dry run: what would run where, tenant by tenant.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -71,11 +77,26 @@ struct Run {
     progress: Arc<dyn Fn(MigrateEvent) + Send + Sync>,
     /// Whether the scripts were registered in the catalog, by dialect (SQLite, PostgreSQL).
     registered: [AtomicBool; 2],
+    /// Tenants failed so far, and how many end the run (`0`: none do).
+    failures: std::sync::atomic::AtomicUsize,
+    max_failures: usize,
 }
 
 impl Run {
+    /// Whether workers should take no new tenant: stopped, or too many failed.
+    fn halted(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.too_many_failures()
+    }
+
+    fn too_many_failures(&self) -> bool {
+        self.max_failures > 0 && self.failures.load(Ordering::SeqCst) >= self.max_failures
+    }
+
     /// Tells the progress callback about a recorded outcome.
     fn report(&self, r: &TenantMigrationResult) {
+        if !r.ok {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
         (self.progress)(if r.ok {
             MigrateEvent::TenantDone {
                 slug: r.slug.clone(),
@@ -169,6 +190,9 @@ impl Engine {
             dry_run: options.dry_run,
             ..MigrateReport::default()
         };
+        // Before any tenant is touched (and on a dry run too): the set must run wherever
+        // it will.
+        self.rehearse(&tenants).await?;
         if options.dry_run {
             report.plan = self.plan(&tenants)?;
             return Ok(report);
@@ -182,7 +206,8 @@ impl Engine {
         });
         let result = async {
             let mut rest = tenants;
-            if let Some(n) = options.canary.filter(|n| *n > 0) {
+            let canary = options.canary.unwrap_or(self.inner.config.migrate_canary);
+            if let Some(n) = Some(canary).filter(|n| *n > 0) {
                 let canaries: Vec<Tenant> = rest.drain(..n.min(rest.len())).collect();
                 self.migrate_locked(
                     canaries,
@@ -209,6 +234,37 @@ impl Engine {
         result?;
         released?;
         Ok(report)
+    }
+
+    /// Rehearses the migration set once for each store and mode among `tenants`
+    /// ([`TenantStore::rehearse`](crate::TenantStore::rehearse)): parsed, transformed for
+    /// `shared` tenants, run on a scratch place and rolled back. A store this process does
+    /// not know is left to fail its tenants one by one.
+    async fn rehearse(&self, tenants: &[Tenant]) -> Result<()> {
+        let places: BTreeSet<(&str, Mode)> = tenants
+            .iter()
+            .map(|t| (t.placement.store.as_str(), t.placement.mode))
+            .collect();
+        for (name, mode) in places {
+            let Ok(store) = self.inner.stores.named(name) else {
+                continue;
+            };
+            let rehearsed = Arc::clone(store)
+                .rehearse(mode, Arc::clone(&self.inner.migrations))
+                .await;
+            match rehearsed {
+                Ok(()) => {}
+                Err(e @ (Error::MigrationFailed { .. } | Error::InvalidMigrations(_))) => {
+                    return Err(Error::RehearsalFailed {
+                        store: name.to_owned(),
+                        mode: mode.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn plan(&self, tenants: &[Tenant]) -> Result<Vec<PlannedMigration>> {
@@ -248,6 +304,10 @@ impl Engine {
             stop,
             progress,
             registered: [AtomicBool::new(false), AtomicBool::new(false)],
+            failures: Default::default(),
+            max_failures: options
+                .max_failures
+                .unwrap_or(self.inner.config.migrate_max_failures),
         });
         let concurrency = options
             .concurrency
@@ -281,7 +341,7 @@ impl Engine {
             queues.push(queue);
         }
         for group in shared.into_values() {
-            if run.stop.load(Ordering::SeqCst) {
+            if run.halted() {
                 report.interrupted = true;
                 break;
             }
@@ -298,6 +358,7 @@ impl Engine {
             .iter()
             .any(|q| q.lock().map_or(true, |q| !q.is_empty()));
         report.interrupted |= left;
+        report.failure_limit_reached = left && run.too_many_failures();
         self.catalog()
             .finish_migration_run(run.id, report.migrated as u64, report.failed.len() as u64)
             .await?;
@@ -325,7 +386,7 @@ impl Engine {
     ) -> Result<Vec<TenantMigrationResult>> {
         let mut results = Vec::new();
         loop {
-            if run.stop.load(Ordering::SeqCst) {
+            if run.halted() {
                 return Ok(results);
             }
             let next = queue
@@ -400,6 +461,14 @@ impl Engine {
             slug: tenant.slug.to_string(),
         };
         if !self.inner.config.migrate_on_request || !matches!(tenant.status, Active | Suspended) {
+            // A failed migration is not something a retry fixes: say so.
+            if let Some(failed) = self.catalog().failed_migration(tenant.id).await? {
+                return Err(Error::TenantMigrationFailed {
+                    slug: tenant.slug.to_string(),
+                    version: failed.to_version,
+                    reason: failed.error.unwrap_or_default(),
+                });
+            }
             return Err(behind());
         }
         self.check_migrations_unchanged().await?;
@@ -407,7 +476,14 @@ impl Engine {
             Ok(done) => done,
             Err(e) => {
                 tracing::warn!(slug = %tenant.slug, error = %e, "migrating a tenant on request failed");
-                return Err(behind());
+                return Err(match e {
+                    Error::MigrationFailed { .. } => Error::TenantMigrationFailed {
+                        slug: tenant.slug.to_string(),
+                        version: latest,
+                        reason: e.to_string(),
+                    },
+                    _ => behind(),
+                });
             }
         };
         let dialect = self.dialect_of(tenant)?;
@@ -463,11 +539,29 @@ impl Engine {
     /// Counts by status and schema version, and the tenants whose last migration failed.
     pub async fn status(&self) -> Result<FleetStatus> {
         let counts = self.catalog().status_counts().await?;
+        let failed_migrations = self.standing_failures().await?;
         Ok(FleetStatus {
             latest_version: self.migrations().latest(),
             total: counts.iter().map(|c| c.count).sum(),
             counts,
-            failed_migrations: self.catalog().failed_migrations().await?,
+            failed_migrations,
         })
+    }
+}
+
+impl Engine {
+    /// The tenants whose last migration failed and who are still behind it. A failure
+    /// aimed at a version the migration set no longer has (its file was removed) no
+    /// longer stands once the tenant is at the set's latest.
+    async fn standing_failures(&self) -> Result<Vec<TenantMigrationResult>> {
+        let latest = self.migrations().latest();
+        let mut failed = self.catalog().failed_migrations().await?;
+        failed.retain(|f| f.from_version < latest);
+        Ok(failed)
+    }
+
+    /// How many failures stand (for readiness).
+    pub(super) async fn status_failures(&self) -> Result<usize> {
+        Ok(self.standing_failures().await?.len())
     }
 }

@@ -5,7 +5,7 @@
 //! operations of owners that died are finished or rolled back, and store files the catalog
 //! does not account for are removed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -80,6 +80,9 @@ pub struct Readiness {
     pub catalog: Option<Error>,
     /// Every store by name, with its error if it did not answer.
     pub stores: Vec<(String, Option<Error>)>,
+    /// Tenants whose migration failed and still stands (they answer
+    /// `TenantMigrationFailed`): the fleet is degraded, though this process is ready.
+    pub failed_migrations: usize,
 }
 
 impl Readiness {
@@ -143,15 +146,24 @@ impl Engine {
     /// Whether the catalog and every store answer now, each checked at once (what
     /// `/readyz` reports).
     pub async fn readiness(&self) -> Readiness {
-        let catalog = async { self.catalog().setting("readyz").await.err() };
+        let catalog = async {
+            match self.status_failures().await {
+                Ok(failed) => (None, failed),
+                Err(e) => (Some(e), 0),
+            }
+        };
         let stores = futures_util::future::join_all(self.inner.stores.all().into_iter().map(
             |store| async move {
                 let name = store.name().to_owned();
                 (name, Arc::clone(store).check().await.err())
             },
         ));
-        let (catalog, stores) = tokio::join!(catalog, stores);
-        Readiness { catalog, stores }
+        let ((catalog, failed_migrations), stores) = tokio::join!(catalog, stores);
+        Readiness {
+            catalog,
+            stores,
+            failed_migrations,
+        }
     }
 
     pub fn catalog(&self) -> &dyn Catalog {

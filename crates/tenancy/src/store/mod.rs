@@ -104,6 +104,11 @@ pub trait TenantStore: Send + Sync + 'static {
         params: Vec<(String, String)>,
     ) -> Result<Vec<String>>;
 
+    /// Runs every migration for a new tenant of `mode` on a scratch place, in a
+    /// transaction rolled back: what would fail on a tenant fails here first, and nothing
+    /// is left behind.
+    async fn rehearse(self: Arc<Self>, mode: Mode, migrations: Arc<MigrationSet>) -> Result<()>;
+
     /// Whether the store answers now (for readiness): an error says why not.
     async fn check(self: Arc<Self>) -> Result<()>;
 }

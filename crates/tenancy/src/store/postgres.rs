@@ -760,6 +760,45 @@ impl PgStore {
         Ok(result)
     }
 
+    /// [`TenantStore::rehearse`]: the scripts (transformed, for `shared`) applied to a
+    /// scratch schema in one transaction, then rolled back. The connection is closed
+    /// after, never pooled.
+    pub async fn rehearse(&self, mode: Mode, migrations: &MigrationSet) -> Result<()> {
+        let scripts = migrations.scripts(Dialect::Postgres)?;
+        let role = self.data_role_name();
+        let scratch = format!("rehearse_{}", uuid::Uuid::now_v7().simple());
+        let statements: Vec<Vec<String>> = if mode == Mode::Shared {
+            crate::transform::shared_scripts(&role, &scripts).map_err(|e| {
+                Error::MigrationFailed {
+                    file: e.file.clone(),
+                    reason: e.to_string(),
+                }
+            })?
+        } else {
+            scripts.iter().map(|s| vec![s.sql.to_owned()]).collect()
+        };
+        self.data_role_once().await?;
+        let mut conn = self.admin_conn().await?;
+        conn.discard();
+        let grant = format!(
+            "GRANT USAGE ON SCHEMA {} TO {}",
+            quote(&scratch),
+            quote(&role)
+        );
+        let grants = match mode {
+            Mode::Shared => Grants::Shared(&grant),
+            _ => Grants::Tenant,
+        };
+        let db = |e: tokio_postgres::Error| self.db_error(e);
+        conn.batch_execute("BEGIN").await.map_err(db)?;
+        let applied = self
+            .apply_within(&conn, &scratch, true, &scripts, &statements, grants)
+            .await;
+        let rolled_back = conn.batch_execute("ROLLBACK").await.map_err(db);
+        applied?;
+        rolled_back
+    }
+
     fn data_role_name(&self) -> String {
         self.data.get_user().unwrap_or("").to_owned()
     }
@@ -1178,6 +1217,10 @@ impl super::TenantStore for PgStore {
             self.session_error(e)
         })
         .await
+    }
+
+    async fn rehearse(self: Arc<Self>, mode: Mode, migrations: Arc<MigrationSet>) -> Result<()> {
+        PgStore::rehearse(&self, mode, &migrations).await
     }
 
     async fn check(self: Arc<Self>) -> Result<()> {

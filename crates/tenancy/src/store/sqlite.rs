@@ -336,6 +336,16 @@ impl super::TenantStore for SqliteStore {
         .await
     }
 
+    async fn rehearse(self: Arc<Self>, _mode: Mode, migrations: Arc<MigrationSet>) -> Result<()> {
+        tokio::task::spawn_blocking(move || {
+            let mut scratch = Connection::open_in_memory()
+                .map_err(|e| Error::tenant_db("opening a scratch database", e))?;
+            let scripts = migrations.scripts(Dialect::Sqlite)?;
+            apply_scripts(&mut scratch, &scripts, None).map(|_| ())
+        })
+        .await?
+    }
+
     async fn check(self: Arc<Self>) -> Result<()> {
         match std::fs::metadata(&self.dir) {
             Ok(m) if m.is_dir() => Ok(()),
