@@ -130,6 +130,7 @@ struct AuthSection {
 struct ResolutionSection {
     resolvers: Option<Vec<String>>,
     base_domains: Option<Vec<String>>,
+    platform_hosts: Option<Vec<String>>,
     tenant_header: Option<String>,
 }
 
@@ -265,6 +266,12 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
     }
     if let Some(bases) = env_list("TENANCY_BASE_DOMAINS").or(file.resolution.base_domains) {
         http.base_domains = bases.into_iter().map(|b| b.to_ascii_lowercase()).collect();
+    }
+    if let Some(hosts) = env_list("TENANCY_PLATFORM_HOSTS").or(file.resolution.platform_hosts) {
+        http.platform_hosts = hosts
+            .into_iter()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
     }
     if let Some(h) = env("TENANCY_TENANT_HEADER").or(file.resolution.tenant_header) {
         http.tenant_header = h
@@ -404,6 +411,9 @@ access_token_ttl_secs = 900
 resolvers = ["api_key", "token", "path", "subdomain", "domain", "header"]
 # {slug}.{base} in the Host header names a tenant.             env: TENANCY_BASE_DOMAINS
 base_domains = ["localhost"]
+# The server's own host names. Neither they, the base domains, localhost, nor anything
+# under them can be registered as a tenant's custom domain.    env: TENANCY_PLATFORM_HOSTS
+platform_hosts = []
 #                                                              env: TENANCY_TENANT_HEADER
 tenant_header = "X-Tenant"
 

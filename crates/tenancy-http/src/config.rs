@@ -1,6 +1,11 @@
 //! How the HTTP layer behaves: signup, self-service tenants, and the resolver chain.
 
+use std::sync::Arc;
+
 use axum::http::HeaderName;
+use tenancy::DomainVerifier;
+
+use crate::verify::HttpTokenVerifier;
 
 /// One way a request can name its tenant (DESIGN §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +50,7 @@ impl Resolver {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
     /// `POST /v1/auth/signup` is open.
     pub signup: bool,
@@ -55,7 +60,41 @@ pub struct HttpConfig {
     pub resolvers: Vec<Resolver>,
     /// Hosts under which `{slug}.{base}` names a tenant.
     pub base_domains: Vec<String>,
+    /// The server's own host names (`api.example.com`): like the base domains (and
+    /// `localhost`), neither they nor anything under them can be a tenant's domain.
+    pub platform_hosts: Vec<String>,
+    /// How a custom domain's ownership is checked before it routes.
+    pub domain_verifier: Arc<dyn DomainVerifier>,
     pub tenant_header: HeaderName,
+}
+
+impl HttpConfig {
+    /// The hosts no tenant may register, nor anything under them: the base domains, the
+    /// platform's own hosts and `localhost`.
+    pub fn reserved_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .base_domains
+            .iter()
+            .chain(&self.platform_hosts)
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        hosts.push("localhost".to_owned());
+        hosts
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("signup", &self.signup)
+            .field("self_service_tenants", &self.self_service_tenants)
+            .field("resolvers", &self.resolvers)
+            .field("base_domains", &self.base_domains)
+            .field("platform_hosts", &self.platform_hosts)
+            .field("domain_verifier", &self.domain_verifier)
+            .field("tenant_header", &self.tenant_header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for HttpConfig {
@@ -65,6 +104,8 @@ impl Default for HttpConfig {
             self_service_tenants: true,
             resolvers: Resolver::ALL.to_vec(),
             base_domains: vec!["localhost".to_owned()],
+            platform_hosts: Vec::new(),
+            domain_verifier: Arc::new(HttpTokenVerifier::new()),
             tenant_header: HeaderName::from_static("x-tenant"),
         }
     }

@@ -209,6 +209,17 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_domain", e.to_string())
             }
             E::DomainTaken => ApiError::new(StatusCode::CONFLICT, "domain_taken", e.to_string()),
+            E::DomainReserved { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "domain_reserved", e.to_string())
+            }
+            E::DomainUnverified { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "domain_unverified",
+                e.to_string(),
+            ),
+            E::DomainNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "domain_not_found", e.to_string())
+            }
             E::ApiKeyNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", e.to_string())
             }

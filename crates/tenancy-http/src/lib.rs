@@ -22,6 +22,7 @@ mod openapi;
 mod resolve;
 mod routes;
 mod strict_json;
+mod verify;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use error::{ApiError, ApiResult};
 pub use json::Json;
 pub use resolve::TenantContext;
 pub use strict_json::StrictJson;
+pub use verify::{verification_url, HttpTokenVerifier, WELL_KNOWN_PATH};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -101,6 +103,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/v1/tenants/{slug}/domains/{domain}",
             axum::routing::delete(domains::remove),
+        )
+        .route(
+            "/v1/tenants/{slug}/domains/{domain}/verify",
+            post(domains::verify),
         )
         .route("/v1/tenants/{slug}/audit", get(domains::audit))
         .route(

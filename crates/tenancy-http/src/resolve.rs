@@ -176,13 +176,27 @@ impl FromRequestParts<AppState> for TenantContext {
                     Some(PathTenant(slug)) => Some(by_slug(state, slug).await?),
                     None => None,
                 },
-                Resolver::Subdomain => match subdomain(host.as_deref(), &state.config.base_domains)
-                {
-                    Some(slug) => Some(by_slug(state, slug).await?),
-                    None => None,
-                },
+                // A label no tenant can have (`api`, `www`, `admin`, an invalid one) is a
+                // host of the platform's, not a tenant's name: the other sources decide.
+                Resolver::Subdomain => {
+                    match subdomain(host.as_deref(), &state.config.base_domains)
+                        .and_then(|label| Slug::parse(label).ok())
+                    {
+                        Some(slug) => Some(state.engine.find_tenant(&slug).await?),
+                        None => None,
+                    }
+                }
+                // Only verified domains name a tenant, and never for a platform principal:
+                // a domain must not decide which tenant platform power acts on.
                 Resolver::Domain => match host.as_deref() {
-                    Some(h) if is_custom_host(h, &state.config.base_domains) => {
+                    Some(h)
+                        if !principal.is_platform()
+                            && is_custom_host(
+                                h,
+                                &state.config.base_domains,
+                                &state.config.platform_hosts,
+                            ) =>
+                    {
                         state.engine.tenant_by_domain(h).await?.map(Some)
                     }
                     _ => None,
@@ -284,12 +298,18 @@ fn subdomain<'a>(host: Option<&'a str>, bases: &[String]) -> Option<&'a str> {
     })
 }
 
-/// A host that may be a custom domain: not a base domain or under one, not an IP.
-fn is_custom_host(host: &str, bases: &[String]) -> bool {
-    let under_base = bases.iter().any(|b| {
-        host.strip_suffix(b.as_str())
+/// A host that may be a custom domain: not a platform host (a base domain, one of the
+/// server's own names, `localhost`) or under one, not an IP.
+fn is_custom_host(host: &str, bases: &[String], platform_hosts: &[String]) -> bool {
+    let under = |b: &str| {
+        host.strip_suffix(b)
             .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
-    });
+    };
+    let under_base = under("localhost")
+        || bases
+            .iter()
+            .chain(platform_hosts)
+            .any(|b| under(b.as_str()));
     !under_base && host.parse::<std::net::IpAddr>().is_err() && host.contains('.')
 }
 
@@ -305,9 +325,13 @@ mod tests {
         assert_eq!(subdomain(Some("localhost"), &bases), None);
         assert_eq!(subdomain(Some("a.b.localhost"), &bases), None);
         assert_eq!(subdomain(Some("acmelocalhost"), &bases), None);
-        assert!(is_custom_host("raid.example.com", &bases));
-        assert!(!is_custom_host("acme.localhost", &bases));
-        assert!(!is_custom_host("127.0.0.1", &bases));
+        let own = vec!["api.platform.io".to_owned()];
+        assert!(is_custom_host("raid.example.com", &bases, &own));
+        assert!(!is_custom_host("acme.localhost", &bases, &own));
+        assert!(!is_custom_host("127.0.0.1", &bases, &own));
+        assert!(!is_custom_host("api.platform.io", &bases, &own));
+        assert!(!is_custom_host("x.api.platform.io", &bases, &own));
+        assert!(is_custom_host("platform.io", &bases, &own));
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! `Domain`: a host name as tenants register it and as requests name it.
+//! `Domain`: a host name as tenants register it and as requests name it; `CustomDomain`,
+//! a tenant's claim on one; `DomainVerifier`, how a claim's ownership is checked.
 
 use std::fmt;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
 use crate::error::{Error, Result};
+use crate::tenant::TenantId;
 
 /// A lower-case ASCII host name: labels of `a-z`, `0-9`, `-`, at least two labels, at most
 /// 253 characters, no port, no trailing dot. International names must be given in their
@@ -30,6 +35,12 @@ impl Domain {
         let labels: Vec<&str> = lower.split('.').collect();
         if labels.len() < 2 {
             return invalid("it needs at least two labels (example.com)");
+        }
+        if labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return invalid("an IP address is not a domain (no top-level domain is numeric)");
         }
         for label in &labels {
             let ok = !label.is_empty()
@@ -71,6 +82,67 @@ impl Domain {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this domain is one of `hosts` or under one of them (`api.example.com` is
+    /// under `example.com`).
+    pub fn is_within(&self, hosts: &[String]) -> bool {
+        hosts.iter().any(|host| {
+            let host = host.trim_end_matches('.');
+            self.0.eq_ignore_ascii_case(host)
+                || self.0.len() > host.len()
+                    && self.0.as_bytes()[self.0.len() - host.len() - 1] == b'.'
+                    && self.0[self.0.len() - host.len()..].eq_ignore_ascii_case(host)
+        })
+    }
+}
+
+/// A tenant's claim on a custom domain. It is `pending` until the domain proves it belongs
+/// to the claimant by serving `token` (see [`DomainVerifier`]); only a verified domain
+/// names its tenant. Several tenants may claim one domain; the first to verify it keeps it
+/// and the other claims are dropped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CustomDomain {
+    pub domain: String,
+    pub tenant_id: TenantId,
+    /// What the domain must serve to prove the claim (issued at registration; not a
+    /// secret: it is published).
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl CustomDomain {
+    pub fn is_verified(&self) -> bool {
+        self.verified_at.is_some()
+    }
+}
+
+/// Checks that a domain belongs to whoever holds a claim's token: the domain serves the
+/// token (over HTTP, in DNS…). `tenancy_http::HttpTokenVerifier` is the HTTP check.
+///
+/// ```
+/// use tenancy::{Domain, DomainVerifier};
+///
+/// /// Accepts the domains an operator vouched for by hand.
+/// #[derive(Debug)]
+/// struct Vouched(Vec<String>);
+///
+/// #[async_trait::async_trait]
+/// impl DomainVerifier for Vouched {
+///     async fn verify(&self, domain: &Domain, _token: &str) -> Result<(), String> {
+///         if self.0.iter().any(|d| d == domain.as_str()) {
+///             Ok(())
+///         } else {
+///             Err(format!("{domain} is not on the operator's list"))
+///         }
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait DomainVerifier: Send + Sync + fmt::Debug {
+    /// `Ok` when `domain` shows `token`; otherwise what was found instead, in words for
+    /// the person who registered the domain.
+    async fn verify(&self, domain: &Domain, token: &str) -> std::result::Result<(), String>;
 }
 
 impl fmt::Display for Domain {
@@ -101,9 +173,24 @@ mod tests {
             "a.io:80",
             "a b.io",
             "a.io/x",
+            "127.0.0.1",
+            "10.0.0.8",
         ] {
             assert!(Domain::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn finds_domains_within_hosts() {
+        let hosts = vec!["example.com".to_owned(), "API.Other.net.".to_owned()];
+        let within = |d: &str| Domain::parse(d).unwrap().is_within(&hosts);
+        assert!(within("example.com"));
+        assert!(within("a.b.example.com"));
+        assert!(within("api.other.net"));
+        assert!(within("x.api.other.net"));
+        assert!(!within("notexample.com"));
+        assert!(!within("example.com.evil.io"));
+        assert!(!within("other.net"));
     }
 
     #[test]

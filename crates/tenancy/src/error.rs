@@ -113,6 +113,15 @@ pub enum Error {
     #[error("that domain is registered already")]
     DomainTaken,
 
+    #[error("{domain} belongs to the platform (a base domain, under one, or one of its own hosts): no tenant can register it")]
+    DomainReserved { domain: String },
+
+    #[error("{domain} is not verified: {reason}")]
+    DomainUnverified { domain: String, reason: String },
+
+    #[error("no such domain")]
+    DomainNotFound,
+
     #[error("no such API key")]
     ApiKeyNotFound,
 

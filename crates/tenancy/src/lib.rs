@@ -36,7 +36,7 @@ mod tenant;
 pub mod transform;
 
 pub use auth::AdminToken;
-pub use domain::Domain;
+pub use domain::{CustomDomain, Domain, DomainVerifier};
 pub use engine::access::{Access, AddedMember, Principal};
 pub use engine::accounts::Session;
 pub use engine::{

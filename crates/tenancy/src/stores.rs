@@ -30,6 +30,11 @@ struct StoreRecord {
     data_url: Option<String>,
     data_role: String,
     data_password: String,
+    /// Marks the data role as this deployment's (its `COMMENT`), so that another
+    /// deployment on the server never takes it over. `None`: a record from before marks,
+    /// whose role has none.
+    #[serde(default)]
+    data_role_mark: Option<String>,
     database_prefix: String,
 }
 
@@ -121,15 +126,17 @@ async fn register(catalog: &dyn Catalog, key: &SecretKey, spec: &StoreSpec) -> R
         Some(json) => serde_json::from_str(&json).ok(),
         None => None,
     };
-    let data_password = match existing {
+    let (data_password, data_role_mark) = match existing {
         // Unchanged since the last start: nothing to write (a write would re-seal the same
         // secrets and make every process drop its read cache).
         Some(old) if unchanged(key, &old, spec) => return Ok(old),
-        Some(old) if old.data_role == spec.data_role => old.data_password,
+        Some(old) if old.data_role == spec.data_role => (old.data_password, old.data_role_mark),
         _ => {
             let mut bytes = [0u8; 24];
             rand::rng().fill_bytes(&mut bytes);
-            key.seal(&hex::encode(bytes))
+            let mut mark = [0u8; 16];
+            rand::rng().fill_bytes(&mut mark);
+            (key.seal(&hex::encode(bytes)), Some(hex::encode(mark)))
         }
     };
     let record = StoreRecord {
@@ -138,6 +145,7 @@ async fn register(catalog: &dyn Catalog, key: &SecretKey, spec: &StoreSpec) -> R
         data_url: spec.data_url.as_deref().map(|u| key.seal(u)),
         data_role: spec.data_role.clone(),
         data_password,
+        data_role_mark,
         database_prefix: spec.database_prefix.clone(),
     };
     let json = serde_json::to_string(&record).map_err(|e| Error::Internal(e.to_string()))?;
@@ -170,6 +178,7 @@ fn open_record(
         data_url: record.data_url.as_deref().map(opened).transpose()?,
         data_role: record.data_role.clone(),
         data_password: opened(&record.data_password)?,
+        data_role_mark: record.data_role_mark.clone(),
         database_prefix: record.database_prefix.clone(),
         limits,
     })?))

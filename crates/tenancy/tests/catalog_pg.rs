@@ -1073,14 +1073,40 @@ async fn domains_belong_to_one_live_tenant() {
     let cat = connect(&db).await;
     let acme = cat.insert_tenant(&new_tenant("acme")).await.unwrap();
     let other = cat.insert_tenant(&new_tenant("other")).await.unwrap();
-    cat.insert_domain(acme.id, "shop.acme.com").await.unwrap();
-    cat.insert_domain(acme.id, "acme.com").await.unwrap();
+    let names = |claims: Vec<tenancy::CustomDomain>| -> Vec<String> {
+        claims.into_iter().map(|c| c.domain).collect()
+    };
+    let claim = cat
+        .insert_domain(acme.id, "shop.acme.com", "t1")
+        .await
+        .unwrap();
+    assert_eq!((claim.token.as_str(), claim.verified_at), ("t1", None));
+    cat.insert_domain(acme.id, "acme.com", "t2").await.unwrap();
     assert!(matches!(
-        cat.insert_domain(other.id, "acme.com").await,
+        cat.insert_domain(acme.id, "acme.com", "t3").await,
         Err(Error::DomainTaken)
     ));
+    // Pending: another tenant may claim it too, and it names nobody.
+    cat.insert_domain(other.id, "acme.com", "t4").await.unwrap();
+    assert_eq!(cat.tenant_by_domain("acme.com").await.unwrap(), None);
+
+    let verified = cat
+        .verify_domain(acme.id, "acme.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(verified.verified_at.is_some());
+    assert!(
+        cat.domains(other.id).await.unwrap().is_empty(),
+        "the rival claim is gone"
+    );
+    assert!(matches!(
+        cat.insert_domain(other.id, "acme.com", "t5").await,
+        Err(Error::DomainTaken)
+    ));
+    assert_eq!(cat.verify_domain(other.id, "acme.com").await.unwrap(), None);
     assert_eq!(
-        cat.domains(acme.id).await.unwrap(),
+        names(cat.domains(acme.id).await.unwrap()),
         ["acme.com", "shop.acme.com"]
     );
     assert_eq!(
@@ -1093,11 +1119,25 @@ async fn domains_belong_to_one_live_tenant() {
     assert_eq!(cat.tenant_by_domain("nope.com").await.unwrap(), None);
     assert!(!cat.remove_domain(other.id, "acme.com").await.unwrap());
     assert!(cat.remove_domain(acme.id, "shop.acme.com").await.unwrap());
-    assert_eq!(cat.domains(acme.id).await.unwrap(), ["acme.com"]);
+    assert_eq!(names(cat.domains(acme.id).await.unwrap()), ["acme.com"]);
 
+    // Deleted: the tenant's domains are released.
     let acme = activate(&cat, &acme).await;
     delete(&cat, &acme).await;
     assert_eq!(cat.tenant_by_domain("acme.com").await.unwrap(), None);
+    assert!(cat.domains(acme.id).await.unwrap().is_empty());
+    cat.insert_domain(other.id, "acme.com", "t6").await.unwrap();
+    cat.verify_domain(other.id, "acme.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cat.tenant_by_domain("acme.com")
+            .await
+            .unwrap()
+            .map(|t| t.id),
+        Some(other.id)
+    );
 }
 
 #[tokio::test]
@@ -1328,8 +1368,9 @@ async fn values_with_quotes_and_backslashes_are_stored_verbatim() {
         (nasty, Some(nasty))
     );
 
-    cat.insert_domain(t.id, nasty).await.unwrap();
-    assert_eq!(cat.domains(t.id).await.unwrap(), [nasty]);
+    cat.insert_domain(t.id, nasty, nasty).await.unwrap();
+    cat.verify_domain(t.id, nasty).await.unwrap().unwrap();
+    assert_eq!(cat.domains(t.id).await.unwrap()[0].domain, nasty);
     assert_eq!(
         cat.tenant_by_domain(nasty).await.unwrap().map(|t| t.id),
         Some(t.id)
@@ -1387,7 +1428,7 @@ async fn catalogs_starting_at_once_migrate_the_schema_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]

@@ -1,18 +1,39 @@
-//! `/v1/tenants/{slug}/domains` (custom domains that resolve to the tenant) and
-//! `/v1/tenants/{slug}/audit`.
+//! `/v1/tenants/{slug}/domains` (custom domains that resolve to the tenant once verified)
+//! and `/v1/tenants/{slug}/audit`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenancy::Role;
+use tenancy::{CustomDomain, Role};
 
 use super::tenant_for;
 use crate::auth::Authenticated;
 use crate::error::ApiResult;
 use crate::json::Json;
+use crate::verify::verification_url;
 use crate::AppState;
+
+/// A domain as the API shows it: while pending, with what proves it.
+fn shown(claim: &CustomDomain) -> Value {
+    let mut shown = json!({
+        "domain": claim.domain,
+        "status": if claim.is_verified() { "verified" } else { "pending" },
+        "created_at": claim.created_at,
+        "verified_at": claim.verified_at,
+    });
+    if !claim.is_verified() {
+        shown["verification"] = json!({
+            "token": claim.token,
+            "http": {
+                "url": verification_url(&claim.domain, &claim.token),
+                "body": claim.token,
+            },
+        });
+    }
+    shown
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,8 +48,25 @@ pub async fn add(
     Json(body): Json<AddDomain>,
 ) -> ApiResult<impl IntoResponse> {
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "domains.add").await?;
-    let domain = state.engine.add_domain(tenant.id, &body.domain).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({ "domain": domain }))))
+    let claim = state
+        .engine
+        .add_domain(tenant.id, &body.domain, &state.config.reserved_hosts())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(shown(&claim))))
+}
+
+/// Checks that the domain serves its token; from then on it names the tenant.
+pub async fn verify(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path((slug, domain)): Path<(String, String)>,
+) -> ApiResult<axum::Json<Value>> {
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Admin, "domains.verify").await?;
+    let claim = state
+        .engine
+        .verify_domain(tenant.id, &domain, state.config.domain_verifier.as_ref())
+        .await?;
+    Ok(axum::Json(shown(&claim)))
 }
 
 pub async fn list(
@@ -37,8 +75,9 @@ pub async fn list(
     Path(slug): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "domains.list").await?;
+    let claims = state.engine.domains(tenant.id).await?;
     Ok(axum::Json(
-        json!({ "data": state.engine.domains(tenant.id).await? }),
+        json!({ "data": claims.iter().map(shown).collect::<Vec<_>>() }),
     ))
 }
 

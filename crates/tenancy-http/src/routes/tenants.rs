@@ -117,7 +117,8 @@ pub async fn delete(
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Owner, "tenant.delete").await?;
-    state.engine.delete_tenant(&tenant.slug).await?;
+    // The tenant authorised, by id: whoever holds the slug by now is not touched.
+    state.engine.delete_tenant_by_id(tenant.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

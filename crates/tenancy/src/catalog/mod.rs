@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::CustomDomain;
 use crate::error::Result;
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
@@ -428,14 +429,27 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn insert_invitation(&self, invitation: &NewInvitation) -> Result<()>;
 
-    /// `DomainTaken` if another tenant has it.
-    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()>;
+    /// Registers a pending claim on a domain, with the token that will prove it;
+    /// `DomainTaken` if this tenant claimed it already or another tenant verified it.
+    async fn insert_domain(
+        &self,
+        tenant: TenantId,
+        domain: &str,
+        token: &str,
+    ) -> Result<CustomDomain>;
 
-    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>>;
+    /// The tenant's claims, verified or pending, by domain.
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<CustomDomain>>;
+
+    /// Marks the tenant's claim verified (if it was pending) and drops the other tenants'
+    /// pending claims on the domain. `None` if the tenant has no claim on it;
+    /// `DomainTaken` if another tenant verified it first.
+    async fn verify_domain(&self, tenant: TenantId, domain: &str) -> Result<Option<CustomDomain>>;
 
     async fn remove_domain(&self, tenant: TenantId, domain: &str) -> Result<bool>;
 
-    /// The live tenant that registered the domain.
+    /// The live tenant that verified the domain. A tenant's transition to `deleted`
+    /// releases its domains.
     async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>>;
 
     async fn append_audit(

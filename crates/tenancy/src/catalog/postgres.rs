@@ -16,7 +16,9 @@
 //! name for [`Catalog::changes_since`] (notifications arrive in commit order). While that
 //! session is down, [`Catalog::generation`] returns a new number on every call and
 //! `changes_since` answers [`Changes::All`], so that nothing cached is trusted until it is
-//! back; what changed meanwhile is unknown, so its return is [`Changes::All`] too.
+//! back; what changed meanwhile is unknown, so its return is [`Changes::All`] too. A
+//! change made by anyone else (an operator's SQL on a cached table) is notified by the
+//! catalog's own triggers, which skip the engine's sessions (`tenancy.catalog_writer`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +45,7 @@ use super::{
     StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
+use crate::domain::CustomDomain;
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
@@ -231,6 +234,102 @@ CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 "#,
+    r#"
+-- Custom domains are claims: pending until the domain serves the claim's token
+-- (`verified_at`), and routed only then. Several tenants may claim a domain; one verifies
+-- it. Domains registered before claims existed were never verified: they are pending now,
+-- with a token of their own; those of deleted tenants are released.
+ALTER TABLE domains ADD COLUMN token text, ADD COLUMN verified_at timestamptz;
+DELETE FROM domains d USING tenants t WHERE t.id = d.tenant_id AND t.status = 'deleted';
+UPDATE domains SET token = md5(random()::text || clock_timestamp()::text || domain);
+ALTER TABLE domains ALTER COLUMN token SET NOT NULL;
+ALTER TABLE domains DROP CONSTRAINT domains_pkey;
+ALTER TABLE domains ADD PRIMARY KEY (domain, tenant_id);
+CREATE UNIQUE INDEX domains_verified_key ON domains (domain) WHERE verified_at IS NOT NULL;
+-- Readers of an older version drop every domain they cached.
+SELECT pg_notify('tenancy_catalog', E'catalog-migration\n* \n');
+"#,
+    r#"
+-- A change to a row readers cache made by anyone but the engine (an operator's UPDATE or
+-- DELETE in psql) notifies readers as the engine's commits do, naming the rows: a key
+-- revoked by hand is refused on the next request. The engine's own sessions set
+-- tenancy.catalog_writer and name their changes in their commit's notification.
+CREATE FUNCTION tenancy_cached_rows(tbl text, r jsonb) RETURNS SETOF text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'api_key ' || (r->>'id') WHERE tbl = 'api_keys'
+    UNION ALL SELECT 'tenant ' || (r->>'id') WHERE tbl = 'tenants'
+    UNION ALL SELECT 'slug ' || (r->>'slug') WHERE tbl = 'tenants'
+    UNION ALL SELECT 'tenant ' || (r->>'tenant_id') WHERE tbl = 'placements'
+    UNION ALL SELECT 'member ' || (r->>'tenant_id') || ':' || (r->>'user_id')
+        WHERE tbl = 'memberships'
+    UNION ALL SELECT 'user ' || (r->>'id') WHERE tbl = 'users'
+    UNION ALL SELECT 'domain ' || (r->>'domain') WHERE tbl = 'domains'
+$$;
+
+CREATE FUNCTION tenancy_notify_direct_change() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changed text;
+BEGIN
+    IF current_setting('tenancy.catalog_writer', true) = 'engine' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT string_agg(DISTINCT k, E'\n') INTO changed
+        FROM new_rows n, tenancy_cached_rows(TG_TABLE_NAME, to_jsonb(n)) k;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT string_agg(DISTINCT k, E'\n') INTO changed FROM (
+            SELECT k FROM new_rows n, tenancy_cached_rows(TG_TABLE_NAME, to_jsonb(n)) k
+            UNION ALL
+            SELECT k FROM old_rows o, tenancy_cached_rows(TG_TABLE_NAME, to_jsonb(o)) k
+        ) rows;
+    ELSE
+        SELECT string_agg(DISTINCT k, E'\n') INTO changed
+        FROM old_rows o, tenancy_cached_rows(TG_TABLE_NAME, to_jsonb(o)) k;
+    END IF;
+    IF changed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- A notification holds at most 8000 bytes: more rows than fit are "everything".
+    IF octet_length(changed) > 7900 THEN
+        changed := '* ';
+    END IF;
+    PERFORM pg_notify('tenancy_catalog', E'direct-sql\n' || changed || E'\n');
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION tenancy_notify_direct_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('tenancy.catalog_writer', true) IS DISTINCT FROM 'engine' THEN
+        PERFORM pg_notify('tenancy_catalog', E'direct-sql\n* \n');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['api_keys', 'tenants', 'placements', 'memberships', 'users', 'domains']
+    LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_change()',
+            tbl || '_direct_insert', tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %I '
+            'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_change()',
+            tbl || '_direct_update', tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_change()',
+            tbl || '_direct_delete', tbl);
+        EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_truncate()',
+            tbl || '_direct_truncate', tbl);
+    END LOOP;
+END
+$$;
+"#,
 ];
 
 /// Connections of the pool (the dedicated session is one more).
@@ -248,10 +347,13 @@ const RELOCK_EVERY: Duration = Duration::from_secs(1);
 
 /// Every session's settings: lock waits give up after a while, like SQLite's busy
 /// timeout; a session left idle inside a transaction (its client gone mid-way) is ended, so
-/// its row locks do not outlive it; and server-side keepalives notice a vanished client
-/// within ~25 s, which also frees the liveness lock of a machine that disappeared.
+/// its row locks do not outlive it; server-side keepalives notice a vanished client
+/// within ~25 s, which also frees the liveness lock of a machine that disappeared; and the
+/// catalog's triggers know the engine's writes, which notify by themselves (a write by
+/// anyone else is notified by the triggers).
 const SESSION_SETTINGS: &str = "SET lock_timeout = '10s'; \
      SET idle_in_transaction_session_timeout = '60s'; \
+     SET tenancy.catalog_writer = 'engine'; \
      SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3";
 
 /// The dedicated session listens for other processes' changes.
@@ -846,6 +948,34 @@ fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T> {
         .map_err(|e| Error::Catalog(format!("unexpected value in catalog column {idx}: {e}")))
 }
 
+const DOMAIN_COLUMNS: &str = "domain, tenant_id, token, created_at, verified_at";
+
+fn domain_from_row(r: &Row) -> Result<CustomDomain> {
+    Ok(CustomDomain {
+        domain: get(r, 0)?,
+        tenant_id: TenantId(get(r, 1)?),
+        token: get(r, 2)?,
+        created_at: get(r, 3)?,
+        verified_at: get(r, 4)?,
+    })
+}
+
+async fn select_domain(
+    c: &impl GenericClient,
+    tenant: TenantId,
+    domain: &str,
+) -> Result<Option<CustomDomain>> {
+    query_opt(
+        c,
+        &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE domain = $1 AND tenant_id = $2"),
+        &[&domain, &tenant.0],
+    )
+    .await?
+    .as_ref()
+    .map(domain_from_row)
+    .transpose()
+}
+
 const TENANT_SELECT: &str =
     "SELECT t.id, t.slug, t.name, t.status, t.error, t.op_owner, t.created_at, t.updated_at, \
      p.store, p.mode, p.location, p.schema_version \
@@ -1284,6 +1414,19 @@ impl Catalog for PgCatalog {
             )
             .await?;
         }
+        let mut changed = vec![Change::Tenant(t.id)];
+        if t.to == TenantStatus::Deleted {
+            // A deleted tenant's domains are free for anyone to claim.
+            let released = query(
+                &tx,
+                "DELETE FROM domains WHERE tenant_id = $1 RETURNING domain",
+                &[&t.id.0],
+            )
+            .await?;
+            for row in &released {
+                changed.push(Change::Domain(get(row, 0)?));
+            }
+        }
         execute(
             &tx,
             "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
@@ -1301,7 +1444,7 @@ impl Catalog for PgCatalog {
         let tenant = select_tenant(&tx, "t.id = $1", &t.id.0)
             .await?
             .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
-        self.commit(tx, &[Change::Tenant(t.id)]).await?;
+        self.commit(tx, &changed).await?;
         Ok(tenant)
     }
 
@@ -1868,25 +2011,68 @@ impl Catalog for PgCatalog {
         Ok(())
     }
 
-    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
-        self.write_unique(
-            "INSERT INTO domains (domain, tenant_id, created_at) VALUES ($1, $2, now())",
-            &[&domain, &tenant.0],
+    async fn insert_domain(
+        &self,
+        tenant: TenantId,
+        domain: &str,
+        token: &str,
+    ) -> Result<CustomDomain> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // A claim of this tenant's (primary key) or a verified one (checked here, and by
+        // the unique index when both commit at once) takes the domain.
+        let n = execute_unique(
+            &tx,
+            "INSERT INTO domains (domain, tenant_id, token, created_at) \
+             SELECT $1, $2, $3, now() WHERE NOT EXISTS \
+             (SELECT 1 FROM domains WHERE domain = $1 AND verified_at IS NOT NULL)",
+            &[&domain, &tenant.0, &token],
             || Error::DomainTaken,
-            &[Change::Domain(domain.to_owned())],
         )
         .await?;
-        Ok(())
+        if n == 0 {
+            return Err(Error::DomainTaken);
+        }
+        let claim = select_domain(&tx, tenant, domain)
+            .await?
+            .ok_or_else(|| Error::Internal("inserted domain vanished".into()))?;
+        self.commit(tx, &[Change::Domain(domain.to_owned())])
+            .await?;
+        Ok(claim)
     }
 
-    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<CustomDomain>> {
         let rows = query(
             &self.conn().await?,
-            "SELECT domain FROM domains WHERE tenant_id = $1 ORDER BY domain",
+            &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant_id = $1 ORDER BY domain"),
             &[&tenant.0],
         )
         .await?;
-        rows.iter().map(|r| get(r, 0)).collect()
+        rows.iter().map(domain_from_row).collect()
+    }
+
+    async fn verify_domain(&self, tenant: TenantId, domain: &str) -> Result<Option<CustomDomain>> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        execute_unique(
+            &tx,
+            "UPDATE domains SET verified_at = now() \
+             WHERE domain = $1 AND tenant_id = $2 AND verified_at IS NULL",
+            &[&domain, &tenant.0],
+            || Error::DomainTaken,
+        )
+        .await?;
+        // Verified: the other claims can never be.
+        execute(
+            &tx,
+            "DELETE FROM domains WHERE domain = $1 AND tenant_id <> $2 AND verified_at IS NULL",
+            &[&domain, &tenant.0],
+        )
+        .await?;
+        let claim = select_domain(&tx, tenant, domain).await?;
+        self.commit(tx, &[Change::Domain(domain.to_owned())])
+            .await?;
+        Ok(claim)
     }
 
     async fn remove_domain(&self, tenant: TenantId, domain: &str) -> Result<bool> {
@@ -1903,7 +2089,8 @@ impl Catalog for PgCatalog {
     async fn tenant_by_domain(&self, domain: &str) -> Result<Option<Tenant>> {
         select_tenant(
             &self.conn().await?,
-            "t.id = (SELECT tenant_id FROM domains WHERE domain = $1) AND t.status <> 'deleted'",
+            "t.id = (SELECT tenant_id FROM domains WHERE domain = $1 AND verified_at IS NOT NULL) \
+             AND t.status <> 'deleted'",
             &domain,
         )
         .await

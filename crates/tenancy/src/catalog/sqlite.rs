@@ -24,6 +24,7 @@ use super::{
     TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
+use crate::domain::CustomDomain;
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
@@ -265,6 +266,37 @@ BEGIN INSERT INTO catalog_changes (kind, key) SELECT 'user', OLD.id UNION SELECT
 CREATE TRIGGER users_delete_change AFTER DELETE ON users
 BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('user', OLD.id); END;
 
+CREATE TRIGGER domains_insert_change AFTER INSERT ON domains
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', NEW.domain); END;
+CREATE TRIGGER domains_update_change AFTER UPDATE ON domains
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'domain', OLD.domain UNION SELECT 'domain', NEW.domain;
+END;
+CREATE TRIGGER domains_delete_change AFTER DELETE ON domains
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', OLD.domain); END;
+"#,
+    r#"
+-- Custom domains are claims: pending until the domain serves the claim's token
+-- (`verified_at`), and routed only then. Several tenants may claim a domain; one verifies
+-- it. Domains registered before claims existed were never verified: they are pending now,
+-- with a token of their own; those of deleted tenants are released.
+CREATE TABLE domain_claims (
+    domain      TEXT NOT NULL,
+    tenant_id   TEXT NOT NULL REFERENCES tenants (id),
+    token       TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    verified_at TEXT,
+    PRIMARY KEY (domain, tenant_id)
+);
+INSERT INTO domain_claims (domain, tenant_id, token, created_at)
+    SELECT d.domain, d.tenant_id, lower(hex(randomblob(16))), d.created_at
+    FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE t.status <> 'deleted';
+INSERT INTO catalog_changes (kind, key) SELECT 'domain', domain FROM domains;
+DROP TABLE domains;
+ALTER TABLE domain_claims RENAME TO domains;
+CREATE UNIQUE INDEX domains_verified_key ON domains (domain) WHERE verified_at IS NOT NULL;
+CREATE INDEX domains_tenant_idx ON domains (tenant_id);
 CREATE TRIGGER domains_insert_change AFTER INSERT ON domains
 BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', NEW.domain); END;
 CREATE TRIGGER domains_update_change AFTER UPDATE ON domains
@@ -583,6 +615,10 @@ fn transition_in(conn: &Connection, t: &Transition<'_>, at: &str) -> Result<Tena
             params![id, v, at],
         )?;
     }
+    if t.to == TenantStatus::Deleted {
+        // A deleted tenant's domains are free for anyone to claim.
+        conn.execute("DELETE FROM domains WHERE tenant_id = ?1", [&id])?;
+    }
     conn.execute(
         "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, detail, at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -598,6 +634,37 @@ fn transition_in(conn: &Connection, t: &Transition<'_>, at: &str) -> Result<Tena
     )?;
     select_tenant(conn, "t.id = ?1", &id)?
         .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))
+}
+
+const DOMAIN_COLUMNS: &str = "domain, tenant_id, token, created_at, verified_at";
+
+fn domain_from_row(r: &Row<'_>) -> rusqlite::Result<CustomDomain> {
+    Ok(CustomDomain {
+        domain: r.get(0)?,
+        tenant_id: r
+            .get::<_, String>(1)?
+            .parse::<TenantId>()
+            .map_err(conversion)?,
+        token: r.get(2)?,
+        created_at: parse_time(&r.get::<_, String>(3)?)?,
+        verified_at: r
+            .get::<_, Option<String>>(4)?
+            .map(|t| parse_time(&t))
+            .transpose()?,
+    })
+}
+
+fn select_domain(
+    conn: &Connection,
+    tenant: TenantId,
+    domain: &str,
+) -> rusqlite::Result<Option<CustomDomain>> {
+    conn.query_row(
+        &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE domain = ?1 AND tenant_id = ?2"),
+        params![domain, tenant.to_string()],
+        domain_from_row,
+    )
+    .optional()
 }
 
 fn select_tenant(conn: &Connection, clause: &str, param: &str) -> rusqlite::Result<Option<Tenant>> {
@@ -1592,29 +1659,70 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn insert_domain(&self, tenant: TenantId, domain: &str) -> Result<()> {
-        let domain = domain.to_owned();
+    async fn insert_domain(
+        &self,
+        tenant: TenantId,
+        domain: &str,
+        token: &str,
+    ) -> Result<CustomDomain> {
+        let (domain, token) = (domain.to_owned(), token.to_owned());
         self.call(move |conn| {
-            let inserted = conn.execute(
-                "INSERT INTO domains (domain, tenant_id, created_at) VALUES (?1, ?2, ?3)",
-                params![domain, tenant.to_string(), now()],
-            );
-            match inserted {
-                Err(e) if is_unique_violation(&e) => Err(Error::DomainTaken),
-                other => other.map(|_| ()).map_err(Error::from),
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM domains WHERE domain = ?1 \
+                 AND (tenant_id = ?2 OR verified_at IS NOT NULL))",
+                params![domain, tenant.to_string()],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(Error::DomainTaken);
             }
+            tx.execute(
+                "INSERT INTO domains (domain, tenant_id, token, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![domain, tenant.to_string(), token, now()],
+            )?;
+            let claim = select_domain(&tx, tenant, &domain)?
+                .ok_or_else(|| Error::Internal("inserted domain vanished".into()))?;
+            tx.commit()?;
+            Ok(claim)
         })
         .await
     }
 
-    async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+    async fn domains(&self, tenant: TenantId) -> Result<Vec<CustomDomain>> {
         self.call(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT domain FROM domains WHERE tenant_id = ?1 ORDER BY domain")?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant_id = ?1 ORDER BY domain"
+            ))?;
             let rows = stmt
-                .query_map([tenant.to_string()], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
+                .query_map([tenant.to_string()], domain_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn verify_domain(&self, tenant: TenantId, domain: &str) -> Result<Option<CustomDomain>> {
+        let domain = domain.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let updated = tx.execute(
+                "UPDATE domains SET verified_at = ?3 \
+                 WHERE domain = ?1 AND tenant_id = ?2 AND verified_at IS NULL",
+                params![domain, tenant.to_string(), now()],
+            );
+            match updated {
+                Err(e) if is_unique_violation(&e) => return Err(Error::DomainTaken),
+                other => other?,
+            };
+            // Verified: the other claims can never be.
+            tx.execute(
+                "DELETE FROM domains WHERE domain = ?1 AND tenant_id <> ?2 AND verified_at IS NULL",
+                params![domain, tenant.to_string()],
+            )?;
+            let claim = select_domain(&tx, tenant, &domain)?;
+            tx.commit()?;
+            Ok(claim)
         })
         .await
     }
@@ -1636,7 +1744,8 @@ impl Catalog for SqliteCatalog {
         self.call(move |conn| {
             Ok(select_tenant(
                 conn,
-                "t.id = (SELECT tenant_id FROM domains WHERE domain = ?1) AND t.status <> 'deleted'",
+                "t.id = (SELECT tenant_id FROM domains WHERE domain = ?1 AND verified_at IS NOT NULL) \
+                 AND t.status <> 'deleted'",
                 &domain,
             )?)
         })

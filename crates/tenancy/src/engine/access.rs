@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::AdminToken;
 use crate::catalog::{NewApiKey, NewInvitation, Transition};
-use crate::domain::Domain;
+use crate::domain::{CustomDomain, Domain, DomainVerifier};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::identity::{
@@ -359,16 +359,65 @@ impl Engine {
         }
     }
 
-    pub async fn add_domain(&self, tenant: TenantId, raw: &str) -> Result<Domain> {
+    /// Claims a custom domain for the tenant: pending, with the token the domain must
+    /// serve before [`Engine::verify_domain`] lets it route. `platform_hosts` are the
+    /// hosts of the platform (base domains, its own host names): they and everything under
+    /// them are refused (`DomainReserved`), and so is everything under `localhost`.
+    pub async fn add_domain(
+        &self,
+        tenant: TenantId,
+        raw: &str,
+        platform_hosts: &[String],
+    ) -> Result<CustomDomain> {
         let domain = Domain::parse(raw)?;
+        if domain.is_within(platform_hosts) || domain.is_within(&["localhost".to_owned()]) {
+            return Err(Error::DomainReserved {
+                domain: domain.to_string(),
+            });
+        }
+        let token = uuid::Uuid::new_v4().simple().to_string();
         self.catalog()
-            .insert_domain(tenant, domain.as_str())
-            .await?;
-        Ok(domain)
+            .insert_domain(tenant, domain.as_str(), &token)
+            .await
     }
 
-    pub async fn domains(&self, tenant: TenantId) -> Result<Vec<String>> {
+    /// The tenant's domains, verified or pending.
+    pub async fn domains(&self, tenant: TenantId) -> Result<Vec<CustomDomain>> {
         self.catalog().domains(tenant).await
+    }
+
+    /// Verifies the tenant's claim on a domain: `verifier` must find the claim's token
+    /// served by the domain (`DomainUnverified` says what it found instead). From then on
+    /// the domain names the tenant, and other tenants' claims on it are dropped. A domain
+    /// verified already is answered as it is.
+    pub async fn verify_domain(
+        &self,
+        tenant: TenantId,
+        raw: &str,
+        verifier: &dyn DomainVerifier,
+    ) -> Result<CustomDomain> {
+        let domain = Domain::parse(raw).map_err(|_| Error::DomainNotFound)?;
+        let claim = self
+            .catalog()
+            .domains(tenant)
+            .await?
+            .into_iter()
+            .find(|c| c.domain == domain.as_str())
+            .ok_or(Error::DomainNotFound)?;
+        if claim.is_verified() {
+            return Ok(claim);
+        }
+        verifier
+            .verify(&domain, &claim.token)
+            .await
+            .map_err(|reason| Error::DomainUnverified {
+                domain: domain.to_string(),
+                reason,
+            })?;
+        self.catalog()
+            .verify_domain(tenant, domain.as_str())
+            .await?
+            .ok_or(Error::DomainNotFound)
     }
 
     pub async fn remove_domain(&self, tenant: TenantId, raw: &str) -> Result<()> {

@@ -321,14 +321,23 @@ impl Engine {
         self.catalog().list_tenants(&TenantFilter::default()).await
     }
 
-    /// Deletes a tenant: `deleting`, its files removed, then `deleted` (the slug is free).
+    /// Deletes the tenant holding `slug`: `deleting`, its files removed, then `deleted`
+    /// (the slug and its domains are free). For an operator, who needs no authorisation
+    /// between finding the tenant and deleting it; a caller whose access was checked on a
+    /// tenant deletes that one, by id ([`Engine::delete_tenant_by_id`]).
     pub async fn delete_tenant(&self, slug: &Slug) -> Result<Tenant> {
         let tenant = self.tenant(slug).await?;
+        self.delete_tenant_by_id(tenant.id).await
+    }
+
+    /// Deletes the tenant with this id — the one whose access was checked, never whichever
+    /// tenant holds its slug by now. A tenant deleted meanwhile is `TenantNotFound`.
+    pub async fn delete_tenant_by_id(&self, id: TenantId) -> Result<Tenant> {
         let owner = self.catalog().owner().to_owned();
         let tenant = self
             .catalog()
             .transition(Transition {
-                id: tenant.id,
+                id,
                 from: &[Active, Suspended, Failed],
                 to: Deleting,
                 expect_owner: None,
@@ -337,7 +346,13 @@ impl Engine {
                 schema_version: None,
                 event: "delete.begin",
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::InvalidTransition { slug, status, .. } if status == Deleted.as_str() => {
+                    Error::TenantNotFound { slug }
+                }
+                e => e,
+            })?;
         self.finish_delete(tenant, Some(owner)).await
     }
 

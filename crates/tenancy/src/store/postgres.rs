@@ -34,6 +34,9 @@ use crate::tenant::{Mode, Tenant, TenantId};
 /// The schema that holds the tables of `shared` tenants.
 pub const SHARED_SCHEMA: &str = "tenancy_shared";
 
+/// How a data role's comment says which deployment created it, before the mark.
+const DATA_ROLE_MARK: &str = "tenancy data role of deployment ";
+
 /// How to reach one PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStoreConfig {
@@ -47,6 +50,11 @@ pub struct PgStoreConfig {
     pub data_role: String,
     /// Password of the created data role (generated and kept sealed in the catalog).
     pub data_password: String,
+    /// This deployment's mark on the data role it creates (generated hex, kept in the
+    /// catalog): a role that exists without this mark belongs to another deployment and
+    /// is never taken over. `None`: a deployment from before marks, which adopts the
+    /// unmarked role it created then.
+    pub data_role_mark: Option<String>,
     /// Tenant databases are named `<prefix>_<tenant id hex>`.
     pub database_prefix: String,
     pub limits: PoolLimits,
@@ -59,6 +67,7 @@ pub struct PgStore {
     data: PgConfig,
     data_role: Option<String>,
     data_password: String,
+    data_role_mark: Option<String>,
     prefix: String,
     pools: Arc<PgPools>,
     /// The audit of the shared schema: `None` until it ran, then why it failed (if it did).
@@ -144,6 +153,7 @@ impl PgStore {
             data,
             data_role,
             data_password: config.data_password,
+            data_role_mark: config.data_role_mark,
             prefix: config.database_prefix,
             audit_failure: std::sync::Mutex::new(None),
             template: std::sync::Mutex::new(None),
@@ -916,12 +926,34 @@ impl PgStore {
             .await
             .map_err(db)?;
         let result = async {
-            let exists = conn
-                .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
+            // `Some(comment)`: the role exists, with this comment (if any).
+            let existing: Option<Option<String>> = conn
+                .query_opt(
+                    "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                    &[role],
+                )
                 .await
                 .map_err(db)?
-                .is_some();
-            let verb = if exists { "ALTER" } else { "CREATE" };
+                .map(|r| r.get(0));
+            let ours = self
+                .data_role_mark
+                .as_ref()
+                .map(|mark| format!("{DATA_ROLE_MARK}{mark}"));
+            let verb = match (&existing, &ours) {
+                (None, _) => "CREATE",
+                (Some(found), Some(ours)) if found.as_deref() == Some(ours.as_str()) => "ALTER",
+                // A deployment from before marks, on the unmarked role it made then.
+                (Some(None), None) => "ALTER",
+                (Some(_), _) => {
+                    return Err(self.unavailable(format!(
+                        "its data role {role} exists but was not created by this deployment \
+                         (another deployment on this server, or by hand): it is not taken \
+                         over, which would change its password under its owner; set the \
+                         store's data_role to a name of this deployment's own (or give a \
+                         data_url)"
+                    )))
+                }
+            };
             conn.batch_execute(&format!(
                 "{verb} ROLE {} LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD '{}'",
                 quote(role),
@@ -929,6 +961,12 @@ impl PgStore {
             ))
             .await
             .map_err(db)?;
+            if let (None, Some(ours)) = (&existing, &ours) {
+                // Generated hex behind a constant: safe to put in the statement.
+                conn.batch_execute(&format!("COMMENT ON ROLE {} IS '{ours}'", quote(role)))
+                    .await
+                    .map_err(db)?;
+            }
             let database = self.admin.get_dbname().unwrap_or("");
             conn.batch_execute(&format!(
                 "GRANT CONNECT ON DATABASE {} TO {}",
