@@ -31,16 +31,8 @@ async fn fleet(backend: Backend) -> Option<Fleet> {
     for role in ROLES {
         let email = format!("{role}@a.gg");
         server.signup(&email).await;
-        let (status, body) = server
-            .json(
-                Method::POST,
-                "/v1/tenants/a/members",
-                Some(ADMIN_TOKEN),
-                Some(json!({ "email": email, "role": role })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["status"], "added");
+        let membership = server.add_member("a", &email, role).await;
+        assert_eq!(membership["role"], role);
         let (status, key) = server
             .json(
                 Method::POST,
