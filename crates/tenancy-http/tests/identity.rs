@@ -824,15 +824,7 @@ async fn custom_domains_resolve_from_the_cache(backend: Backend) {
     };
     s.create_tenant("acme").await;
     s.signup("ada@acme.gg").await;
-    let (status, body) = s
-        .json(
-            Method::POST,
-            "/v1/tenants/acme/members",
-            Some(ADMIN_TOKEN),
-            Some(json!({ "email": "ada@acme.gg", "role": "admin" })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    s.add_member("acme", "ada@acme.gg", "admin").await;
     // Not bound to a tenant: only the host names one.
     let token = s.login("ada@acme.gg", None).await;
     let (status, _) = s
