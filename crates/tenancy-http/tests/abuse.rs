@@ -197,6 +197,15 @@ async fn a_suspended_tenant_changes_nothing_but_its_resumption(backend: Backend)
         .await;
     assert_eq!(status, 201, "{key}");
     let key = key["key"].as_str().unwrap().to_owned();
+    let (status, invited) = s
+        .json(
+            Method::POST,
+            "/v1/tenants/frozen/members",
+            Some(&scoped),
+            Some(json!({ "email": "late@frozen.gg", "role": "member" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{invited}");
     let resp = post(
         &s,
         "/v1/tenants/frozen/suspend",
@@ -255,6 +264,16 @@ async fn a_suspended_tenant_changes_nothing_but_its_resumption(backend: Backend)
         .json(Method::DELETE, "/v1/tenants/frozen", Some(&owner), None)
         .await;
     suspended(status, &body, "its owner deleting it");
+    // An invitation made before the suspension does not let anyone in while it lasts.
+    let (status, body) = s
+        .json(
+            Method::POST,
+            "/v1/auth/signup",
+            None,
+            Some(json!({ "email": "late@frozen.gg", "password": PASSWORD, "invitation": invited["invitation"] })),
+        )
+        .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_invitation")));
     // Its control-plane metadata stays readable.
     let (status, members) = s
         .json(

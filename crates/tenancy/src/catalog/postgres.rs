@@ -1586,7 +1586,7 @@ impl Catalog for PgCatalog {
                 "UPDATE invitations i SET accepted_at = now() FROM tenants t \
                  WHERE i.token_hash = $1 AND i.email_norm = $2 \
                    AND i.accepted_at IS NULL AND i.expires_at > now() \
-                   AND t.id = i.tenant_id AND t.status <> 'deleted' \
+                   AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
                  RETURNING i.tenant_id, i.role",
                 &[&hash, &email_norm],
             )

@@ -1241,7 +1241,7 @@ impl Catalog for SqliteCatalog {
                 let found: Option<(String, String)> = tx
                     .query_row(
                         "SELECT i.tenant_id, i.role FROM invitations i \
-                         JOIN tenants t ON t.id = i.tenant_id AND t.status <> 'deleted' \
+                         JOIN tenants t ON t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
                          WHERE i.token_hash = ?1 AND i.email_norm = ?2 \
                            AND i.accepted_at IS NULL AND i.expires_at > ?3",
                         params![hash, email_norm, at],
