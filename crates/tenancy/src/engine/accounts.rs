@@ -69,7 +69,14 @@ async fn add_signing_key(catalog: &dyn Catalog, secrets: &SecretKey) -> Result<S
 /// A stored key's hex secret: sealed, or in clear as versions before sealing kept it.
 fn open_signing_key(secrets: &SecretKey, stored: &str) -> Result<String> {
     if stored.starts_with(SEALED_PREFIX) {
-        secrets.open(stored)
+        secrets.open(stored).map_err(|_| {
+            Error::Secrets(
+                "the access-token signing keys in the catalog do not open with the configured \
+                 secret key: every process on one catalog needs the same key \
+                 (TENANCY_SECRET_KEY or [secrets] key_file)"
+                    .into(),
+            )
+        })
     } else {
         Ok(stored.to_owned())
     }
