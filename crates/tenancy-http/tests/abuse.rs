@@ -273,7 +273,10 @@ async fn a_suspended_tenant_changes_nothing_but_its_resumption(backend: Backend)
             Some(json!({ "email": "late@frozen.gg", "password": PASSWORD, "invitation": invited["invitation"] })),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_invitation")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_invitation"))
+    );
     // Its control-plane metadata stays readable.
     let (status, members) = s
         .json(

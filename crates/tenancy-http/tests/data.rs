@@ -2462,7 +2462,7 @@ async fn api_key(s: &Server, slug: &str, role: &str) -> String {
 }
 
 async fn add_member(s: &Server, slug: &str, email: &str, role: &str) {
-    s.add_member(slug, email, role).await;
+    s.join_by_invitation(slug, email, role).await;
 }
 
 async fn viewers_read_members_write(backend: Backend) {

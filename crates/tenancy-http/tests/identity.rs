@@ -31,7 +31,7 @@ async fn fleet(backend: Backend) -> Option<Fleet> {
     for role in ROLES {
         let email = format!("{role}@a.gg");
         server.signup(&email).await;
-        let membership = server.add_member("a", &email, role).await;
+        let membership = server.join_by_invitation("a", &email, role).await;
         assert_eq!(membership["role"], role);
         let (status, key) = server
             .json(
@@ -824,7 +824,7 @@ async fn custom_domains_resolve_from_the_cache(backend: Backend) {
     };
     s.create_tenant("acme").await;
     s.signup("ada@acme.gg").await;
-    s.add_member("acme", "ada@acme.gg", "admin").await;
+    s.join_by_invitation("acme", "ada@acme.gg", "admin").await;
     // Not bound to a tenant: only the host names one.
     let token = s.login("ada@acme.gg", None).await;
     let (status, _) = s

@@ -257,7 +257,7 @@ impl Server {
 
     /// Makes the existing user `email` a member of `slug`: the platform admin invites them
     /// and they accept. Returns the membership.
-    pub async fn add_member(&self, slug: &str, email: &str, role: &str) -> Value {
+    pub async fn join_by_invitation(&self, slug: &str, email: &str, role: &str) -> Value {
         let (status, invited) = self
             .json(
                 Method::POST,
