@@ -123,6 +123,13 @@ struct AuthSection {
     signup: Option<bool>,
     self_service_tenants: Option<bool>,
     access_token_ttl_secs: Option<u64>,
+    max_tenants_per_user: Option<u32>,
+    signups_per_address: Option<u32>,
+    login_failures_per_email: Option<u32>,
+    login_failures_per_address: Option<u32>,
+    limit_window_secs: Option<u64>,
+    password_hashing_concurrency: Option<usize>,
+    password_hashing_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -288,6 +295,52 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         }
         engine.tokens.access_ttl = Duration::from_secs(ttl);
     }
+    if let Some(max) =
+        env_parse::<u32>("TENANCY_MAX_TENANTS_PER_USER")?.or(file.auth.max_tenants_per_user)
+    {
+        http.max_tenants_per_user = max;
+    }
+    let window = env_parse::<u64>("TENANCY_LIMIT_WINDOW_SECS")?.or(file.auth.limit_window_secs);
+    if window == Some(0) {
+        bail!("limit_window_secs must be at least 1");
+    }
+    for (limit, var, value) in [
+        (
+            &mut engine.signup_limit_per_client,
+            "TENANCY_SIGNUPS_PER_ADDRESS",
+            file.auth.signups_per_address,
+        ),
+        (
+            &mut engine.login_limit_per_email,
+            "TENANCY_LOGIN_FAILURES_PER_EMAIL",
+            file.auth.login_failures_per_email,
+        ),
+        (
+            &mut engine.login_limit_per_client,
+            "TENANCY_LOGIN_FAILURES_PER_ADDRESS",
+            file.auth.login_failures_per_address,
+        ),
+    ] {
+        if let Some(max) = env_parse::<u32>(var)?.or(value) {
+            limit.max_failures = max;
+        }
+        if let Some(secs) = window {
+            limit.window = Duration::from_secs(secs);
+        }
+    }
+    if let Some(n) = env_parse::<usize>("TENANCY_PASSWORD_HASHING_CONCURRENCY")?
+        .or(file.auth.password_hashing_concurrency)
+    {
+        if n == 0 {
+            bail!("password_hashing_concurrency must be at least 1");
+        }
+        engine.password_hashing.max_concurrent = n;
+    }
+    if let Some(ms) =
+        env_parse::<u64>("TENANCY_PASSWORD_HASHING_WAIT_MS")?.or(file.auth.password_hashing_wait_ms)
+    {
+        engine.password_hashing.max_wait = Duration::from_millis(ms);
+    }
     engine.catalog_url = env("TENANCY_CATALOG_URL").or(file.catalog.url);
     let mut stores = file
         .stores
@@ -404,6 +457,27 @@ signup = true
 self_service_tenants = true
 # Lifetime of access tokens.                                   env: TENANCY_ACCESS_TOKEN_TTL_SECS
 access_token_ttl_secs = 900
+# Tenants one user may own through self-service creation (refused past it with
+# 403 tenant_limit_reached; platform administrators are not bound).
+#                                                              env: TENANCY_MAX_TENANTS_PER_USER
+max_tenants_per_user = 10
+# Per client address and per window: signups, then 429 rate_limited with Retry-After.
+#                                                              env: TENANCY_SIGNUPS_PER_ADDRESS
+signups_per_address = 20
+# Failed logins per email and per client address in a window, then 429 (the right
+# password included) until the window ends. An attempt counts before it is checked.
+#                                                              env: TENANCY_LOGIN_FAILURES_PER_EMAIL
+login_failures_per_email = 5
+#                                                              env: TENANCY_LOGIN_FAILURES_PER_ADDRESS
+login_failures_per_address = 30
+#                                                              env: TENANCY_LIMIT_WINDOW_SECS
+limit_window_secs = 900
+# Password hashes (Argon2id, 19 MiB each) running at once; default: one per core, at
+# most 8. A signup or login waits this long for a slot, then 503 auth_busy.
+#                                                              env: TENANCY_PASSWORD_HASHING_CONCURRENCY
+# password_hashing_concurrency = 4
+#                                                              env: TENANCY_PASSWORD_HASHING_WAIT_MS
+password_hashing_wait_ms = 2000
 
 [resolution]
 # How a request names its tenant; a request whose sources disagree is refused.

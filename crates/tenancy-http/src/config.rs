@@ -56,6 +56,9 @@ pub struct HttpConfig {
     pub signup: bool,
     /// Logged-in users may create tenants (and become their owner).
     pub self_service_tenants: bool,
+    /// The most tenants one user may own through self-service creation (platform
+    /// administrators are not bound by it).
+    pub max_tenants_per_user: u32,
     /// The enabled resolvers, in the order they are reported.
     pub resolvers: Vec<Resolver>,
     /// Hosts under which `{slug}.{base}` names a tenant.
@@ -102,6 +105,7 @@ impl Default for HttpConfig {
         HttpConfig {
             signup: true,
             self_service_tenants: true,
+            max_tenants_per_user: 10,
             resolvers: Resolver::ALL.to_vec(),
             base_domains: vec!["localhost".to_owned()],
             platform_hosts: Vec::new(),

@@ -193,6 +193,16 @@ impl From<tenancy::Error> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string())
                     .retry_after(*retry_after_secs)
             }
+            E::TenantSuspended { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "tenant_suspended", e.to_string())
+            }
+            E::TenantLimitReached { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "tenant_limit_reached", e.to_string())
+            }
+            E::HashingBusy { retry_after_secs } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth_busy", e.to_string())
+                    .retry_after(*retry_after_secs)
+            }
             E::InvalidRole => ApiError::new(StatusCode::BAD_REQUEST, "invalid_role", e.to_string()),
             E::InvalidInvitation => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_invitation", e.to_string())

@@ -84,6 +84,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/tenants/{slug}/members",
             get(members::list).post(members::add),
         )
+        .route("/v1/invitations/accept", post(members::accept))
         .route(
             "/v1/tenants/{slug}/members/{user_id}",
             patch(members::update).delete(members::remove),

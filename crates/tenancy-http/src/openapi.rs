@@ -127,9 +127,17 @@ const CONTROL_PLANE: &[Route] = &[
     (
         "post",
         "/v1/tenants/{slug}/members",
-        "Add a member by email, or invite the email (admin)",
+        "Invite an email to the tenant, the same answer whether or not it has an account (admin)",
         Some("AddMember"),
         201,
+        None,
+    ),
+    (
+        "post",
+        "/v1/invitations/accept",
+        "Accept an invitation made out to the logged-in user's email",
+        Some("AcceptInvitation"),
+        200,
         None,
     ),
     (
@@ -317,6 +325,7 @@ pub fn document(schema: &Schema) -> Value {
         "Refresh": { "type": "object", "required": ["refresh_token"], "properties": { "refresh_token": { "type": "string" } } },
         "Session": { "type": "object", "properties": { "access_token": { "type": "string" }, "refresh_token": { "type": "string" }, "token_type": { "type": "string" }, "expires_in": { "type": "integer" } } },
         "AddMember": { "type": "object", "required": ["email","role"], "properties": { "email": { "type": "string" }, "role": { "type": "string", "enum": ["viewer","member","admin","owner"] } } },
+        "AcceptInvitation": { "type": "object", "required": ["invitation"], "properties": { "invitation": { "type": "string" } } },
         "UpdateMember": { "type": "object", "required": ["role"], "properties": { "role": { "type": "string", "enum": ["viewer","member","admin","owner"] } } },
         "CreateKey": { "type": "object", "properties": { "role": { "type": "string" }, "label": { "type": "string" }, "expires_at": { "type": "string", "format": "date-time" } } },
         "AddDomain": { "type": "object", "required": ["domain"], "properties": { "domain": { "type": "string" } } },

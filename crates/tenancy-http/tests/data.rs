@@ -2462,15 +2462,7 @@ async fn api_key(s: &Server, slug: &str, role: &str) -> String {
 }
 
 async fn add_member(s: &Server, slug: &str, email: &str, role: &str) {
-    let (status, body) = s
-        .json(
-            Method::POST,
-            &format!("/v1/tenants/{slug}/members"),
-            Some(ADMIN_TOKEN),
-            Some(json!({ "email": email, "role": role })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    s.join_by_invitation(slug, email, role).await;
 }
 
 async fn viewers_read_members_write(backend: Backend) {

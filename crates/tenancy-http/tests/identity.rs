@@ -56,16 +56,8 @@ async fn fleet(backend: Backend) -> Option<Fleet> {
     for role in ROLES {
         let email = format!("{role}@a.gg");
         server.signup(&email).await;
-        let (status, body) = server
-            .json(
-                Method::POST,
-                "/v1/tenants/a/members",
-                Some(ADMIN_TOKEN),
-                Some(json!({ "email": email, "role": role })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        assert_eq!(body["status"], "added");
+        let membership = server.join_by_invitation("a", &email, role).await;
+        assert_eq!(membership["role"], role);
         let (status, key) = server
             .json(
                 Method::POST,
@@ -858,15 +850,7 @@ async fn custom_domains_resolve_from_the_cache(backend: Backend) {
     };
     s.create_tenant("acme").await;
     s.signup("ada@acme.gg").await;
-    let (status, body) = s
-        .json(
-            Method::POST,
-            "/v1/tenants/acme/members",
-            Some(ADMIN_TOKEN),
-            Some(json!({ "email": "ada@acme.gg", "role": "admin" })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    s.join_by_invitation("acme", "ada@acme.gg", "admin").await;
     // Not bound to a tenant: only the host names one.
     let token = s.login("ada@acme.gg", None).await;
     let (status, _) = s

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::identity::{LimitConfig, TokenConfig};
+use crate::identity::{HashingConfig, LimitConfig, TokenConfig};
 use crate::secrets::SecretKey;
 use crate::tenant::Mode;
 
@@ -44,10 +44,16 @@ pub struct EngineConfig {
     /// `0`: never stops.
     pub migrate_max_failures: usize,
     pub tokens: TokenConfig,
-    /// Failed logins per email, then refused until the window ends.
+    /// Failed logins per email, then refused until the window ends. An attempt is
+    /// counted before its password is checked, so concurrent guesses cannot pass it.
     pub login_limit_per_email: LimitConfig,
     /// Failed logins per client address.
     pub login_limit_per_client: LimitConfig,
+    /// Signups per client address (every attempt that reaches the password hash counts).
+    pub signup_limit_per_client: LimitConfig,
+    /// How much password hashing (signups, logins) runs at once, and how long a request
+    /// waits for a slot before `HashingBusy`.
+    pub password_hashing: HashingConfig,
     /// `postgres://…`: the catalog on PostgreSQL. `None`: `catalog.db` in `data_dir`.
     pub catalog_url: Option<String>,
     /// PostgreSQL stores, by name (the SQLite store `default` always exists).
@@ -106,6 +112,11 @@ impl EngineConfig {
                 max_failures: 30,
                 window: std::time::Duration::from_secs(15 * 60),
             },
+            signup_limit_per_client: LimitConfig {
+                max_failures: 20,
+                window: std::time::Duration::from_secs(15 * 60),
+            },
+            password_hashing: HashingConfig::default(),
             catalog_url: None,
             stores: Vec::new(),
             default_store: DEFAULT_STORE.to_owned(),

@@ -86,8 +86,22 @@ pub enum Error {
     #[error("the token is invalid or expired")]
     InvalidToken,
 
-    #[error("too many failed attempts; retry in {retry_after_secs} s")]
+    #[error("too many attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+
+    /// A suspended tenant changes nothing but its own resumption: no new keys, members,
+    /// invitations, roles, domains or sessions scoped to it.
+    #[error("tenant {slug:?} is suspended; only its resumption changes it")]
+    TenantSuspended { slug: String },
+
+    /// A self-service user already owns as many tenants as the server allows.
+    #[error("you already own {max} tenants, the most this server allows per user")]
+    TenantLimitReached { max: u32 },
+
+    /// Every password-hashing slot stayed busy for the whole wait (a signup or login
+    /// flood): refused rather than queued without bound.
+    #[error("the server is busy checking passwords; retry in {retry_after_secs} s")]
+    HashingBusy { retry_after_secs: u64 },
 
     #[error("unknown role; use viewer, member, admin or owner")]
     InvalidRole,

@@ -14,6 +14,8 @@ use rand::RngCore;
 use crate::error::{Error, Result};
 
 const PREFIX: &str = "sealed:v1:";
+/// How every sealed value begins (whatever its version).
+pub(crate) const SEALED_PREFIX: &str = "sealed:";
 
 /// The key that seals secrets stored in the catalog.
 #[derive(Clone)]

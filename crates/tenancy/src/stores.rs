@@ -42,7 +42,9 @@ fn setting_key(name: &str) -> String {
     format!("store:{name}")
 }
 
-fn secret_key(config: &EngineConfig) -> Result<SecretKey> {
+/// The key that seals the catalog's secrets: the configured one, or the data folder's key
+/// file (created on first need).
+pub(crate) fn secret_key(config: &EngineConfig) -> Result<SecretKey> {
     match &config.secret_key {
         Some(key) => Ok(key.clone()),
         None => SecretKey::load_or_create(&config.data_dir.join("secret.key")),

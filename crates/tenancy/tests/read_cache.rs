@@ -139,9 +139,11 @@ async fn fixture(e: &Engine, name: &str) -> Fixture {
     let tenant = e.create_tenant(slug(name), None).await.unwrap();
     let email = format!("ada@{name}.gg");
     let ada = e.create_user(&email, PASSWORD, false).await.unwrap();
-    e.add_member(tenant.id, &email, Role::Member, "test")
+    let tenancy::AddedMember::Invited { invitation, .. } = e
+        .add_member(tenant.id, &email, Role::Member, "test")
         .await
         .unwrap();
+    e.accept_invitation(ada.id, &invitation).await.unwrap();
     let (key, secret) = new_key(e, &tenant).await;
     let session = e.login(&email, PASSWORD, None, None).await.unwrap();
     Fixture {

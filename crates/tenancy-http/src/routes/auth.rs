@@ -23,6 +23,7 @@ pub struct Signup {
 
 pub async fn signup(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Json(body): Json<Signup>,
 ) -> ApiResult<impl IntoResponse> {
     if !state.config.signup {
@@ -39,6 +40,7 @@ pub async fn signup(
             &body.password,
             false,
             body.invitation.as_deref(),
+            client.as_deref(),
         )
         .await?;
     let (user, memberships) = state.engine.user_with_memberships(user.id).await?;

@@ -53,8 +53,9 @@ pub struct AddMember {
     role: String,
 }
 
-/// Adds an existing user by email, or invites the email: the answer then carries the
-/// invitation token, which the new user passes to signup.
+/// Invites the email, whether or not it has an account (the same answer either way): the
+/// answer carries the invitation token, which a new user passes to signup and an existing
+/// one to `POST /v1/invitations/accept`.
 pub async fn add(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -114,4 +115,29 @@ pub async fn remove(
     check_grant(access.role, current, None)?;
     state.engine.remove_member(tenant.id, user).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    invitation: String,
+}
+
+/// A logged-in user accepts an invitation made out to their email: `200` with the new
+/// membership.
+pub async fn accept(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Json(body): Json<AcceptInvitation>,
+) -> ApiResult<axum::Json<Value>> {
+    let Some(user) = principal.user_id() else {
+        return Err(ApiError::forbidden(
+            "invitations are accepted by the invited user, logged in",
+        ));
+    };
+    let membership = state
+        .engine
+        .accept_invitation(user, &body.invitation)
+        .await?;
+    Ok(axum::Json(json!({ "membership": membership })))
 }

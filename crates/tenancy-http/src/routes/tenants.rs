@@ -60,10 +60,20 @@ pub async fn create(
         mode,
         store: body.store,
     };
-    let tenant = state
-        .engine
-        .create_tenant_with(slug, body.name, owner, &place)
-        .await?;
+    let tenant = match (&principal, owner) {
+        (p, Some(owner)) if !p.is_platform() => {
+            state
+                .engine
+                .create_own_tenant(slug, body.name, owner, state.config.max_tenants_per_user)
+                .await?
+        }
+        _ => {
+            state
+                .engine
+                .create_tenant_with(slug, body.name, owner, &place)
+                .await?
+        }
+    };
     let location = format!("/v1/tenants/{}", tenant.slug);
     Ok((
         StatusCode::CREATED,
@@ -110,13 +120,19 @@ pub async fn show(
     Ok(axum::Json(tenant))
 }
 
-/// Owners delete their tenant.
+/// Owners delete their tenant; a suspended one only a platform administrator deletes.
 pub async fn delete(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Owner, "tenant.delete").await?;
+    if tenant.status == tenancy::TenantStatus::Suspended && !principal.is_platform() {
+        return Err(tenancy::Error::TenantSuspended {
+            slug: tenant.slug.to_string(),
+        }
+        .into());
+    }
     // The tenant authorised, by id: whoever holds the slug by now is not touched.
     state.engine.delete_tenant_by_id(tenant.id).await?;
     Ok(StatusCode::NO_CONTENT)

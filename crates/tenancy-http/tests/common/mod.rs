@@ -255,6 +255,35 @@ impl Server {
         body["access_token"].as_str().expect("token").to_owned()
     }
 
+    /// Makes the existing user `email` a member of `slug`: the platform admin invites them
+    /// and they accept. Returns the membership.
+    pub async fn join_by_invitation(&self, slug: &str, email: &str, role: &str) -> Value {
+        let (status, invited) = self
+            .json(
+                Method::POST,
+                &format!("/v1/tenants/{slug}/members"),
+                Some(ADMIN_TOKEN),
+                Some(serde_json::json!({ "email": email, "role": role })),
+            )
+            .await;
+        assert_eq!(
+            (status, invited["status"].as_str()),
+            (201, Some("invited")),
+            "{invited}"
+        );
+        let token = self.login(email, None).await;
+        let (status, accepted) = self
+            .json(
+                Method::POST,
+                "/v1/invitations/accept",
+                Some(&token),
+                Some(serde_json::json!({ "invitation": invited["invitation"] })),
+            )
+            .await;
+        assert_eq!(status, 200, "{accepted}");
+        accepted["membership"].clone()
+    }
+
     pub async fn create_tenant(&self, slug: &str) -> Value {
         let (status, body) = self
             .json(

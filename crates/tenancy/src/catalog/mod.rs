@@ -318,6 +318,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// `TenantExists` if a tenant that is not `deleted` has the slug.
     async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant>;
 
+    /// Like [`Catalog::insert_tenant`], refused with `TenantLimitReached` when the owner
+    /// already owns `max_owned` tenants that are not deleted. The count and the insert are
+    /// one transaction that holds the owner's row, so concurrent creations by one user
+    /// cannot pass the bound.
+    async fn insert_tenant_capped(&self, new: &NewTenant, max_owned: u32) -> Result<Tenant>;
+
     /// [`Catalog::insert_tenant`] for many tenants in one transaction: the outcome of
     /// each, in order. A tenant whose slug is taken (by an earlier one of the batch too)
     /// is `TenantExists` and the others are inserted.
@@ -399,11 +405,17 @@ pub trait Catalog: Send + Sync + 'static {
     /// Revokes the family of the token with this hash (logout). Unknown hashes are ignored.
     async fn revoke_refresh_token(&self, token_hash: &str) -> Result<()>;
 
-    /// Signing keys created or retired after `since`, newest first, as `(kid, secret hex)`.
+    /// Signing keys created or retired after `since`, newest first, as `(kid, secret)`: the
+    /// hex secret sealed with the secret key (in clear only in catalogs written before
+    /// sealing, until the next start seals them).
     async fn signing_keys(&self, since: DateTime<Utc>) -> Result<Vec<(String, String)>>;
 
     /// Adds a key that becomes the current one, retiring the others now.
     async fn add_signing_key(&self, kid: &str, secret_hex: &str) -> Result<()>;
+
+    /// Replaces a key's stored secret `clear` by `sealed` (the same key, sealed with the
+    /// secret key); a no-op if the row no longer holds `clear`.
+    async fn seal_signing_key(&self, kid: &str, clear: &str, sealed: &str) -> Result<()>;
 
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey>;
 
@@ -428,6 +440,17 @@ pub trait Catalog: Send + Sync + 'static {
     async fn remove_member(&self, tenant: TenantId, user: UserId) -> Result<bool>;
 
     async fn insert_invitation(&self, invitation: &NewInvitation) -> Result<()>;
+
+    /// Spends the invitation (by token hash) for an existing user whose normalized email
+    /// it names, making them a member with its role, in one transaction: `InvalidInvitation`
+    /// if it is unknown, expired, spent, for another email or for a tenant that is deleted
+    /// or suspended; `MemberExists` (the invitation left unspent) if they already belong.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        email_norm: &str,
+    ) -> Result<TenantId>;
 
     /// Registers a pending claim on a domain, with the token that will prove it;
     /// `DomainTaken` if this tenant claimed it already or another tenant verified it.

@@ -507,6 +507,90 @@ impl Drop for PgCatalog {
 }
 
 impl PgCatalog {
+    /// Inserts a tenant; with `max_owned`, only while its owner owns fewer tenants that
+    /// are not deleted (the owner's row is locked first, so concurrent creations by one user
+    /// take turns and each counts the others' committed tenants).
+    async fn insert_tenant_bounded(
+        &self,
+        new: &NewTenant,
+        max_owned: Option<u32>,
+    ) -> Result<Tenant> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        if let (Some(max), Some(user)) = (max_owned, new.owner) {
+            query(
+                &tx,
+                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+                &[&user.0],
+            )
+            .await?;
+            let row = query_one(
+                &tx,
+                "SELECT count(*) FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+                 WHERE m.user_id = $1 AND m.role = 'owner' AND t.status <> 'deleted'",
+                &[&user.0],
+            )
+            .await?;
+            let owned: i64 = get(&row, 0)?;
+            if owned >= i64::from(max) {
+                return Err(Error::TenantLimitReached { max });
+            }
+        }
+        let slug = new.slug.as_str();
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'provisioning', $4, now(), now())",
+            )
+            .await
+            .map_err(db_error)?;
+        match tx
+            .execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner])
+            .await
+        {
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(Error::TenantExists {
+                    slug: slug.to_owned(),
+                })
+            }
+            other => other.map_err(db_error)?,
+        };
+        execute(
+            &tx,
+            "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, now())",
+            &[
+                &new.id.0,
+                &new.placement.store,
+                &new.placement.mode.as_str(),
+                &new.placement.location,
+                &new.placement.schema_version,
+            ],
+        )
+        .await?;
+        if let Some(user) = new.owner {
+            execute(
+                &tx,
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+                 VALUES ($1, $2, 'owner', now())",
+                &[&new.id.0, &user.0],
+            )
+            .await?;
+        }
+        execute(
+            &tx,
+            "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
+             VALUES ($1, 'provision.begin', NULL, 'provisioning', $2, now())",
+            &[&new.id.0, &self.owner],
+        )
+        .await?;
+        let tenant = select_tenant(&tx, "t.id = $1", &new.id.0)
+            .await?
+            .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
+        self.commit(tx, &new_tenant_changes(new)).await?;
+        Ok(tenant)
+    }
+
     /// Connects to the catalog database at `url` and brings its schema up to date. Fails
     /// within a few seconds when the server is unreachable.
     pub async fn connect(url: &str) -> Result<PgCatalog> {
@@ -1159,61 +1243,11 @@ impl Catalog for PgCatalog {
     }
 
     async fn insert_tenant(&self, new: &NewTenant) -> Result<Tenant> {
-        let mut conn = self.conn().await?;
-        let tx = begin(&mut conn).await?;
-        let slug = new.slug.as_str();
-        let statement = tx
-            .prepare_cached(
-                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'provisioning', $4, now(), now())",
-            )
-            .await
-            .map_err(db_error)?;
-        match tx
-            .execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner])
-            .await
-        {
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(Error::TenantExists {
-                    slug: slug.to_owned(),
-                })
-            }
-            other => other.map_err(db_error)?,
-        };
-        execute(
-            &tx,
-            "INSERT INTO placements (tenant_id, store, mode, location, schema_version, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, now())",
-            &[
-                &new.id.0,
-                &new.placement.store,
-                &new.placement.mode.as_str(),
-                &new.placement.location,
-                &new.placement.schema_version,
-            ],
-        )
-        .await?;
-        if let Some(user) = new.owner {
-            execute(
-                &tx,
-                "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
-                 VALUES ($1, $2, 'owner', now())",
-                &[&new.id.0, &user.0],
-            )
-            .await?;
-        }
-        execute(
-            &tx,
-            "INSERT INTO journal (tenant_id, event, from_status, to_status, owner, at) \
-             VALUES ($1, 'provision.begin', NULL, 'provisioning', $2, now())",
-            &[&new.id.0, &self.owner],
-        )
-        .await?;
-        let tenant = select_tenant(&tx, "t.id = $1", &new.id.0)
-            .await?
-            .ok_or_else(|| Error::Internal("inserted tenant vanished".into()))?;
-        self.commit(tx, &new_tenant_changes(new)).await?;
-        Ok(tenant)
+        self.insert_tenant_bounded(new, None).await
+    }
+
+    async fn insert_tenant_capped(&self, new: &NewTenant, max_owned: u32) -> Result<Tenant> {
+        self.insert_tenant_bounded(new, Some(max_owned)).await
     }
 
     async fn insert_tenants(&self, new: &[NewTenant]) -> Result<Vec<Result<Tenant>>> {
@@ -1713,7 +1747,7 @@ impl Catalog for PgCatalog {
                 "UPDATE invitations i SET accepted_at = now() FROM tenants t \
                  WHERE i.token_hash = $1 AND i.email_norm = $2 \
                    AND i.accepted_at IS NULL AND i.expires_at > now() \
-                   AND t.id = i.tenant_id AND t.status <> 'deleted' \
+                   AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
                  RETURNING i.tenant_id, i.role",
                 &[&hash, &email_norm],
             )
@@ -1890,6 +1924,16 @@ impl Catalog for PgCatalog {
         self.commit(tx, &[]).await
     }
 
+    async fn seal_signing_key(&self, kid: &str, clear: &str, sealed: &str) -> Result<()> {
+        execute(
+            &self.conn().await?,
+            "UPDATE signing_keys SET secret = $3 WHERE kid = $1 AND secret = $2",
+            &[&kid, &clear, &sealed],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn insert_api_key(&self, k: &NewApiKey) -> Result<ApiKey> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
@@ -2009,6 +2053,43 @@ impl Catalog for PgCatalog {
         )
         .await?;
         Ok(())
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        email_norm: &str,
+    ) -> Result<TenantId> {
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        // One statement finds and spends the invitation: of two acceptances at once, the
+        // second finds it spent.
+        let redeemed = query_opt(
+            &tx,
+            "UPDATE invitations i SET accepted_at = now() FROM tenants t \
+             WHERE i.token_hash = $1 AND i.email_norm = $2 \
+               AND i.accepted_at IS NULL AND i.expires_at > now() \
+               AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
+             RETURNING i.tenant_id, i.role",
+            &[&token_hash, &email_norm],
+        )
+        .await?;
+        let Some(redeemed) = redeemed else {
+            return Err(Error::InvalidInvitation);
+        };
+        let tenant = TenantId(get(&redeemed, 0)?);
+        let role: String = get(&redeemed, 1)?;
+        execute_unique(
+            &tx,
+            "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
+             VALUES ($1, $2, $3, now())",
+            &[&tenant.0, &user.0, &role],
+            || Error::MemberExists,
+        )
+        .await?;
+        self.commit(tx, &[Change::Member(tenant, user)]).await?;
+        Ok(tenant)
     }
 
     async fn insert_domain(

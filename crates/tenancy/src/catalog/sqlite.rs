@@ -879,6 +879,30 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn insert_tenant_capped(&self, new: &NewTenant, max_owned: u32) -> Result<Tenant> {
+        let new = new.clone();
+        let owner = self.owner.clone();
+        self.call(move |conn| {
+            // `BEGIN IMMEDIATE` holds the write lock: the count and the insert are atomic.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(user) = new.owner {
+                let owned: i64 = tx.query_row(
+                    "SELECT count(*) FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+                     WHERE m.user_id = ?1 AND m.role = 'owner' AND t.status <> 'deleted'",
+                    [user.to_string()],
+                    |r| r.get(0),
+                )?;
+                if owned >= i64::from(max_owned) {
+                    return Err(Error::TenantLimitReached { max: max_owned });
+                }
+            }
+            let tenant = insert_tenant_in(&tx, &new, &owner, &now())?;
+            tx.commit()?;
+            Ok(tenant)
+        })
+        .await
+    }
+
     async fn insert_tenants(&self, new: &[NewTenant]) -> Result<Vec<Result<Tenant>>> {
         let new = new.to_vec();
         let owner = self.owner.clone();
@@ -1312,7 +1336,7 @@ impl Catalog for SqliteCatalog {
                 let found: Option<(String, String)> = tx
                     .query_row(
                         "SELECT i.tenant_id, i.role FROM invitations i \
-                         JOIN tenants t ON t.id = i.tenant_id AND t.status <> 'deleted' \
+                         JOIN tenants t ON t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
                          WHERE i.token_hash = ?1 AND i.email_norm = ?2 \
                            AND i.accepted_at IS NULL AND i.expires_at > ?3",
                         params![hash, email_norm, at],
@@ -1495,6 +1519,18 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn seal_signing_key(&self, kid: &str, clear: &str, sealed: &str) -> Result<()> {
+        let (kid, clear, sealed) = (kid.to_owned(), clear.to_owned(), sealed.to_owned());
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE signing_keys SET secret = ?3 WHERE kid = ?1 AND secret = ?2",
+                params![kid, clear, sealed],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey> {
         let k = key.clone();
         self.call(move |conn| {
@@ -1655,6 +1691,48 @@ impl Catalog for SqliteCatalog {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        email_norm: &str,
+    ) -> Result<TenantId> {
+        let (hash, email) = (token_hash.to_owned(), email_norm.to_owned());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            let found: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT i.tenant_id, i.role FROM invitations i \
+                     JOIN tenants t ON t.id = i.tenant_id \
+                       AND t.status NOT IN ('deleted', 'suspended') \
+                     WHERE i.token_hash = ?1 AND i.email_norm = ?2 \
+                       AND i.accepted_at IS NULL AND i.expires_at > ?3",
+                    params![hash, email, at],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((tenant_id, role)) = found else {
+                return Err(Error::InvalidInvitation);
+            };
+            let inserted = tx.execute(
+                "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![tenant_id, user.to_string(), role, at],
+            );
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(Error::MemberExists),
+                other => other?,
+            };
+            tx.execute(
+                "UPDATE invitations SET accepted_at = ?2 WHERE token_hash = ?1",
+                params![hash, at],
+            )?;
+            tx.commit()?;
+            tenant_id.parse()
         })
         .await
     }

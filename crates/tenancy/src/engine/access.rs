@@ -14,7 +14,7 @@ use crate::domain::{CustomDomain, Domain, DomainVerifier};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::identity::{
-    ApiKey, AuditEntry, Email, KeyScope, Member, RefreshSecret, Role, User, UserId,
+    ApiKey, AuditEntry, Email, KeyScope, Member, Membership, RefreshSecret, Role, User, UserId,
 };
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
@@ -82,13 +82,13 @@ impl Principal {
     }
 }
 
-/// The result of adding a member by email.
+/// The answer to adding a member by email: always an invitation, whether or not the email
+/// has an account (the answer tells nothing about who has one, and nobody joins a tenant
+/// without accepting). A new user redeems it at signup, an existing one with
+/// [`Engine::accept_invitation`].
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum AddedMember {
-    /// The user exists and is now a member.
-    Added { member: Member },
-    /// No user has the email yet: they join when they sign up with this token.
     Invited {
         email: String,
         role: Role,
@@ -128,6 +128,18 @@ fn check_label(label: Option<&str>) -> Result<()> {
 }
 
 impl Engine {
+    /// Refuses a change to a suspended tenant (read from the catalog, not a cache: the
+    /// suspension may be a moment old). Changes that only take access away — revoking a
+    /// key, removing a member or a domain — are not refused.
+    pub(crate) async fn refuse_if_suspended(&self, tenant: TenantId) -> Result<()> {
+        match self.catalog().tenant(tenant).await? {
+            Some(t) if t.status == TenantStatus::Suspended => Err(Error::TenantSuspended {
+                slug: t.slug.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Identifies the bearer of a token: the platform admin token, an API key
     /// (`tny_<id>_<secret>`) or an access token (JWT). Every failure is `InvalidToken`.
     pub async fn authenticate(&self, bearer: &str, admin: &AdminToken) -> Result<Principal> {
@@ -256,6 +268,9 @@ impl Engine {
         let id = hex::encode(&uuid::Uuid::new_v4().as_bytes()[..8]);
         let (secret, _) = RefreshSecret::generate();
         let secret = secret.trim_start_matches("tnr_").to_owned();
+        if let KeyScope::Tenant { tenant_id, .. } = scope {
+            self.refuse_if_suspended(tenant_id).await?;
+        }
         let (tenant_id, role) = match scope {
             KeyScope::Tenant { tenant_id, role } => (Some(tenant_id), role.as_str().to_owned()),
             KeyScope::Platform => (None, "superadmin".to_owned()),
@@ -299,7 +314,9 @@ impl Engine {
         self.catalog().members(tenant).await
     }
 
-    /// Adds the user with this email, or invites the email if no user has it.
+    /// Invites the email to the tenant with `role`; the same answer whether or not the
+    /// email has an account. Refused with `MemberExists` if its user already belongs (the
+    /// members list shows that anyway).
     pub async fn add_member(
         &self,
         tenant: TenantId,
@@ -308,42 +325,64 @@ impl Engine {
         by: &str,
     ) -> Result<AddedMember> {
         let email = Email::parse(email)?;
-        match self.catalog().user_by_email(&email.normalized()).await? {
-            Some((user, _)) => {
-                self.catalog().add_member(tenant, user.id, role).await?;
-                let member = self
-                    .members(tenant)
-                    .await?
-                    .into_iter()
-                    .find(|m| m.user_id == user.id)
-                    .ok_or(Error::MemberNotFound)?;
-                Ok(AddedMember::Added { member })
-            }
-            None => {
-                let (token, _) = RefreshSecret::generate();
-                let invitation = format!("tni_{}", token.trim_start_matches("tnr_"));
-                let expires_at = Utc::now() + chrono::Duration::days(INVITATION_TTL_DAYS);
-                self.catalog()
-                    .insert_invitation(&NewInvitation {
-                        token_hash: RefreshSecret::hash(&invitation),
-                        tenant_id: tenant,
-                        email_norm: email.normalized(),
-                        role,
-                        created_by: by.to_owned(),
-                        expires_at,
-                    })
-                    .await?;
-                Ok(AddedMember::Invited {
-                    email: email.as_str().to_owned(),
-                    role,
-                    invitation,
-                    expires_at,
-                })
+        self.refuse_if_suspended(tenant).await?;
+        if let Some((user, _)) = self.catalog().user_by_email(&email.normalized()).await? {
+            if self
+                .catalog()
+                .membership_role(tenant, user.id)
+                .await?
+                .is_some()
+            {
+                return Err(Error::MemberExists);
             }
         }
+        let (token, _) = RefreshSecret::generate();
+        let invitation = format!("tni_{}", token.trim_start_matches("tnr_"));
+        let expires_at = Utc::now() + chrono::Duration::days(INVITATION_TTL_DAYS);
+        self.catalog()
+            .insert_invitation(&NewInvitation {
+                token_hash: RefreshSecret::hash(&invitation),
+                tenant_id: tenant,
+                email_norm: email.normalized(),
+                role,
+                created_by: by.to_owned(),
+                expires_at,
+            })
+            .await?;
+        Ok(AddedMember::Invited {
+            email: email.as_str().to_owned(),
+            role,
+            invitation,
+            expires_at,
+        })
+    }
+
+    /// An existing user accepts an invitation made out to their email, and becomes a
+    /// member with its role. Returns the membership.
+    pub async fn accept_invitation(&self, user: UserId, invitation: &str) -> Result<Membership> {
+        if invitation.len() > 256 {
+            return Err(Error::InvalidInvitation);
+        }
+        let account = self
+            .catalog()
+            .user(user)
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        let email = Email::parse(&account.email)?;
+        let tenant = self
+            .catalog()
+            .accept_invitation(&RefreshSecret::hash(invitation), user, &email.normalized())
+            .await?;
+        self.catalog()
+            .memberships(user)
+            .await?
+            .into_iter()
+            .find(|m| m.tenant_id == tenant)
+            .ok_or(Error::MemberNotFound)
     }
 
     pub async fn set_member_role(&self, tenant: TenantId, user: UserId, role: Role) -> Result<()> {
+        self.refuse_if_suspended(tenant).await?;
         if self.catalog().set_member_role(tenant, user, role).await? {
             Ok(())
         } else {
@@ -370,6 +409,7 @@ impl Engine {
         platform_hosts: &[String],
     ) -> Result<CustomDomain> {
         let domain = Domain::parse(raw)?;
+        self.refuse_if_suspended(tenant).await?;
         if domain.is_within(platform_hosts) || domain.is_within(&["localhost".to_owned()]) {
             return Err(Error::DomainReserved {
                 domain: domain.to_string(),

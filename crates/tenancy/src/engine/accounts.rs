@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{Catalog, NewRefreshToken, NewUser};
@@ -12,10 +12,11 @@ use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::identity::{
-    check_password_policy, hash_password, new_signing_secret, unix_now, verify_password_or_dummy,
-    AccessClaims, Email, FailureLimiter, Membership, RefreshSecret, RefreshUse, Role, TokenConfig,
-    TokenSigner, User, UserId,
+    check_password_policy, new_signing_secret, unix_now, AccessClaims, AttemptLimiter, Email,
+    HashingPool, Membership, RefreshSecret, RefreshUse, Role, TokenConfig, TokenSigner, User,
+    UserId,
 };
+use crate::secrets::{SecretKey, SEALED_PREFIX};
 use crate::slug::Slug;
 use crate::tenant::TenantId;
 
@@ -30,7 +31,12 @@ pub struct Session {
 }
 
 /// The signer over the catalog's keys that may still verify tokens; creates the first key.
-async fn load_signer(catalog: &dyn Catalog, config: &TokenConfig) -> Result<TokenSigner> {
+/// Keys are stored sealed with the secret key, like store URLs.
+async fn load_signer(
+    catalog: &dyn Catalog,
+    config: &TokenConfig,
+    secrets: &SecretKey,
+) -> Result<TokenSigner> {
     let keys = || async {
         let since = Utc::now()
             - chrono::Duration::from_std(config.access_ttl).unwrap_or_default()
@@ -39,16 +45,54 @@ async fn load_signer(catalog: &dyn Catalog, config: &TokenConfig) -> Result<Toke
     };
     let mut stored = keys().await?;
     if stored.is_empty() {
-        catalog
-            .add_signing_key(&new_kid(), &hex::encode(new_signing_secret()))
-            .await?;
+        add_signing_key(catalog, secrets).await?;
         stored = keys().await?;
     }
-    let keys: Vec<(String, Vec<u8>)> = stored
-        .into_iter()
-        .filter_map(|(kid, secret)| hex::decode(secret).ok().map(|s| (kid, s)))
-        .collect();
+    let mut keys = Vec::with_capacity(stored.len());
+    for (kid, secret) in stored {
+        let clear = open_signing_key(secrets, &secret)?;
+        if let Ok(bytes) = hex::decode(clear) {
+            keys.push((kid, bytes));
+        }
+    }
     TokenSigner::new(config.clone(), &keys)
+}
+
+/// A new current key (sealed), retiring the previous one. Returns its id.
+async fn add_signing_key(catalog: &dyn Catalog, secrets: &SecretKey) -> Result<String> {
+    let kid = new_kid();
+    let sealed = secrets.seal(&hex::encode(new_signing_secret()));
+    catalog.add_signing_key(&kid, &sealed).await?;
+    Ok(kid)
+}
+
+/// A stored key's hex secret: sealed, or in clear as versions before sealing kept it.
+fn open_signing_key(secrets: &SecretKey, stored: &str) -> Result<String> {
+    if stored.starts_with(SEALED_PREFIX) {
+        secrets.open(stored).map_err(|_| {
+            Error::Secrets(
+                "the access-token signing keys in the catalog do not open with the configured \
+                 secret key: every process on one catalog needs the same key \
+                 (TENANCY_SECRET_KEY or [secrets] key_file)"
+                    .into(),
+            )
+        })
+    } else {
+        Ok(stored.to_owned())
+    }
+}
+
+/// Seals every key a version before sealing stored in clear (a one-time upgrade that each
+/// start repeats harmlessly: sealed keys are left alone).
+async fn seal_clear_keys(catalog: &dyn Catalog, secrets: &SecretKey) -> Result<()> {
+    for (kid, secret) in catalog.signing_keys(DateTime::<Utc>::UNIX_EPOCH).await? {
+        if !secret.starts_with(SEALED_PREFIX) {
+            catalog
+                .seal_signing_key(&kid, &secret, &secrets.seal(&secret))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 fn new_kid() -> String {
@@ -56,23 +100,35 @@ fn new_kid() -> String {
 }
 
 /// The engine's account state: the token signer (reloaded from the catalog when a token
-/// names a key this process has not seen, at most every few seconds) and the failed-login
-/// limits per email and per client address.
+/// names a key this process has not seen, at most every few seconds), the login limits per
+/// email and per client address, the signup limit per client address, and the pool that
+/// bounds the password hashing running at once.
 pub(crate) struct AccountState {
     signer: RwLock<Arc<TokenSigner>>,
     /// When the signer was last reloaded (unix seconds), to bound reloads.
     last_key_reload: AtomicU64,
-    per_email: FailureLimiter,
-    per_client: FailureLimiter,
+    per_email: AttemptLimiter,
+    per_client: AttemptLimiter,
+    signups_per_client: AttemptLimiter,
+    hashing: HashingPool,
+    /// Seals the signing keys in the catalog.
+    secrets: SecretKey,
 }
 
 impl AccountState {
     pub(crate) async fn load(catalog: &dyn Catalog, config: &EngineConfig) -> Result<AccountState> {
+        let secrets = crate::stores::secret_key(config)?;
+        seal_clear_keys(catalog, &secrets).await?;
         Ok(AccountState {
-            signer: RwLock::new(Arc::new(load_signer(catalog, &config.tokens).await?)),
+            signer: RwLock::new(Arc::new(
+                load_signer(catalog, &config.tokens, &secrets).await?,
+            )),
             last_key_reload: AtomicU64::new(0),
-            per_email: FailureLimiter::new(config.login_limit_per_email),
-            per_client: FailureLimiter::new(config.login_limit_per_client),
+            per_email: AttemptLimiter::new(config.login_limit_per_email),
+            per_client: AttemptLimiter::new(config.login_limit_per_client),
+            signups_per_client: AttemptLimiter::new(config.signup_limit_per_client),
+            hashing: HashingPool::new(config.password_hashing),
+            secrets,
         })
     }
 
@@ -102,21 +158,28 @@ impl AccountState {
             .is_ok()
     }
 
-    /// Refuses a login attempt while the email or the client address is over its limit.
-    fn check_limits(&self, email_key: &str, client: Option<&str>) -> Result<()> {
-        let limited = self
-            .per_email
-            .check(email_key)
-            .and_then(|()| client.map_or(Ok(()), |c| self.per_client.check(c)));
-        limited.map_err(|retry| Error::RateLimited {
+    /// Takes a login attempt's slot for the email and for the client address before the
+    /// password is checked, so concurrent guesses cannot outrun the limits; refused while
+    /// either has none left.
+    fn reserve_login(&self, email_key: &str, client: Option<&str>) -> Result<()> {
+        let limited = |retry: std::time::Duration| Error::RateLimited {
             retry_after_secs: retry.as_secs().max(1),
-        })
+        };
+        self.per_email.reserve(email_key).map_err(limited)?;
+        if let Some(c) = client {
+            if let Err(retry) = self.per_client.reserve(c) {
+                self.per_email.release(email_key);
+                return Err(limited(retry));
+            }
+        }
+        Ok(())
     }
 
-    fn record_failure(&self, email_key: &str, client: Option<&str>) {
-        self.per_email.record_failure(email_key);
+    /// Gives the slots back: the login succeeded, or no password was checked.
+    fn release_login(&self, email_key: &str, client: Option<&str>) {
+        self.per_email.release(email_key);
         if let Some(c) = client {
-            self.per_client.record_failure(c);
+            self.per_client.release(c);
         }
     }
 }
@@ -128,21 +191,41 @@ impl Engine {
 
     /// Creates an account. Signup uses this with `superadmin: false`.
     pub async fn create_user(&self, email: &str, password: &str, superadmin: bool) -> Result<User> {
-        self.signup(email, password, superadmin, None).await
+        self.signup(email, password, superadmin, None, None).await
     }
 
     /// Creates an account, redeeming an invitation (for this email) in the same step.
+    /// `client`: the caller's address, held to the signup limit per address (`None`: an
+    /// operator's own command, not limited).
     pub async fn signup(
         &self,
         email: &str,
         password: &str,
         superadmin: bool,
         invitation: Option<&str>,
+        client: Option<&str>,
     ) -> Result<User> {
         let email = Email::parse(email)?;
         check_password_policy(password, &email)?;
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+        let accounts = &self.inner.accounts;
+        if let Some(c) = client {
+            accounts
+                .signups_per_client
+                .reserve(c)
+                .map_err(|retry| Error::RateLimited {
+                    retry_after_secs: retry.as_secs().max(1),
+                })?;
+        }
+        let hash = match accounts.hashing.hash(password).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                // Nothing was hashed: the attempt does not count.
+                if let Some(c) = client {
+                    accounts.signups_per_client.release(c);
+                }
+                return Err(e);
+            }
+        };
         self.catalog()
             .insert_user(
                 &NewUser {
@@ -168,22 +251,18 @@ impl Engine {
         client: Option<&str>,
     ) -> Result<Session> {
         let email_key = email.trim().to_lowercase();
-        self.inner.accounts.check_limits(&email_key, client)?;
-        let found = match Email::parse(email) {
-            Ok(e) => self.catalog().user_by_email(&e.normalized()).await?,
-            Err(_) => None,
-        };
-        let stored = found.as_ref().map(|(_, hash)| hash.clone());
-        let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || {
-            verify_password_or_dummy(stored.as_deref(), &password)
-        })
-        .await?;
-        let user = match (ok, found) {
-            (true, Some((user, _))) => user,
-            _ => {
-                self.inner.accounts.record_failure(&email_key, client);
-                return Err(Error::InvalidCredentials);
+        let accounts = &self.inner.accounts;
+        accounts.reserve_login(&email_key, client)?;
+        let user = match self.check_password(email, password).await {
+            Ok(user) => {
+                accounts.release_login(&email_key, client);
+                user
+            }
+            // A failure keeps its slot.
+            Err(Error::InvalidCredentials) => return Err(Error::InvalidCredentials),
+            Err(e) => {
+                accounts.release_login(&email_key, client);
+                return Err(e);
             }
         };
         let scope = match tenant {
@@ -193,10 +272,28 @@ impl Engine {
         self.open_session(&user, scope, None).await
     }
 
-    /// The tenant and the user's role there; superadmins act as `owner` anywhere.
+    /// The user whose credentials these are (one Argon2 verification either way).
+    async fn check_password(&self, email: &str, password: &str) -> Result<User> {
+        let found = match Email::parse(email) {
+            Ok(e) => self.catalog().user_by_email(&e.normalized()).await?,
+            Err(_) => None,
+        };
+        let stored = found.as_ref().map(|(_, hash)| hash.as_str());
+        let ok = self.inner.accounts.hashing.verify(stored, password).await?;
+        match (ok, found) {
+            (true, Some((user, _))) => Ok(user),
+            _ => Err(Error::InvalidCredentials),
+        }
+    }
+
+    /// The tenant and the user's role there; superadmins act as `owner` anywhere. No
+    /// session is scoped to a suspended tenant.
     async fn scope_for(&self, user: &User, slug: &Slug) -> Result<(TenantId, Role)> {
         let tenant = self.tenant(slug).await?;
         let role = self.catalog().membership_role(tenant.id, user.id).await?;
+        if role.is_some() || user.is_superadmin {
+            self.refuse_if_suspended(tenant.id).await?;
+        }
         match (role, user.is_superadmin) {
             (Some(role), _) => Ok((tenant.id, role)),
             (None, true) => Ok((tenant.id, Role::Owner)),
@@ -298,7 +395,14 @@ impl Engine {
                 if !unknown_kid || !self.inner.accounts.may_reload_keys() {
                     return Err(e);
                 }
-                let reloaded = Arc::new(load_signer(self.catalog(), &self.config().tokens).await?);
+                let reloaded = Arc::new(
+                    load_signer(
+                        self.catalog(),
+                        &self.config().tokens,
+                        &self.inner.accounts.secrets,
+                    )
+                    .await?,
+                );
                 self.inner.accounts.replace_signer(Arc::clone(&reloaded));
                 reloaded.verify(token)
             }
@@ -308,11 +412,9 @@ impl Engine {
     /// Makes a new signing key current. Tokens signed by the previous keys stay valid until
     /// they expire. Returns the new key id.
     pub async fn rotate_signing_key(&self) -> Result<String> {
-        let kid = new_kid();
-        self.catalog()
-            .add_signing_key(&kid, &hex::encode(new_signing_secret()))
-            .await?;
-        let reloaded = load_signer(self.catalog(), &self.config().tokens).await?;
+        let secrets = &self.inner.accounts.secrets;
+        let kid = add_signing_key(self.catalog(), secrets).await?;
+        let reloaded = load_signer(self.catalog(), &self.config().tokens, secrets).await?;
         self.inner.accounts.replace_signer(Arc::new(reloaded));
         Ok(kid)
     }

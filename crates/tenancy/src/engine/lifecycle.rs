@@ -47,6 +47,32 @@ impl Engine {
         owner: Option<UserId>,
         place: &PlaceOptions,
     ) -> Result<Tenant> {
+        self.create_tenant_bounded(slug, name, owner, place, None)
+            .await
+    }
+
+    /// A tenant a user creates for themselves (self-service), refused with
+    /// `TenantLimitReached` once they own `max_owned` tenants, however many requests race.
+    pub async fn create_own_tenant(
+        &self,
+        slug: Slug,
+        name: Option<String>,
+        owner: UserId,
+        max_owned: u32,
+    ) -> Result<Tenant> {
+        let place = PlaceOptions::default();
+        self.create_tenant_bounded(slug, name, Some(owner), &place, Some(max_owned))
+            .await
+    }
+
+    async fn create_tenant_bounded(
+        &self,
+        slug: Slug,
+        name: Option<String>,
+        owner: Option<UserId>,
+        place: &PlaceOptions,
+        max_owned: Option<u32>,
+    ) -> Result<Tenant> {
         let name = name.unwrap_or_else(|| slug.to_string());
         validate_name(&name)?;
         let config = &self.inner.config;
@@ -55,21 +81,22 @@ impl Engine {
         let id = TenantId::generate();
         let location = self.inner.location_for(store, mode, id)?;
         self.check_migrations_unchanged().await?;
-        let tenant = self
-            .catalog()
-            .insert_tenant(&NewTenant {
-                id,
-                slug,
-                name,
-                placement: Placement {
-                    store: store.to_owned(),
-                    mode,
-                    location,
-                    schema_version: 0,
-                },
-                owner,
-            })
-            .await?;
+        let new = NewTenant {
+            id,
+            slug,
+            name,
+            placement: Placement {
+                store: store.to_owned(),
+                mode,
+                location,
+                schema_version: 0,
+            },
+            owner,
+        };
+        let tenant = match max_owned {
+            Some(max) => self.catalog().insert_tenant_capped(&new, max).await?,
+            None => self.catalog().insert_tenant(&new).await?,
+        };
         self.provision(tenant).await
     }
 

@@ -9,9 +9,9 @@ mod token;
 
 pub use email::Email;
 pub use password::{
-    check_password_policy, hash_password, verify_password, verify_password_or_dummy,
+    check_password_policy, hash_password, verify_password, HashingConfig, HashingPool,
 };
-pub use ratelimit::{FailureLimiter, LimitConfig};
+pub use ratelimit::{AttemptLimiter, LimitConfig};
 pub use role::Role;
 pub use token::{
     new_signing_secret, unix_now, AccessClaims, RefreshSecret, TokenConfig, TokenSigner,
