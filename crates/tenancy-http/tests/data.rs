@@ -3101,3 +3101,78 @@ async fn long_values_in_indexed_columns_are_refused_alike(backend: Backend) {
     assert_eq!(ids(&made), ["r1"]);
 }
 four_modes!(long_values_in_indexed_columns_are_refused_alike);
+
+/// Requests already in flight when their tenant is deleted answer `404 tenant_not_found`
+/// (as every request after the deletion does), never `500`: reads and writes run in a
+/// loop while the tenant is deleted, over several tenants to catch every step of it.
+async fn requests_during_a_tenants_deletion_answer_not_found(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
+    let s = std::sync::Arc::new(s);
+    for round in 0..4 {
+        let slug = format!("doomed{round}");
+        s.create_tenant(&slug).await;
+        Api::new(&s, &slug)
+            .insert("members", json!({ "id": "m1", "name": "Aria" }))
+            .await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for worker in 0..4 {
+            let (s, slug, stop) = (s.clone(), slug.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let api = Api::new(&s, &slug);
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let got = match (worker + n) % 4 {
+                        0 => api.get("members/m1").await,
+                        1 => api.get("members?order=id").await,
+                        2 => {
+                            api.call(
+                                Method::POST,
+                                "raids",
+                                Some(json!({ "name": format!("raid {worker}-{n}") })),
+                            )
+                            .await
+                        }
+                        _ => {
+                            api.call(Method::PATCH, "members/m1", Some(json!({ "dkp": n })))
+                                .await
+                        }
+                    };
+                    answers.push(got);
+                }
+                answers
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let (status, body) = s
+            .json(
+                Method::DELETE,
+                &format!("/v1/tenants/{slug}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert!(status < 300, "delete {slug}: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut not_found = 0;
+        for worker in workers {
+            for (status, body) in worker.await.unwrap() {
+                match status {
+                    200 | 201 => {}
+                    404 => {
+                        assert_eq!(body["code"], json!("tenant_not_found"), "{body}");
+                        not_found += 1;
+                    }
+                    _ => panic!("{slug}: a request during deletion answered {status} {body}"),
+                }
+            }
+        }
+        assert!(not_found > 0, "{slug}: the requests after deletion saw it");
+    }
+}
+four_modes!(requests_during_a_tenants_deletion_answer_not_found);
