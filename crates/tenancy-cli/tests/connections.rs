@@ -140,7 +140,9 @@ async fn a_socket_flood_past_the_open_files_limit_locks_no_one_out() {
             panic!("connection {i} was never accepted");
         };
         if i % 2 == 0 {
-            let _ = socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc").await;
+            let _ = socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: loc")
+                .await;
         }
         flood.push(socket);
     }

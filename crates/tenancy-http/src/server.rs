@@ -320,7 +320,10 @@ fn refusal() -> Vec<u8> {
 /// to wait for.
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset)
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
 }
 
 /// 10 ms, doubling to 1 s, back to 10 ms after an accept succeeds.
@@ -481,7 +484,12 @@ async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let sending = handling.into_sending();
-    response.map(|body| Body::new(SendingBody { inner: body, _sending: sending }))
+    response.map(|body| {
+        Body::new(SendingBody {
+            inner: body,
+            _sending: sending,
+        })
+    })
 }
 
 /// A request being handled: counted from its head until its answer's head.
@@ -684,7 +692,10 @@ mod tests {
         second.last.store(5, Ordering::Release);
         second.handling.fetch_add(1, Ordering::AcqRel);
         let (_, third) = open.admit().expect("the idle one makes room");
-        assert!(!open.open.lock().unwrap().contains_key(&a), "the idle one went");
+        assert!(
+            !open.open.lock().unwrap().contains_key(&a),
+            "the idle one went"
+        );
         third.sending.fetch_add(1, Ordering::AcqRel);
         assert!(open.admit().is_none(), "every connection busy: refused");
     }

@@ -50,7 +50,10 @@ async fn read_answer(stream: &mut (impl AsyncRead + Unpin)) -> Option<Answer> {
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    let status = head.get(9..12).and_then(|c| c.parse().ok()).expect("status");
+    let status = head
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
     let mut answer = Answer {
         status,
         head,
@@ -140,7 +143,10 @@ async fn a_request_refused_before_its_body_is_read_keeps_its_connection_honest()
             );
             if answer.header("connection") == Some("close") {
                 // Told: the client opens a new connection, and this one ends.
-                assert!(closed_by_server(&mut reader).await, "{context}: said close, kept it");
+                assert!(
+                    closed_by_server(&mut reader).await,
+                    "{context}: said close, kept it"
+                );
                 continue;
             }
             // Not told: the connection takes the next request.
@@ -172,14 +178,15 @@ fn limits(
     idle: Duration,
     request: Duration,
 ) -> tenancy_http::HttpConfig {
-    let mut config = tenancy_http::HttpConfig::default();
-    config.connections = tenancy_http::ConnectionLimits {
-        max_connections: max,
-        header_read_timeout: header_read,
-        idle_timeout: idle,
-        request_timeout: request,
-    };
-    config
+    tenancy_http::HttpConfig {
+        connections: tenancy_http::ConnectionLimits {
+            max_connections: max,
+            header_read_timeout: header_read,
+            idle_timeout: idle,
+            request_timeout: request,
+        },
+        ..Default::default()
+    }
 }
 
 const LONG: Duration = Duration::from_secs(120);
@@ -238,7 +245,10 @@ async fn silent_and_unused_connections_are_closed_after_the_idle_timeout() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("connection"), None, "kept alive");
     assert!(closed_by_server(&mut silent).await, "a silent connection");
-    assert!(closed_by_server(&mut used).await, "an unused kept-alive connection");
+    assert!(
+        closed_by_server(&mut used).await,
+        "an unused kept-alive connection"
+    );
 }
 
 /// A request whose body stops arriving answers `408 request_timeout` (problem+json) and

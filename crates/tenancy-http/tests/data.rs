@@ -3049,7 +3049,10 @@ async fn long_values_in_indexed_columns_are_refused_alike(backend: Backend) {
         )
         .await;
     let detail = problem(&got, 400, "value_too_long", "a 3,000-byte member name");
-    assert!(detail.contains("name"), "the detail names the column: {detail}");
+    assert!(
+        detail.contains("name"),
+        "the detail names the column: {detail}"
+    );
     assert_eq!(count(&s, "g", "members").await, 0, "nothing was written");
 
     // items.name: a plain index; an array insert is refused whole.
@@ -3075,7 +3078,8 @@ async fn long_values_in_indexed_columns_are_refused_alike(backend: Backend) {
 
     // Within the bound: stored, and read back whole.
     let fits = varied_text(2_000, 3);
-    api.insert("items", json!({ "id": "i1", "name": fits })).await;
+    api.insert("items", json!({ "id": "i1", "name": fits }))
+        .await;
     let (status, item) = api.get("items/i1").await;
     assert_eq!((status, &item["name"]), (200, &json!(fits)));
 
@@ -3085,7 +3089,11 @@ async fn long_values_in_indexed_columns_are_refused_alike(backend: Backend) {
         .await;
     problem(&got, 400, "value_too_long", "PATCH by id");
     let got = api
-        .call(Method::PATCH, "items?id=eq.i1", Some(json!({ "name": long })))
+        .call(
+            Method::PATCH,
+            "items?id=eq.i1",
+            Some(json!({ "name": long })),
+        )
         .await;
     problem(&got, 400, "value_too_long", "PATCH by filter");
     let (_, item) = api.get("items/i1").await;

@@ -246,10 +246,7 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
 
 /// The unique keys and every index of a table, on plain columns (an index on an
 /// expression is left out, as on PostgreSQL).
-fn index_keys(
-    conn: &Connection,
-    table: &str,
-) -> rusqlite::Result<(Vec<UniqueKey>, Vec<IndexKey>)> {
+fn index_keys(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<UniqueKey>, Vec<IndexKey>)> {
     let mut stmt = conn.prepare(&format!("PRAGMA index_list({})", quote(table)))?;
     let listed: Vec<(String, bool, String)> = stmt
         .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))?

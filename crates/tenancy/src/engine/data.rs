@@ -93,7 +93,11 @@ impl Engine {
             return e;
         }
         match self.tenant_by_id(tenant.id).await {
-            Ok(Some(now)) if !matches!(now.status, TenantStatus::Deleting | TenantStatus::Deleted) => e,
+            Ok(Some(now))
+                if !matches!(now.status, TenantStatus::Deleting | TenantStatus::Deleted) =>
+            {
+                e
+            }
             Ok(_) => Error::TenantNotFound {
                 slug: tenant.slug.to_string(),
             },
