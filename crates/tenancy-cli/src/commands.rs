@@ -151,7 +151,13 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
         admin_token,
         config: settings.http.clone(),
     });
-    tenancy_http::serve(listener, app, shutdown_signal()).await?;
+    tenancy_http::serve_with(
+        listener,
+        app,
+        settings.http.connections.clone(),
+        shutdown_signal(),
+    )
+    .await?;
     engine.flush().await?;
     Ok(ExitCode::SUCCESS)
 }

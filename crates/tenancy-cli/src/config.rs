@@ -43,6 +43,8 @@ struct FileConfig {
     #[serde(default)]
     resolution: ResolutionSection,
     #[serde(default)]
+    connections: ConnectionsSection,
+    #[serde(default)]
     catalog: CatalogSection,
     #[serde(default)]
     tenants: TenantsSection,
@@ -130,6 +132,15 @@ struct AuthSection {
     limit_window_secs: Option<u64>,
     password_hashing_concurrency: Option<usize>,
     password_hashing_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConnectionsSection {
+    max: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,6 +295,40 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         http.tenant_header = h
             .parse()
             .map_err(|_| anyhow::anyhow!("tenant_header {h:?} is not a valid header name"))?;
+    }
+    let limits = &mut http.connections;
+    if let Some(max) = env_parse("TENANCY_MAX_CONNECTIONS")?.or(file.connections.max) {
+        if max == 0 {
+            bail!("connections.max must be at least 1");
+        }
+        limits.max_connections = max;
+    }
+    for (name, var, value, limit) in [
+        (
+            "header_read_timeout_secs",
+            "TENANCY_HEADER_READ_TIMEOUT_SECS",
+            file.connections.header_read_timeout_secs,
+            &mut limits.header_read_timeout,
+        ),
+        (
+            "idle_timeout_secs",
+            "TENANCY_IDLE_TIMEOUT_SECS",
+            file.connections.idle_timeout_secs,
+            &mut limits.idle_timeout,
+        ),
+        (
+            "request_timeout_secs",
+            "TENANCY_REQUEST_TIMEOUT_SECS",
+            file.connections.request_timeout_secs,
+            &mut limits.request_timeout,
+        ),
+    ] {
+        if let Some(secs) = env_parse::<u64>(var)?.or(value) {
+            if secs == 0 {
+                bail!("connections.{name} must be at least 1");
+            }
+            *limit = Duration::from_secs(secs);
+        }
     }
 
     let mut engine = EngineConfig::new(data_dir);
@@ -490,6 +535,22 @@ base_domains = ["localhost"]
 platform_hosts = []
 #                                                              env: TENANCY_TENANT_HEADER
 tenant_header = "X-Tenant"
+
+[connections]
+# Client connections at most (never more than half the open-files limit, which
+# `tenancy serve` raises to its hard limit at start). At the cap the connection idle
+# longest is closed to make room; when all are busy, a new one gets 503.
+#                                                              env: TENANCY_MAX_CONNECTIONS
+max = 10000
+# A request head must arrive whole within this of its first byte.
+#                                                              env: TENANCY_HEADER_READ_TIMEOUT_SECS
+header_read_timeout_secs = 10
+# A connection with no request in progress and no traffic this long is closed.
+#                                                              env: TENANCY_IDLE_TIMEOUT_SECS
+idle_timeout_secs = 60
+# Reading a request and answering it, at most; past it: 408 request_timeout.
+#                                                              env: TENANCY_REQUEST_TIMEOUT_SECS
+request_timeout_secs = 30
 
 # The catalog on PostgreSQL instead of catalog.db in data_dir.  env: TENANCY_CATALOG_URL
 # Every PostgreSQL URL takes libpq's TLS settings: sslmode = disable | prefer (default) |

@@ -193,6 +193,11 @@ enum TenantCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // Every command opens tenant databases, and `serve` client connections too: take all
+    // the file descriptors the system allows this process (the soft limit is often 1,024).
+    if let Err(e) = tenancy_http::raise_open_files_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

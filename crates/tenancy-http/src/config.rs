@@ -1,4 +1,7 @@
-//! How the HTTP layer behaves: signup, self-service tenants, and the resolver chain.
+//! How the HTTP layer behaves: signup, self-service tenants, the resolver chain, and the
+//! limits on client connections.
+
+use std::time::Duration;
 
 use std::sync::Arc;
 
@@ -69,6 +72,8 @@ pub struct HttpConfig {
     /// How a custom domain's ownership is checked before it routes.
     pub domain_verifier: Arc<dyn DomainVerifier>,
     pub tenant_header: HeaderName,
+    /// The cap and timeouts of client connections ([`crate::serve_with`]).
+    pub connections: ConnectionLimits,
 }
 
 impl HttpConfig {
@@ -111,6 +116,36 @@ impl Default for HttpConfig {
             platform_hosts: Vec::new(),
             domain_verifier: Arc::new(HttpTokenVerifier::new()),
             tenant_header: HeaderName::from_static("x-tenant"),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
+
+/// How many client connections the server keeps and how long it waits on each, so that
+/// no client can hold it by stalling or flooding (see [`crate::serve_with`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Open connections at most (default 10,000; never more than half the open-files
+    /// limit). At the cap the connection idle longest makes room; when every one is busy,
+    /// a new connection is answered `503 too_many_connections` and closed.
+    pub max_connections: usize,
+    /// A request head must arrive whole within this of its first byte (default 10 s).
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress and nothing sent or received for this
+    /// long is closed (default 60 s).
+    pub idle_timeout: Duration,
+    /// Reading a request's body and answering it, at most (default 30 s); past it the
+    /// answer is `408 request_timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

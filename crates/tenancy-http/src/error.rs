@@ -246,6 +246,9 @@ impl From<tenancy::Error> for ApiError {
             E::InvalidValue { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", e.to_string())
             }
+            E::ValueTooLong { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "value_too_long", e.to_string())
+            }
             E::InvalidFilter(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_filter", e.to_string())
             }

@@ -21,21 +21,22 @@ mod json;
 mod openapi;
 mod resolve;
 mod routes;
+mod server;
 mod strict_json;
 mod verify;
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use axum::routing::{get, patch, post};
 use axum::Router;
 use tenancy::{AdminToken, Engine};
 
 pub use auth::{Authenticated, Caller};
-pub use config::{HttpConfig, Resolver};
+pub use config::{ConnectionLimits, HttpConfig, Resolver};
 pub use error::{ApiError, ApiResult};
 pub use json::Json;
 pub use resolve::TenantContext;
+pub use server::{raise_open_files_limit, serve_with};
 pub use strict_json::StrictJson;
 pub use verify::{verification_url, HttpTokenVerifier, WELL_KNOWN_PATH};
 
@@ -155,17 +156,13 @@ pub fn router(state: AppState) -> Router {
     with_path_resolution(routes(), state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests.
-/// Client addresses reach the handlers (for per-address login limits).
+/// Serves `app` on `listener` under the default [`ConnectionLimits`] until `shutdown`
+/// resolves, then drains in-flight requests. Client addresses reach the handlers (for
+/// per-address login limits). [`serve_with`] takes the limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_with(listener, app, ConnectionLimits::default(), shutdown).await
 }

@@ -3002,3 +3002,177 @@ async fn every_route_touches_only_the_callers_rows(backend: Backend) {
     assert_eq!((&m1["class"], &m1["dkp"]), (&json!("warrior"), &json!(1)));
 }
 four_modes!(every_route_touches_only_the_callers_rows);
+
+// ---------------------------------------------------------------------------------------
+// Limits every mode shares
+// ---------------------------------------------------------------------------------------
+
+/// `len` letters that do not compress (PostgreSQL compresses long index entries, so a
+/// repetitive value would slip under its limit where a varied one does not).
+fn varied_text(len: usize, seed: u64) -> String {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (b'a' + ((x >> 33) % 26) as u8) as char
+        })
+        .collect()
+}
+
+/// A text value too long for an index answers the same 400 naming the column in every
+/// mode (PostgreSQL's B-tree entries hold about 2.7 kB; SQLite has no such limit, so the
+/// engine enforces one bound everywhere), before anything is written; a value within the
+/// bound is stored, and long values in unindexed columns are not limited.
+async fn long_values_in_indexed_columns_are_refused_alike(backend: Backend) {
+    let Some(s) = guild(backend).await else {
+        return;
+    };
+    let api = Api::new(&s, "g");
+    let long = varied_text(3_000, 1);
+
+    // members.name: a unique constraint.
+    let got = api
+        .call(
+            Method::POST,
+            "members",
+            Some(json!({ "id": "m1", "name": long })),
+        )
+        .await;
+    let detail = problem(&got, 400, "value_too_long", "a 3,000-byte member name");
+    assert!(
+        detail.contains("name"),
+        "the detail names the column: {detail}"
+    );
+    assert_eq!(count(&s, "g", "members").await, 0, "nothing was written");
+
+    // items.name: a plain index; an array insert is refused whole.
+    let got = api
+        .call(
+            Method::POST,
+            "items",
+            Some(json!([{ "id": "i1", "name": "Sword" }, { "id": "i2", "name": long }])),
+        )
+        .await;
+    problem(&got, 400, "value_too_long", "a 3,000-byte item name");
+    assert_eq!(count(&s, "g", "items").await, 0, "nothing was written");
+
+    // The primary key too.
+    let got = api
+        .call(
+            Method::POST,
+            "raids",
+            Some(json!({ "id": varied_text(3_000, 2), "name": "MC" })),
+        )
+        .await;
+    problem(&got, 400, "value_too_long", "a 3,000-byte id");
+
+    // Within the bound: stored, and read back whole.
+    let fits = varied_text(2_000, 3);
+    api.insert("items", json!({ "id": "i1", "name": fits }))
+        .await;
+    let (status, item) = api.get("items/i1").await;
+    assert_eq!((status, &item["name"]), (200, &json!(fits)));
+
+    // An update is checked the same way, by id and by filter.
+    let got = api
+        .call(Method::PATCH, "items/i1", Some(json!({ "name": long })))
+        .await;
+    problem(&got, 400, "value_too_long", "PATCH by id");
+    let got = api
+        .call(
+            Method::PATCH,
+            "items?id=eq.i1",
+            Some(json!({ "name": long })),
+        )
+        .await;
+    problem(&got, 400, "value_too_long", "PATCH by filter");
+    let (_, item) = api.get("items/i1").await;
+    assert_eq!(item["name"], json!(fits), "unchanged");
+
+    // An unindexed column takes long values in every mode.
+    let made = api
+        .insert(
+            "raids",
+            json!({ "id": "r1", "name": varied_text(20_000, 4) }),
+        )
+        .await;
+    assert_eq!(ids(&made), ["r1"]);
+}
+four_modes!(long_values_in_indexed_columns_are_refused_alike);
+
+/// Requests already in flight when their tenant is deleted answer `404 tenant_not_found`
+/// (as every request after the deletion does), never `500`: reads and writes run in a
+/// loop while the tenant is deleted, over several tenants to catch every step of it.
+async fn requests_during_a_tenants_deletion_answer_not_found(backend: Backend) {
+    let Some(s) = Server::start_on(backend).await else {
+        return;
+    };
+    let s = std::sync::Arc::new(s);
+    for round in 0..4 {
+        let slug = format!("doomed{round}");
+        s.create_tenant(&slug).await;
+        Api::new(&s, &slug)
+            .insert("members", json!({ "id": "m1", "name": "Aria" }))
+            .await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for worker in 0..4 {
+            let (s, slug, stop) = (s.clone(), slug.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let api = Api::new(&s, &slug);
+                let mut answers = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let got = match (worker + n) % 4 {
+                        0 => api.get("members/m1").await,
+                        1 => api.get("members?order=id").await,
+                        2 => {
+                            api.call(
+                                Method::POST,
+                                "raids",
+                                Some(json!({ "name": format!("raid {worker}-{n}") })),
+                            )
+                            .await
+                        }
+                        _ => {
+                            api.call(Method::PATCH, "members/m1", Some(json!({ "dkp": n })))
+                                .await
+                        }
+                    };
+                    answers.push(got);
+                }
+                answers
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let (status, body) = s
+            .json(
+                Method::DELETE,
+                &format!("/v1/tenants/{slug}"),
+                Some(ADMIN_TOKEN),
+                None,
+            )
+            .await;
+        assert!(status < 300, "delete {slug}: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut not_found = 0;
+        for worker in workers {
+            for (status, body) in worker.await.unwrap() {
+                match status {
+                    200 | 201 => {}
+                    404 => {
+                        assert_eq!(body["code"], json!("tenant_not_found"), "{body}");
+                        not_found += 1;
+                    }
+                    _ => panic!("{slug}: a request during deletion answered {status} {body}"),
+                }
+            }
+        }
+        assert!(not_found > 0, "{slug}: the requests after deletion saw it");
+    }
+}
+four_modes!(requests_during_a_tenants_deletion_answer_not_found);

@@ -151,6 +151,14 @@ pub enum Error {
     #[error("invalid value for {column}: {reason}")]
     InvalidValue { column: String, reason: String },
 
+    /// A value too long for an index of its column (in every store alike).
+    #[error("the value for {column} is too long for an index of table {table}: the indexed columns of one row hold at most {limit} bytes")]
+    ValueTooLong {
+        column: String,
+        table: String,
+        limit: usize,
+    },
+
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
 

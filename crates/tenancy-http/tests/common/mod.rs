@@ -166,6 +166,7 @@ impl Server {
         let engine = Engine::open(engine_config).await.expect("engine");
         let (admin_token, shown) = engine.admin_token(Some(admin_token)).await.expect("token");
         assert!(shown.is_none(), "a configured token is never shown back");
+        let limits = config.connections.clone();
         let app = tenancy_http::router(AppState {
             engine: engine.clone(),
             admin_token,
@@ -177,7 +178,7 @@ impl Server {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = tenancy_http::serve(listener, app, async move {
+            let _ = tenancy_http::serve_with(listener, app, limits, async move {
                 let _ = rx.await;
             })
             .await;

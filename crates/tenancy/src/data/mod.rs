@@ -12,7 +12,7 @@ pub mod value;
 
 use serde_json::{Map, Value};
 
-pub use crate::sql::builder::MAX_INSERT_ROWS;
+pub use crate::sql::builder::{MAX_INDEXED_BYTES, MAX_INSERT_ROWS};
 pub use ops::{DataOp, DataOutput};
 pub use query::{parse_filters, parse_list, ListQuery};
 pub use schema::{Column, ColumnType, Schema, Table};

@@ -45,7 +45,7 @@ use tokio_postgres::{Client, GenericClient, Row, Row as PgRow, Statement as PgSt
 
 use super::ops::{DataOp, DataOutput, Outcome, Plan};
 use super::query::{Filter, ListQuery};
-use super::schema::{Column, ColumnType, Schema, Table, UniqueKey};
+use super::schema::{Column, ColumnType, IndexKey, Schema, Table, UniqueKey};
 use super::value::Value as Sql;
 use super::{Object, Page};
 use crate::error::{Error, Result};
@@ -72,10 +72,10 @@ WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY c.relname, a.attnum";
 
-/// Every unique index on plain columns (primary keys, unique constraints, unique
+/// Every index on plain columns (primary keys, unique constraints, unique and other
 /// indexes), with its key columns in order. A constraint's index bears its name.
-const UNIQUE_SQL: &str = "\
-SELECT c.relname::text, i.relname::text, x.indisprimary,
+const INDEXES_SQL: &str = "\
+SELECT c.relname::text, i.relname::text, x.indisprimary, x.indisunique,
        ARRAY(SELECT a.attname::text
              FROM unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
@@ -85,7 +85,7 @@ FROM pg_catalog.pg_index x
 JOIN pg_catalog.pg_class c ON c.oid = x.indrelid
 JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND x.indisunique AND x.indexprs IS NULL
+WHERE n.nspname = $1 AND x.indexprs IS NULL
 ORDER BY c.relname, i.relname";
 
 /// How the data API treats a PostgreSQL type (by `pg_type.typname`); anything it does
@@ -118,7 +118,7 @@ pub async fn introspect<C: GenericClient>(
         .await
         .map_err(db)?;
     let indexes = client
-        .query(UNIQUE_SQL, &[&schema_name])
+        .query(INDEXES_SQL, &[&schema_name])
         .await
         .map_err(db)?;
     let exposed = |table: &str| !table.starts_with('_');
@@ -140,6 +140,7 @@ pub async fn introspect<C: GenericClient>(
             columns: Vec::new(),
             primary_key: Vec::new(),
             unique: Vec::new(),
+            indexes: Vec::new(),
             sql: Default::default(),
         });
         entry.columns.push(Column {
@@ -157,12 +158,20 @@ pub async fn introspect<C: GenericClient>(
         };
         let name: String = row.try_get(1).map_err(db)?;
         let primary: bool = row.try_get(2).map_err(db)?;
-        let columns: Vec<String> = row.try_get::<_, Vec<String>>(3).map_err(db)?;
+        let unique: bool = row.try_get(3).map_err(db)?;
+        let columns: Vec<String> = row.try_get::<_, Vec<String>>(4).map_err(db)?;
         let columns: Vec<String> = columns
             .into_iter()
             .filter(|c| !hidden.contains(&c.as_str()))
             .collect();
         if columns.is_empty() {
+            continue;
+        }
+        t.indexes.push(IndexKey {
+            name: name.clone(),
+            columns: columns.clone(),
+        });
+        if !unique {
             continue;
         }
         if primary {
@@ -221,6 +230,19 @@ pub fn db_error(table: &Table, e: tokio_postgres::Error) -> Error {
                 .constraint()
                 .map_or_else(|| format!("{}_{suffix}", table.name), str::to_owned),
             detail: format!("{kind} constraint on {} refused the change", table.name),
+        };
+    }
+    // An index entry over the B-tree's size: the engine's own bound catches a row's new
+    // values, this an update whose new value joins long values already in the row.
+    if *code == SqlState::PROGRAM_LIMIT_EXCEEDED && db.message().contains("index row") {
+        let index = table
+            .indexes
+            .iter()
+            .find(|i| db.message().contains(&format!("\"{}\"", i.name)));
+        return Error::ValueTooLong {
+            column: index.map_or_else(|| "?".to_owned(), |i| i.columns.join(", ")),
+            table: table.name.clone(),
+            limit: crate::sql::builder::MAX_INDEXED_BYTES,
         };
     }
     // Data exceptions: a value PostgreSQL's column refuses where Rust could not tell

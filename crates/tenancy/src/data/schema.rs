@@ -82,6 +82,13 @@ pub struct UniqueKey {
     pub columns: Vec<String>,
 }
 
+/// An index on plain columns (primary, unique or not): its key columns, in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexKey {
+    pub name: String,
+    pub columns: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Table {
     pub name: String,
@@ -90,6 +97,9 @@ pub struct Table {
     pub primary_key: Vec<String>,
     #[serde(skip)]
     pub unique: Vec<UniqueKey>,
+    /// Every index, for the bound on what a row puts in one.
+    #[serde(skip)]
+    pub indexes: Vec<IndexKey>,
     /// Statements written once for this table.
     #[serde(skip)]
     pub(crate) sql: crate::sql::builder::TableSql,
@@ -217,7 +227,7 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
             }
         }
         pk.sort();
-        let unique = unique_keys(conn, &name).map_err(db)?;
+        let (unique, indexes) = index_keys(conn, &name).map_err(db)?;
         let primary_key: Vec<String> = pk.into_iter().map(|(_, c)| c).collect();
         tables.insert(
             name.clone(),
@@ -226,6 +236,7 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
                 columns,
                 primary_key,
                 unique,
+                indexes,
                 sql: Default::default(),
             },
         );
@@ -233,20 +244,29 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
     Ok(Schema { version, tables })
 }
 
-fn unique_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<UniqueKey>> {
+/// The unique keys and every index of a table, on plain columns (an index on an
+/// expression is left out, as on PostgreSQL).
+fn index_keys(conn: &Connection, table: &str) -> rusqlite::Result<(Vec<UniqueKey>, Vec<IndexKey>)> {
     let mut stmt = conn.prepare(&format!("PRAGMA index_list({})", quote(table)))?;
-    let indexes: Vec<(String, bool, String)> = stmt
+    let listed: Vec<(String, bool, String)> = stmt
         .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut keys = Vec::new();
-    for (index, unique, origin) in indexes {
+    let (mut keys, mut indexes) = (Vec::new(), Vec::new());
+    for (index, unique, origin) in listed {
+        let mut stmt = conn.prepare(&format!("PRAGMA index_info({})", quote(&index)))?;
+        let columns: Option<Vec<String>> = stmt
+            .query_map([], |r| r.get::<_, Option<String>>(2))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(columns) = columns else {
+            continue;
+        };
+        indexes.push(IndexKey {
+            name: index.clone(),
+            columns: columns.clone(),
+        });
         if !unique {
             continue;
         }
-        let mut stmt = conn.prepare(&format!("PRAGMA index_info({})", quote(&index)))?;
-        let columns: Vec<String> = stmt
-            .query_map([], |r| r.get(2))?
-            .collect::<rusqlite::Result<_>>()?;
         // SQLite forgets the names of inline constraints; name them as PostgreSQL does.
         let name = match origin.as_str() {
             "c" => index,
@@ -255,7 +275,7 @@ fn unique_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<UniqueKey
         };
         keys.push(UniqueKey { name, columns });
     }
-    Ok(keys)
+    Ok((keys, indexes))
 }
 
 /// Quotes an identifier that came from the database's own catalog.

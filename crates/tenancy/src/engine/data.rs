@@ -10,8 +10,8 @@ use crate::data::value::Value;
 pub use crate::data::{DataOp, DataOutput};
 use crate::data::{Object, Schema};
 use crate::engine::Engine;
-use crate::error::Result;
-use crate::tenant::Tenant;
+use crate::error::{Error, Result};
+use crate::tenant::{Tenant, TenantStatus};
 
 impl Engine {
     /// The tables and columns of the tenant's schema, introspected once per schema
@@ -23,7 +23,10 @@ impl Engine {
         if let Some(schema) = self.cached_schema(shape, version) {
             return Ok(schema);
         }
-        let schema = store.introspect(tenant).await?;
+        let schema = match store.introspect(tenant).await {
+            Ok(schema) => schema,
+            Err(e) => return Err(self.unless_deleted(tenant, e).await),
+        };
         Ok(self.inner.schemas.insert(shape, version, schema))
     }
 
@@ -36,11 +39,16 @@ impl Engine {
         op: DataOp,
     ) -> Result<DataOutput> {
         schema.table(&table)?;
-        self.inner
+        let done = self
+            .inner
             .stores
             .of(tenant)?
             .data(tenant, schema, table, op)
-            .await
+            .await;
+        match done {
+            Ok(output) => Ok(output),
+            Err(e) => Err(self.unless_deleted(tenant, e).await),
+        }
     }
 
     /// Runs one statement of the application's own on the tenant's data, in whichever
@@ -64,11 +72,38 @@ impl Engine {
         sql: &str,
         params: Vec<Value>,
     ) -> Result<Vec<Object>> {
-        self.inner
+        let done = self
+            .inner
             .stores
             .of(tenant)?
             .query(tenant, sql.to_owned(), params)
-            .await
+            .await;
+        match done {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.unless_deleted(tenant, e).await),
+        }
+    }
+
+    /// What a failure of work on `tenant` means: if the tenant was deleted meanwhile (its
+    /// file removed, its database or schema dropped under the request), the tenant's
+    /// absence — the same [`Error::TenantNotFound`] as any request after the deletion —
+    /// not a fault of the store.
+    async fn unless_deleted(&self, tenant: &Tenant, e: Error) -> Error {
+        if matches!(e, Error::TenantNotFound { .. }) {
+            return e;
+        }
+        match self.tenant_by_id(tenant.id).await {
+            Ok(Some(now))
+                if !matches!(now.status, TenantStatus::Deleting | TenantStatus::Deleted) =>
+            {
+                e
+            }
+            Ok(_) => Error::TenantNotFound {
+                slug: tenant.slug.to_string(),
+            },
+            // The catalog cannot tell: the original failure stands.
+            Err(_) => e,
+        }
     }
 
     /// The plan the tenant's store chooses for a listing of `table` with `params` (the

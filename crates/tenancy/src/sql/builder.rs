@@ -23,6 +23,12 @@ use super::dialect::SqlDialect;
 
 pub const MAX_INSERT_ROWS: usize = 1000;
 
+/// The most bytes of text, bytes or JSON one row may put in the columns of one index.
+/// PostgreSQL's B-tree entries hold about 2,700 bytes (a third of a page, less headers
+/// and, in `shared` mode, the tenant id), and past it a write fails there while SQLite
+/// takes it: the engine holds every store to this one bound, so the modes agree.
+pub const MAX_INDEXED_BYTES: usize = 2000;
+
 /// Why a value is bound, which decides how one that its column refuses is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -467,15 +473,46 @@ pub fn get<'t>(d: &dyn SqlDialect, table: &'t Table, id: &str) -> Result<Stateme
     })
 }
 
-/// Checks an object's keys and converts its values, in the object's order.
+/// Checks an object's keys and converts its values, in the object's order; the values an
+/// index would hold stay within [`MAX_INDEXED_BYTES`].
 fn assignments<'t>(table: &'t Table, object: &Object) -> Result<Vec<(&'t Column, Value)>> {
-    object
+    let values = object
         .iter()
         .map(|(name, value)| {
             let col = column(table, name)?;
             Ok((col, json_to_value(col, value)?))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    check_indexed_sizes(table, &values)?;
+    Ok(values)
+}
+
+/// Refuses values whose bytes in the columns of one index exceed [`MAX_INDEXED_BYTES`],
+/// naming the column with the longest of them.
+fn check_indexed_sizes(table: &Table, values: &[(&Column, Value)]) -> Result<()> {
+    let size = |v: &Value| match v {
+        Value::Text(s) => s.len(),
+        Value::Blob(b) => b.len(),
+        Value::Null | Value::Integer(_) | Value::Real(_) => 0,
+    };
+    for index in &table.indexes {
+        let sized = values
+            .iter()
+            .filter(|(c, _)| index.columns.contains(&c.name))
+            .map(|(c, v)| (c, size(v)));
+        let total: usize = sized.clone().map(|(_, n)| n).sum();
+        if total > MAX_INDEXED_BYTES {
+            let column = sized
+                .max_by_key(|(_, n)| *n)
+                .map_or_else(String::new, |(c, _)| c.name.clone());
+            return Err(Error::ValueTooLong {
+                column,
+                table: table.name.clone(),
+                limit: MAX_INDEXED_BYTES,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Inserts rows, generating UUIDv7 keys for text/UUID keys left out. Every row is checked
