@@ -26,7 +26,8 @@ use tokio_postgres::NoTls;
 /// The SQLite read, the same the data API runs for a GET by key.
 pub const SQLITE_SELECT: &str = "SELECT id, name, class, dkp, joined_at FROM members WHERE id = ?";
 
-/// A connection to a tenant file with the pragmas the engine sets on its own.
+/// A connection to a tenant file with the pragmas the engine sets on its own (with the
+/// default durability, `synchronous = FULL`).
 pub fn open_sqlite(path: &std::path::Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -35,7 +36,11 @@ pub fn open_sqlite(path: &std::path::Path) -> Result<Connection> {
     .with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        tenancy::Durability::default().synchronous(),
+    )?;
     Ok(conn)
 }
 

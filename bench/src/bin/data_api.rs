@@ -23,7 +23,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tenancy::identity::KeyScope;
-use tenancy::{Engine, EngineConfig, Role, Slug};
+use tenancy::{Durability, Engine, EngineConfig, Role, Slug};
 use tenancy_bench::bare::{open_sqlite, sqlite_member_json, SQLITE_SELECT};
 use tenancy_bench::load::{self, Stats};
 use tenancy_bench::round;
@@ -64,6 +64,7 @@ fn main() -> Result<()> {
 async fn bench(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data folder")?;
     let engine = Engine::open(EngineConfig::new(dir.path().join("data"))).await?;
+    assert_eq!(engine.config().durability, Durability::Full);
 
     let started = Instant::now();
     let fleet = create_fleet(&engine, args.tenants).await?;
@@ -75,6 +76,11 @@ async fn bench(args: Args) -> Result<()> {
 
     // The full stack, exactly as `tenancy serve` mounts it.
     let full_server = Running::full_stack(engine).await?;
+    // The same, on the same data folder, with `durability = "normal"`: the cost of keeping
+    // every acknowledged write on power loss.
+    let mut normal = EngineConfig::new(dir.path().join("data"));
+    normal.durability = Durability::Normal;
+    let normal_server = Running::full_stack(Engine::open(normal).await?).await?;
 
     // The baseline: its own connection to each of the same files.
     let mut dbs = HashMap::with_capacity(fleet.len());
@@ -89,6 +95,7 @@ async fn bench(args: Args) -> Result<()> {
             .timeout(Duration::from_secs(30))
             .build()?,
         full: full_server.base.clone(),
+        normal: normal_server.base.clone(),
         baseline: base_server.base.clone(),
         keys: fleet
             .iter()
@@ -123,11 +130,31 @@ async fn bench(args: Args) -> Result<()> {
         results.push((sc, pair.remove(1), pair.remove(0)));
     }
 
+    // Inserts with durability FULL (the default) and NORMAL, alternating, full stack.
+    let mut durability = Vec::new();
+    for sc in [
+        Scenario::hot("post_hot", "POST, one hot tenant", Op::Post),
+        Scenario::fleet("post_fleet", "POST, round-robin", Op::Post, n),
+    ] {
+        let mut pair = Vec::new();
+        for side in [Side::Full, Side::Normal] {
+            eprintln!("durability {}: {} …", sc.key, side.name());
+            run(&load, side, sc, warmup, args.concurrency).await?;
+            let stats = run(&load, side, sc, measure, args.concurrency).await?;
+            if stats.errors > 0 {
+                eprintln!("  warning: {} failed requests", stats.errors);
+            }
+            pair.push(stats);
+        }
+        durability.push((sc, pair.remove(0), pair.remove(0)));
+    }
+
     drop(load);
     full_server.stop().await?;
+    normal_server.stop().await?;
     base_server.stop().await?;
 
-    report(&args, setup_s, &results);
+    report(&args, setup_s, &results, &durability);
     Ok(())
 }
 
@@ -304,6 +331,8 @@ enum Op {
 #[derive(Clone, Copy)]
 enum Side {
     Full,
+    /// The full stack with `durability = "normal"`.
+    Normal,
     Baseline,
 }
 
@@ -311,6 +340,7 @@ impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::Full => "full stack",
+            Side::Normal => "full stack, durability normal",
             Side::Baseline => "baseline",
         }
     }
@@ -359,6 +389,7 @@ impl Scenario {
 struct Load {
     client: reqwest::Client,
     full: String,
+    normal: String,
     baseline: String,
     /// `Bearer tny_…` by tenant index.
     keys: Vec<HeaderValue>,
@@ -373,6 +404,7 @@ impl Load {
         let tenant = (seq % tenants) as usize;
         let url = match side {
             Side::Full => format!("{}/v1/data/members", self.full),
+            Side::Normal => format!("{}/v1/data/members", self.normal),
             Side::Baseline if sc.fleet => format!("{}/t/{tenant}/members", self.baseline),
             Side::Baseline => format!("{}/members", self.baseline),
         };
@@ -389,7 +421,7 @@ impl Load {
             }
         };
         match side {
-            Side::Full => builder.header(AUTHORIZATION, self.keys[tenant].clone()),
+            Side::Full | Side::Normal => builder.header(AUTHORIZATION, self.keys[tenant].clone()),
             Side::Baseline => builder,
         }
     }
@@ -434,7 +466,12 @@ async fn run(
 // ---------------------------------------------------------------------------------------
 // Report
 
-fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
+fn report(
+    args: &Args,
+    setup_s: f64,
+    results: &[(Scenario, Stats, Stats)],
+    durability: &[(Scenario, Stats, Stats)],
+) {
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "data API, {} tenants, {} workers, {} s per side after {} s warm-up, \
@@ -490,6 +527,48 @@ fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
         "ratios are full stack / baseline: rps below 1 and latency above 1 are the tenancy cost"
     );
     println!(
+        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
+        "durability: inserts",
+        "FULL rps",
+        "p50 ms",
+        "p99 ms",
+        "NORM rps",
+        "p50 ms",
+        "p99 ms",
+        "rps F/N",
+        "p50 F/N"
+    );
+    let mut durable = serde_json::Map::new();
+    for (sc, full, normal) in durability {
+        let label = if sc.fleet {
+            format!("{} ({})", sc.label, sc.tenants)
+        } else {
+            sc.label.to_owned()
+        };
+        let (rps_ratio, p50_ratio) = (full.rps / normal.rps, full.p50_ms / normal.p50_ms);
+        println!(
+            "{label:<30} {:>9.0} {:>7.2} {:>7.2} | {:>9.0} {:>7.2} {:>7.2} | {:>8.2} {:>8.2}",
+            full.rps,
+            full.p50_ms,
+            full.p99_ms,
+            normal.rps,
+            normal.p50_ms,
+            normal.p99_ms,
+            rps_ratio,
+            p50_ratio
+        );
+        durable.insert(
+            sc.key.to_owned(),
+            json!({
+                "full": full.json(),
+                "normal": normal.json(),
+                "rps_ratio": round(rps_ratio, 3),
+                "p50_ratio": round(p50_ratio, 3),
+            }),
+        );
+    }
+    println!("ratios are durability full / normal: the cost of syncing every acknowledged write");
+    println!(
         "{}",
         json!({
             "bench": "data_api",
@@ -501,6 +580,7 @@ fn report(args: &Args, setup_s: f64, results: &[(Scenario, Stats, Stats)]) {
             "worker_threads": workers,
             "setup_seconds": round(setup_s, 2),
             "scenarios": scenarios,
+            "durability": durable,
         })
     );
 }

@@ -125,6 +125,9 @@ fn init(dir: &Path, force: bool) -> Result<ExitCode> {
 
 async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Result<ExitCode> {
     let listen = listen.unwrap_or_else(|| settings.listen.clone());
+    if let Some(limit) = crate::open_files::current_limit() {
+        crate::open_files::check(engine.config(), limit).context("refusing to serve")?;
+    }
     engine
         .check_migrations_unchanged()
         .await

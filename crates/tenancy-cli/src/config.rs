@@ -10,7 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tenancy::secrets::SecretKey;
 use tenancy::store::PoolLimits;
-use tenancy::{CacheConfig, EngineConfig, MigrationSource, Mode, StoreSpec};
+use tenancy::{
+    CacheConfig, Durability, EngineConfig, MemoryConfig, MigrationSource, Mode, StoreSpec,
+};
 use tenancy_http::{HttpConfig, Resolver};
 
 pub const DEFAULT_DATA_DIR: &str = "./tenancy-data";
@@ -36,6 +38,10 @@ struct FileConfig {
     admin_token: Option<String>,
     #[serde(default)]
     cache: CacheSection,
+    #[serde(default)]
+    sqlite: SqliteSection,
+    #[serde(default)]
+    memory: MemorySection,
     #[serde(default)]
     migrate: MigrateSection,
     #[serde(default)]
@@ -176,6 +182,19 @@ fn env_bool(name: &str) -> Result<Option<bool>> {
 struct CacheSection {
     max_open: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    open_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqliteSection {
+    durability: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemorySection {
+    budget_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,10 +268,26 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         idle: env_parse("TENANCY_CACHE_IDLE_SECS")?
             .or(file.cache.idle_timeout_secs)
             .map_or(defaults.idle, Duration::from_secs),
+        open_wait: env_parse("TENANCY_CACHE_OPEN_WAIT_MS")?
+            .or(file.cache.open_wait_ms)
+            .map_or(defaults.open_wait, Duration::from_millis),
     };
     if cache.max_open == 0 {
         bail!("cache.max_open must be at least 1");
     }
+    let durability = match env("TENANCY_DURABILITY").or(file.sqlite.durability) {
+        Some(d) => d
+            .parse::<Durability>()
+            .map_err(|e| anyhow::anyhow!("sqlite.durability: {e}"))?,
+        None => Durability::default(),
+    };
+    let memory = match env_parse::<u64>("TENANCY_MEMORY_BUDGET_MIB")?.or(file.memory.budget_mib) {
+        Some(mib) if mib < 16 => bail!("memory.budget_mib must be at least 16"),
+        Some(mib) => MemoryConfig {
+            budget: mib.saturating_mul(1024 * 1024),
+        },
+        None => MemoryConfig::default(),
+    };
     let concurrency = env_parse("TENANCY_MIGRATE_CONCURRENCY")?
         .or(file.migrate.concurrency)
         .unwrap_or(4);
@@ -428,6 +463,8 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
     };
     engine.migrations = migrations;
     engine.cache = cache;
+    engine.durability = durability;
+    engine.memory = memory;
     engine.migrate_concurrency = concurrency;
     engine.migrate_canary = env_parse("TENANCY_MIGRATE_CANARY")?
         .or(file.migrate.canary)
@@ -477,11 +514,29 @@ listen = "127.0.0.1:8080"
 # admin_token = "..."
 
 [cache]
-# Open tenant databases kept per store, least recently used closed first.
-#                                                              env: TENANCY_CACHE_MAX_OPEN
+# Tenant databases open at once, least recently used closed first. Each costs three file
+# handles (database, WAL, shared memory): `tenancy serve` refuses to start when the
+# open-files limit cannot hold them.                           env: TENANCY_CACHE_MAX_OPEN
 max_open = 1000
 # A tenant database idle this long is closed.                  env: TENANCY_CACHE_IDLE_SECS
 idle_timeout_secs = 1800
+# With max_open databases all in use, opening another waits this long for one to close,
+# then answers 503 store_busy.                                 env: TENANCY_CACHE_OPEN_WAIT_MS
+open_wait_ms = 5000
+
+[sqlite]
+# When a write to a SQLite database (tenant files, the catalog) is acknowledged:
+# "full" once it is synced to disk, so it survives a power loss; "normal" before the
+# sync (faster writes; a process crash loses nothing, a power loss or OS crash can lose
+# the last acknowledged writes).                               env: TENANCY_DURABILITY
+durability = "full"
+
+[memory]
+# The server's memory budget (MiB). SQLite, whose memory grows with the tenants' data,
+# is held to three quarters of it (its process-wide soft heap limit); each open tenant
+# database's page cache gets half of that share divided by cache.max_open.
+#                                                              env: TENANCY_MEMORY_BUDGET_MIB
+budget_mib = 512
 
 [migrate]
 # How many tenants `tenancy migrate` migrates at once.         env: TENANCY_MIGRATE_CONCURRENCY

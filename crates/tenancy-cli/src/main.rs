@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod open_files;
 mod output;
 
 use std::path::PathBuf;

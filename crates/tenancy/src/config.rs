@@ -31,6 +31,11 @@ pub struct EngineConfig {
     pub sweep_store_files: bool,
     pub migrations: MigrationSource,
     pub cache: CacheConfig,
+    /// How far a commit to a SQLite database (tenant files, the SQLite catalog) is on disk
+    /// before it is acknowledged.
+    pub durability: Durability,
+    /// The memory SQLite may hold in this process, and so each tenant handle's page cache.
+    pub memory: MemoryConfig,
     /// How many tenants of one store `migrate` works on at once (on PostgreSQL, at most
     /// half the store's connection budget).
     pub migrate_concurrency: usize,
@@ -99,6 +104,8 @@ impl EngineConfig {
             data_dir: data_dir.into(),
             migrations: MigrationSource::BuiltinGuild,
             cache: CacheConfig::default(),
+            durability: Durability::default(),
+            memory: MemoryConfig::default(),
             migrate_concurrency: 4,
             migrate_on_request: false,
             migrate_canary: 1,
@@ -127,6 +134,25 @@ impl EngineConfig {
     }
 }
 
+/// File handles the server keeps beside its tenant databases, PostgreSQL connections and
+/// client connections: the catalog, its watcher and liveness lock, the listener, logs, the
+/// runtime's own.
+pub const OPEN_FILES_RESERVE: u64 = 64;
+
+impl EngineConfig {
+    /// The file handles the engine may hold open at once: three per open tenant database
+    /// (`cache.max_open` of them), one per PostgreSQL connection (each store's budget),
+    /// and [`OPEN_FILES_RESERVE`]. Client connections come on top.
+    pub fn open_files_needed(&self) -> u64 {
+        let postgres: u64 = self
+            .stores
+            .iter()
+            .map(|s| s.limits.max_connections as u64)
+            .sum();
+        FILES_PER_OPEN_TENANT * self.cache.max_open + postgres + OPEN_FILES_RESERVE
+    }
+}
+
 /// Where a new tenant goes: `None` takes the configured default.
 #[derive(Debug, Clone, Default)]
 pub struct PlaceOptions {
@@ -137,8 +163,13 @@ pub struct PlaceOptions {
 /// Bounds of a handle cache (DESIGN §3 defaults: 1,000 open tenants, 30 minutes idle).
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
+    /// Tenant databases open at once, those being opened included. Each costs three file
+    /// handles (database, WAL, shared memory).
     pub max_open: u64,
     pub idle: Duration,
+    /// How long opening a tenant waits for a handle to close when every one is in use,
+    /// before `StoreBusy`.
+    pub open_wait: Duration,
 }
 
 impl Default for CacheConfig {
@@ -146,6 +177,101 @@ impl Default for CacheConfig {
         CacheConfig {
             max_open: 1_000,
             idle: Duration::from_secs(30 * 60),
+            open_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// File handles one open tenant database costs: the database, its WAL and its shared
+/// memory file.
+pub const FILES_PER_OPEN_TENANT: u64 = 3;
+
+/// How far a commit to a SQLite database is on disk before it is acknowledged. Both run
+/// the database in WAL mode; a process crash (`kill -9`) loses no acknowledged write in
+/// either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = FULL`: the WAL is synced at every commit, so every acknowledged write
+    /// survives a power loss or an operating-system crash.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: the WAL is synced at checkpoints only; a power loss or an
+    /// operating-system crash can lose the last acknowledged commits (never corrupts).
+    Normal,
+}
+
+impl Durability {
+    /// The value of SQLite's `synchronous` pragma.
+    pub fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Durability, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(Durability::Full),
+            "normal" => Ok(Durability::Normal),
+            other => Err(format!(
+                "unknown durability {other:?}; use \"full\" or \"normal\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        })
+    }
+}
+
+/// The server's memory budget, and what SQLite gets of it.
+///
+/// SQLite's memory (every open database's page cache, parsed schema, prepared statements)
+/// is what grows with the tenants' data; the rest of the server does not. So the budget is
+/// enforced on SQLite in two ways: its process-wide soft heap limit
+/// ([`MemoryConfig::sqlite_heap_limit`], three quarters of the budget: above it SQLite
+/// frees cached pages before it allocates), and each tenant handle's page cache
+/// ([`MemoryConfig::page_cache_kib`]: half of SQLite's share, divided among the
+/// `cache.max_open` handles). The remaining quarter is for the rest of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryConfig {
+    /// Bytes.
+    pub budget: u64,
+}
+
+/// Prepared statements each open tenant database keeps (least recently used dropped).
+pub const STATEMENT_CACHE: usize = 16;
+
+/// The smallest page cache a tenant handle gets, whatever the budget (KiB).
+const MIN_PAGE_CACHE_KIB: u64 = 64;
+
+impl MemoryConfig {
+    pub const DEFAULT_BUDGET: u64 = 512 * 1024 * 1024;
+
+    /// SQLite's process-wide soft heap limit, in bytes.
+    pub fn sqlite_heap_limit(&self) -> u64 {
+        self.budget / 4 * 3
+    }
+
+    /// The page cache of one open tenant database, in KiB (`PRAGMA cache_size = -KiB`).
+    pub fn page_cache_kib(&self, max_open: u64) -> u64 {
+        (self.sqlite_heap_limit() / 2 / max_open.max(1) / 1024).max(MIN_PAGE_CACHE_KIB)
+    }
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            budget: MemoryConfig::DEFAULT_BUDGET,
         }
     }
 }

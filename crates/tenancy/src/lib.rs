@@ -36,6 +36,7 @@ mod tenant;
 pub mod transform;
 
 pub use auth::AdminToken;
+pub use config::{Durability, MemoryConfig};
 pub use domain::{CustomDomain, Domain, DomainVerifier};
 pub use engine::access::{Access, AddedMember, Principal};
 pub use engine::accounts::Session;

@@ -202,7 +202,7 @@ impl Stores {
         let sqlite = Arc::new(SqliteStore::open(
             DEFAULT_STORE,
             &config.data_dir.join("tenants"),
-            config.cache,
+            crate::store::SqliteSettings::of(config),
         )?);
         let postgres = open_pg_stores(config, catalog).await?;
         let mut all: HashMap<String, Arc<dyn TenantStore>> = HashMap::new();

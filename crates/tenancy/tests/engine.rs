@@ -460,6 +460,7 @@ async fn the_handle_cache_is_bounded() {
     config.cache = CacheConfig {
         max_open: 3,
         idle: std::time::Duration::from_secs(60),
+        ..CacheConfig::default()
     };
     let engine = Engine::open(config).await.unwrap();
     for i in 0..10 {

@@ -488,6 +488,12 @@ pub trait Catalog: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    /// SQLite's `synchronous` setting in effect on the catalog's connection (`FULL`,
+    /// `NORMAL`, …): how durable its commits are. `None` for a catalog without one.
+    async fn sqlite_synchronous(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Whether `t` may apply to a tenant that is now `current`: `InvalidTransition` if its

@@ -24,6 +24,7 @@ use super::{
     TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
+use crate::config::Durability;
 use crate::domain::CustomDomain;
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
@@ -333,13 +334,19 @@ pub struct SqliteCatalog {
 }
 
 impl SqliteCatalog {
-    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date,
+    /// with the default durability.
     pub async fn open(path: &Path) -> Result<SqliteCatalog> {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&path)).await?
+        Self::open_with(path, Durability::default()).await
     }
 
-    fn open_blocking(path: &Path) -> Result<SqliteCatalog> {
+    /// [`SqliteCatalog::open`] with commits as durable as `durability` says.
+    pub async fn open_with(path: &Path, durability: Durability) -> Result<SqliteCatalog> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path, durability)).await?
+    }
+
+    fn open_blocking(path: &Path, durability: Durability) -> Result<SqliteCatalog> {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -354,7 +361,7 @@ impl SqliteCatalog {
             .map_err(|e| Error::Catalog(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate_catalog(&mut conn).map_err(|e| {
             Error::Catalog(format!(
@@ -1899,6 +1906,14 @@ impl Catalog for SqliteCatalog {
                 params![key, value],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn sqlite_synchronous(&self) -> Result<Option<String>> {
+        self.call(|conn| {
+            let level: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+            Ok(Some(crate::store::synchronous_name(level).to_owned()))
         })
         .await
     }

@@ -108,9 +108,13 @@ impl Engine {
             MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
         };
         migrations.scripts(Dialect::Sqlite)?;
+        crate::store::set_heap_limit(config.memory.sqlite_heap_limit())?;
         let catalog: Arc<dyn Catalog> = match &config.catalog_url {
             Some(url) => Arc::new(crate::catalog::postgres::PgCatalog::connect(url).await?),
-            None => Arc::new(SqliteCatalog::open(&config.data_dir.join("catalog.db")).await?),
+            None => Arc::new(
+                SqliteCatalog::open_with(&config.data_dir.join("catalog.db"), config.durability)
+                    .await?,
+            ),
         };
         let stores = Stores::open(&config, catalog.as_ref()).await?;
         if stores.any_of(Dialect::Postgres) {

@@ -13,11 +13,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::config::{CacheConfig, PoolLimits};
-pub use cache::HandleCache;
+pub use cache::{HandleCache, Open, Slot};
 pub use pgpool::{PgConn, PgPools, HOT_WINDOW};
 pub(crate) use postgres::{begin_with_context, CONTEXT_SQL};
 pub use postgres::{Context, PgStore, PgStoreConfig, TenantSession, SHARED_SCHEMA};
-pub use sqlite::{apply_migrations, SqliteStore, TenantDb, LEDGER_TABLE};
+pub use sqlite::{
+    apply_migrations, set_heap_limit, synchronous_name, SqliteSettings, SqliteStore, TenantDb,
+    LEDGER_TABLE,
+};
 
 use crate::data::value::Value;
 use crate::data::{DataOp, DataOutput, Object, Schema};

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::cache::HandleCache;
-use crate::config::CacheConfig;
+use super::cache::{HandleCache, Open, Slot};
+use crate::config::{CacheConfig, Durability, EngineConfig, STATEMENT_CACHE};
 use crate::data::value::Value;
 use crate::data::{DataOp, DataOutput, Object, Schema};
 use crate::error::{is_sqlite_full, Error, Result};
@@ -43,23 +43,73 @@ impl TenantDb {
     }
 }
 
+/// How a SQLite store opens tenant databases.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteSettings {
+    pub cache: CacheConfig,
+    pub durability: Durability,
+    /// Each open tenant database's page cache (KiB).
+    pub page_cache_kib: u64,
+}
+
+impl SqliteSettings {
+    pub fn of(config: &EngineConfig) -> SqliteSettings {
+        SqliteSettings {
+            cache: config.cache,
+            durability: config.durability,
+            page_cache_kib: config.memory.page_cache_kib(config.cache.max_open),
+        }
+    }
+}
+
+impl Default for SqliteSettings {
+    fn default() -> Self {
+        SqliteSettings::of(&EngineConfig::new(""))
+    }
+}
+
+/// Sets SQLite's soft heap limit, which holds for every SQLite database of this process:
+/// above it, SQLite frees cached pages before it allocates more.
+pub fn set_heap_limit(bytes: u64) -> Result<()> {
+    let conn = Connection::open_in_memory()?;
+    conn.pragma_update(
+        None,
+        "soft_heap_limit",
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+    )?;
+    Ok(())
+}
+
+/// The name of a value of SQLite's `synchronous` pragma as it reads back.
+pub fn synchronous_name(level: i64) -> &'static str {
+    match level {
+        0 => "OFF",
+        1 => "NORMAL",
+        2 => "FULL",
+        3 => "EXTRA",
+        _ => "unknown",
+    }
+}
+
 /// A directory of tenant files with its handle cache.
 pub struct SqliteStore {
     pub name: String,
     dir: PathBuf,
+    settings: SqliteSettings,
     handles: HandleCache<TenantDb>,
     /// One template build at a time in this process.
     template_lock: Mutex<()>,
 }
 
 impl SqliteStore {
-    pub fn open(name: &str, dir: &Path, cache: CacheConfig) -> Result<SqliteStore> {
+    pub fn open(name: &str, dir: &Path, settings: SqliteSettings) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating store folder {}", dir.display()), e))?;
         Ok(SqliteStore {
             name: name.to_owned(),
             dir: dir.to_path_buf(),
-            handles: HandleCache::new(cache),
+            settings,
+            handles: HandleCache::new(name, settings.cache),
             template_lock: Mutex::new(()),
         })
     }
@@ -81,31 +131,55 @@ impl SqliteStore {
         self.dir.join(format!("{location}.tmp"))
     }
 
-    /// The tenant's cached handle, opening the file if needed. Never creates a file.
-    pub fn handle(&self, id: TenantId, location: &str) -> Result<std::sync::Arc<TenantDb>> {
-        self.handles.get_or_open(id, || {
-            Ok(TenantDb {
-                conn: Mutex::new(open_existing(&self.path(location))?),
+    pub fn settings(&self) -> &SqliteSettings {
+        &self.settings
+    }
+
+    /// The tenant's cached handle, opening the file if needed (waiting for a slot when
+    /// `max_open` are open). Never creates a file.
+    pub async fn handle(&self, id: TenantId, location: &str) -> Result<Arc<Open<TenantDb>>> {
+        let (path, settings) = (self.path(location), self.settings);
+        self.handles
+            .get_or_open(id, move || {
+                Ok(TenantDb {
+                    conn: Mutex::new(open_existing(&path, &settings)?),
+                })
             })
-        })
+            .await
     }
 
     /// The cached handle if open, else a fresh connection that is not cached (fleet
-    /// operations must not flush the working set of hot tenants).
-    pub fn with_tenant_conn<T>(
-        &self,
+    /// operations must not flush the working set of hot tenants) but holds a slot of
+    /// the bound while it is open. `f` runs on a blocking thread.
+    pub async fn with_tenant_conn<T, F>(
+        self: Arc<Self>,
         id: TenantId,
-        location: &str,
-        f: impl FnOnce(&mut Connection) -> Result<T>,
-    ) -> Result<T> {
-        match self.handles.get(id) {
-            Some(db) => db.with_conn(f),
-            None => f(&mut open_existing(&self.path(location))?),
-        }
+        location: String,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = match self.handles.get(id)? {
+            Some(db) => Ok(db),
+            None => Err(self.handles.slot().await?),
+        };
+        tokio::task::spawn_blocking(move || match conn {
+            Ok(db) => db.with_conn(f),
+            Err(_slot) => f(&mut open_existing(&self.path(&location), &self.settings)?),
+        })
+        .await?
     }
 
+    /// Tenant databases open now (never more than `cache.max_open`).
     pub fn open_handles(&self) -> u64 {
         self.handles.open_count()
+    }
+
+    /// A slot of the open-handle bound, for a database opened outside the cache.
+    async fn slot(&self) -> Result<Slot> {
+        self.handles.slot().await
     }
 
     /// Builds the tenant's database with every migration and places it at its final name.
@@ -171,7 +245,7 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             )
             .map_err(|e| Error::store_sqlite(&tmp, e))?;
-            configure(&conn).map_err(|e| Error::store_sqlite(&tmp, e))?;
+            configure(&conn, &self.settings).map_err(|e| Error::store_sqlite(&tmp, e))?;
             apply_scripts(&mut conn, scripts, None)?;
             // Closing checkpoints the WAL into the file, so one file holds everything.
             conn.close()
@@ -193,7 +267,7 @@ impl SqliteStore {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = open_existing(&path)?;
+        let conn = open_existing(&path, &self.settings)?;
         let version = ledger_version(&conn).map_err(|e| Error::store_sqlite(&path, e))?;
         Ok(Some(version))
     }
@@ -266,7 +340,12 @@ impl super::TenantStore for SqliteStore {
 
     async fn inspect(self: Arc<Self>, tenant: &Tenant) -> Result<Option<i64>> {
         let location = tenant.placement.location.clone();
-        tokio::task::spawn_blocking(move || self.inspect_file(&location)).await?
+        let slot = self.slot().await?;
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            self.inspect_file(&location)
+        })
+        .await?
     }
 
     async fn remove(self: Arc<Self>, tenant: &Tenant) -> Result<()> {
@@ -280,11 +359,11 @@ impl super::TenantStore for SqliteStore {
         migrations: Arc<MigrationSet>,
     ) -> Result<(i64, i64)> {
         let (id, location) = (tenant.id, tenant.placement.location.clone());
-        tokio::task::spawn_blocking(move || {
-            self.with_tenant_conn(id, &location, |conn| apply_migrations(conn, &migrations))
+        self.with_tenant_conn(id, location, move |conn| {
+            apply_migrations(conn, &migrations)
                 .inspect(|_| fault::pause(points::MIGRATE_TENANT_COMMITTED))
         })
-        .await?
+        .await
     }
 
     async fn introspect(self: Arc<Self>, tenant: &Tenant) -> Result<Schema> {
@@ -365,26 +444,31 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let (id, location) = (tenant.id, tenant.placement.location.clone());
-        tokio::task::spawn_blocking(move || self.handle(id, &location)?.with_conn(f)).await?
+        let db = self.handle(tenant.id, &tenant.placement.location).await?;
+        tokio::task::spawn_blocking(move || db.with_conn(f)).await?
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+/// The settings of every connection to a tenant database: WAL, the configured
+/// durability, foreign keys, and a page cache and statement cache of bounded size.
+fn configure(conn: &Connection, settings: &SqliteSettings) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", settings.durability.synchronous())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    let kib = i64::try_from(settings.page_cache_kib).unwrap_or(i64::MAX);
+    conn.pragma_update(None, "cache_size", -kib)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 
-fn open_existing(path: &Path) -> Result<Connection> {
+fn open_existing(path: &Path, settings: &SqliteSettings) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| Error::store_sqlite(path, e))?;
-    configure(&conn).map_err(|e| Error::store_sqlite(path, e))?;
+    configure(&conn, settings).map_err(|e| Error::store_sqlite(path, e))?;
     Ok(conn)
 }
 
