@@ -32,7 +32,9 @@ fn command(dir: &TempDir, nofile: &str, args: &[&str]) -> Command {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(args)
-        .env("TENANCY_ADMIN_TOKEN", ADMIN_TOKEN);
+        .env("TENANCY_ADMIN_TOKEN", ADMIN_TOKEN)
+        // Few open tenants, so that `serve` fits its open-files budget at a low limit.
+        .env("TENANCY_CACHE_MAX_OPEN", "16");
     cmd
 }
 

@@ -246,6 +246,22 @@ impl Fleet {
         o
     }
 
+    /// `status --failed --json`: the standing failures; it exits 1 when there is any.
+    fn failed(&self) -> Value {
+        let args = ["status", "--failed", "--json"];
+        let o = self.run(&args);
+        let listed: Value = serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", describe(&args, &o)));
+        let any = listed.as_array().is_some_and(|a| !a.is_empty());
+        assert_eq!(
+            o.status.code(),
+            Some(i32::from(any)),
+            "{}",
+            describe(&args, &o)
+        );
+        listed
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let out = self.ok(args);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: bad JSON ({e}): {out}"))
@@ -913,7 +929,7 @@ fn status_json_counts_tenants() {
 }
 
 #[test]
-fn migration_with_a_syntax_error_fails_every_tenant_and_changes_nothing() {
+fn migration_with_a_syntax_error_fails_its_rehearsal_and_changes_nothing() {
     let f = Fleet::with_migrations();
     let tenants = f.create_many(3);
     f.add_migration(
@@ -921,16 +937,15 @@ fn migration_with_a_syntax_error_fails_every_tenant_and_changes_nothing() {
         "CREATE TABLE oops (id INTEGER PRIMARY KEY,;\n",
     );
 
+    // The rehearsal fails before any tenant is touched.
     let o = f.fails(&["migrate"]);
-    let out = stdout(&o);
-    for (slug, _) in &tenants {
-        assert!(
-            out.contains(slug.as_str()),
-            "{slug} not listed: {}",
-            describe(&["migrate"], &o)
-        );
-    }
-    assert!(out.contains("0003_bad.sql"), "{out}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("0003_bad.sql"),
+        "{}",
+        describe(&["migrate"], &o)
+    );
+    assert!(err.contains("no tenant was touched"), "{err}");
     for t in f.tenants() {
         assert_eq!(t["status"], "active", "{t}");
         assert_eq!(t["schema_version"], 2, "{t}");
@@ -940,8 +955,8 @@ fn migration_with_a_syntax_error_fails_every_tenant_and_changes_nothing() {
         assert_eq!(ledger_version(&db), 2);
         assert!(!has_table(&db, "oops"));
     }
-    let failed = f.json(&["status", "--failed", "--json"]);
-    assert_eq!(failed.as_array().map(Vec::len), Some(3), "{failed}");
+    let failed = f.failed();
+    assert_eq!(failed.as_array().map(Vec::len), Some(0), "{failed}");
 }
 
 /// Migration 0003 makes `members.class` unique, and tenant `id` gets two mages: its
@@ -998,7 +1013,7 @@ fn a_migration_that_fails_for_one_percent_of_the_fleet_lists_those_and_does_the_
         .collect();
     listed.sort_unstable();
     assert_eq!(listed, [bad[0].0.as_str(), bad[1].0.as_str()], "{report}");
-    let failed = f.json(&["status", "--failed", "--json"]);
+    let failed = f.failed();
     assert_eq!(failed.as_array().map(Vec::len), Some(2), "{failed}");
     for t in f.tenants() {
         let is_bad = bad.iter().any(|(s, _)| t["slug"] == s.as_str());
@@ -1081,12 +1096,14 @@ fn data_dependent_migration_failure_fails_only_that_tenant() {
         );
     }
 
-    let failed = f.ok(&["status", "--failed"]);
+    let o = f.run(&["status", "--failed"]);
+    assert_eq!(o.status.code(), Some(1), "a standing failure");
+    let failed = stdout(&o);
     assert!(failed.contains(bad_slug.as_str()), "{failed}");
     for (slug, _) in tenants.iter().filter(|(s, _)| s != bad_slug) {
         assert!(!failed.contains(slug.as_str()), "{slug} listed: {failed}");
     }
-    let failed = f.json(&["status", "--failed", "--json"]);
+    let failed = f.failed();
     assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
     assert_eq!(failed[0]["slug"], bad_slug.as_str());
 
@@ -1095,10 +1112,7 @@ fn data_dependent_migration_failure_fails_only_that_tenant() {
     let report = f.json(&["migrate", "--json"]);
     assert_eq!(report["pending"], serde_json::json!([bad_slug]), "{report}");
     f.assert_all_at(3);
-    assert_eq!(
-        f.json(&["status", "--failed", "--json"]),
-        serde_json::json!([])
-    );
+    assert_eq!(f.failed(), serde_json::json!([]));
 }
 
 #[test]
@@ -1147,7 +1161,7 @@ fn a_failing_canary_stops_the_fleet_migration_before_the_rest() {
             "only the good canary moved: {t}"
         );
     }
-    let failed = f.json(&["status", "--failed", "--json"]);
+    let failed = f.failed();
     assert_eq!(failed[0]["slug"], bad_slug.as_str(), "{failed}");
 
     // Canaries that pass let the rest through.

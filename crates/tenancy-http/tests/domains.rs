@@ -198,15 +198,7 @@ async fn a_domain_routes_only_once_verified(backend: Backend) {
     let mal = api_key(&s, "mal").await;
     let user = {
         s.signup("ada@acme.gg").await;
-        let (status, body) = s
-            .json(
-                Method::POST,
-                "/v1/tenants/acme/members",
-                Some(ADMIN_TOKEN),
-                Some(json!({ "email": "ada@acme.gg", "role": "admin" })),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+        s.join_by_invitation("acme", "ada@acme.gg", "admin").await;
         s.login("ada@acme.gg", None).await
     };
 

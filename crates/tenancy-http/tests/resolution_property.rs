@@ -49,15 +49,7 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     for (email, roles) in memberships {
         s.signup(email).await;
         for (t, role) in roles {
-            let (status, _) = s
-                .json(
-                    Method::POST,
-                    &format!("/v1/tenants/{t}/members"),
-                    Some(ADMIN_TOKEN),
-                    Some(json!({ "email": email, "role": role })),
-                )
-                .await;
-            assert_eq!(status, 201);
+            s.join_by_invitation(t, email, role).await;
         }
         let reach: HashMap<_, _> = roles.iter().copied().collect();
         callers.push(Caller {
