@@ -19,12 +19,16 @@ fn open_tenant_files(tenants: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };
+    // Distinct databases: SQLite keeps the descriptor of a connection closed while another
+    // connection of the same file holds a lock until that lock goes (POSIX locks belong to
+    // the process), so one database may briefly show two descriptors.
     entries
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| {
             target.starts_with(tenants) && target.extension().is_some_and(|x| x == "db")
         })
-        .count()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 async fn fleet(dir: &Path, cache: CacheConfig, tenants: usize) -> (Engine, PathBuf) {
