@@ -552,7 +552,10 @@ fn a_migration_on_a_full_disk_leaves_tenants_at_their_old_version() {
         assert_says_disk_full(line);
     }
 
-    let failed = fleet.json(&["status", "--failed", "--json"]);
+    // `status --failed` exits 1 while failures stand.
+    let o = fleet.run(&["status", "--failed", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&["status"], &o));
+    let failed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let failed = failed.as_array().expect("a list");
     assert_eq!(failed.len(), tenants.len(), "{failed:?}");
     for (slug, id) in &tenants {
