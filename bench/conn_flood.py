@@ -144,6 +144,8 @@ def main():
     work = tempfile.mkdtemp(prefix="conn-flood-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANCY_")}
     env["TENANCY_ADMIN_TOKEN"] = ADMIN
+    # Few open tenants, so that `serve` fits its open-files budget at the low limit.
+    env["TENANCY_CACHE_MAX_OPEN"] = "64"
     data = os.path.join(work, "data")
     limit = ["prlimit", f"--nofile={args.nofile}:{args.nofile}", "--"]
     server = None
