@@ -976,6 +976,29 @@ fn is_unavailable(code: &SqlState) -> bool {
         .contains(code)
 }
 
+/// Finds and spends an invitation (by token hash) for `email_norm`, in one statement: of
+/// two redemptions at once, the second finds it spent. Its tenant and role;
+/// `InvalidInvitation` if it is unknown, expired, spent, for another email, or for a
+/// tenant that is deleted or suspended.
+async fn redeem_invitation(
+    tx: &Transaction<'_>,
+    token_hash: &str,
+    email_norm: &str,
+) -> Result<(TenantId, String)> {
+    let redeemed = query_opt(
+        tx,
+        "UPDATE invitations i SET accepted_at = now() FROM tenants t \
+         WHERE i.token_hash = $1 AND i.email_norm = $2 \
+           AND i.accepted_at IS NULL AND i.expires_at > now() \
+           AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
+         RETURNING i.tenant_id, i.role",
+        &[&token_hash, &email_norm],
+    )
+    .await?
+    .ok_or(Error::InvalidInvitation)?;
+    Ok((TenantId(get(&redeemed, 0)?), get(&redeemed, 1)?))
+}
+
 async fn begin(conn: &mut Object) -> Result<Transaction<'_>> {
     conn.transaction().await.map_err(db_error)
 }
@@ -1740,23 +1763,7 @@ impl Catalog for PgCatalog {
         .await?;
         let mut changed = vec![Change::User(new.id)];
         if let Some(hash) = invitation {
-            // One statement finds and spends the invitation: of two signups presenting it at
-            // once, the second finds it spent.
-            let redeemed = query_opt(
-                &tx,
-                "UPDATE invitations i SET accepted_at = now() FROM tenants t \
-                 WHERE i.token_hash = $1 AND i.email_norm = $2 \
-                   AND i.accepted_at IS NULL AND i.expires_at > now() \
-                   AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
-                 RETURNING i.tenant_id, i.role",
-                &[&hash, &email_norm],
-            )
-            .await?;
-            let Some(redeemed) = redeemed else {
-                return Err(Error::InvalidInvitation);
-            };
-            let tenant_id: Uuid = get(&redeemed, 0)?;
-            let role: String = get(&redeemed, 1)?;
+            let (TenantId(tenant_id), role) = redeem_invitation(&tx, hash, &email_norm).await?;
             execute(
                 &tx,
                 "INSERT INTO memberships (tenant_id, user_id, role, created_at) \
@@ -2063,23 +2070,7 @@ impl Catalog for PgCatalog {
     ) -> Result<TenantId> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
-        // One statement finds and spends the invitation: of two acceptances at once, the
-        // second finds it spent.
-        let redeemed = query_opt(
-            &tx,
-            "UPDATE invitations i SET accepted_at = now() FROM tenants t \
-             WHERE i.token_hash = $1 AND i.email_norm = $2 \
-               AND i.accepted_at IS NULL AND i.expires_at > now() \
-               AND t.id = i.tenant_id AND t.status NOT IN ('deleted', 'suspended') \
-             RETURNING i.tenant_id, i.role",
-            &[&token_hash, &email_norm],
-        )
-        .await?;
-        let Some(redeemed) = redeemed else {
-            return Err(Error::InvalidInvitation);
-        };
-        let tenant = TenantId(get(&redeemed, 0)?);
-        let role: String = get(&redeemed, 1)?;
+        let (tenant, role) = redeem_invitation(&tx, token_hash, email_norm).await?;
         execute_unique(
             &tx,
             "INSERT INTO memberships (tenant_id, user_id, role, created_at) \

@@ -553,15 +553,10 @@ impl Engine {
     /// The tenants whose last migration failed and who are still behind it. A failure
     /// aimed at a version the migration set no longer has (its file was removed) no
     /// longer stands once the tenant is at the set's latest.
-    async fn standing_failures(&self) -> Result<Vec<TenantMigrationResult>> {
+    pub(super) async fn standing_failures(&self) -> Result<Vec<TenantMigrationResult>> {
         let latest = self.migrations().latest();
         let mut failed = self.catalog().failed_migrations().await?;
         failed.retain(|f| f.from_version < latest);
         Ok(failed)
-    }
-
-    /// How many failures stand (for readiness).
-    pub(super) async fn status_failures(&self) -> Result<usize> {
-        Ok(self.standing_failures().await?.len())
     }
 }

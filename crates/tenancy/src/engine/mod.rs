@@ -151,8 +151,8 @@ impl Engine {
     /// `/readyz` reports).
     pub async fn readiness(&self) -> Readiness {
         let catalog = async {
-            match self.status_failures().await {
-                Ok(failed) => (None, failed),
+            match self.standing_failures().await {
+                Ok(failed) => (None, failed.len()),
                 Err(e) => (Some(e), 0),
             }
         };
