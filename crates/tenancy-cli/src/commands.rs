@@ -154,13 +154,12 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
         admin_token,
         config: settings.http.clone(),
     });
-    tenancy_http::serve_with(
-        listener,
-        app,
-        settings.http.connections.clone(),
-        shutdown_signal(),
-    )
-    .await?;
+    // Client connections never take the files open tenants and PostgreSQL need.
+    let connections = tenancy_http::ConnectionLimits {
+        reserved_files: engine.config().open_files_needed(),
+        ..settings.http.connections.clone()
+    };
+    tenancy_http::serve_with(listener, app, connections, shutdown_signal()).await?;
     engine.flush().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -126,9 +126,15 @@ impl Default for HttpConfig {
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Open connections at most (default 10,000; never more than half the open-files
-    /// limit). At the cap the connection idle longest makes room; when every one is busy,
-    /// a new connection is answered `503 too_many_connections` and closed.
+    /// limit, nor more than what `reserved_files` leaves of it). At the cap the connection
+    /// idle longest makes room; when every one is busy, a new connection is answered
+    /// `503 too_many_connections` and closed.
     pub max_connections: usize,
+    /// Open files the rest of the process needs at most — open tenant databases,
+    /// PostgreSQL connections, the catalog (`EngineConfig::open_files_needed`); the
+    /// connection cap never takes them, so a flood is refused by the cap, never by
+    /// `EMFILE` on a tenant's database. Default 0: only the half-the-limit rule.
+    pub reserved_files: u64,
     /// A request head must arrive whole within this of its first byte (default 10 s).
     pub header_read_timeout: Duration,
     /// A connection with no request in progress and nothing sent or received for this
@@ -143,6 +149,7 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
             max_connections: 10_000,
+            reserved_files: 0,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),

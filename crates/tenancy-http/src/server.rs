@@ -55,7 +55,22 @@ pub async fn serve_with(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let cap = fit_to_open_files(limits.max_connections);
+    let cap = match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) => {
+            let cap = fit_to_open_files(limits.max_connections, limits.reserved_files, soft);
+            if cap < limits.max_connections {
+                tracing::warn!(
+                    configured = limits.max_connections,
+                    cap,
+                    open_files_limit = soft,
+                    reserved_files = limits.reserved_files,
+                    "max_connections lowered to fit the open-files limit"
+                );
+            }
+            cap
+        }
+        Err(_) => limits.max_connections.max(1),
+    };
     let epoch = Instant::now();
     let shared = Arc::new(Shared {
         app,
@@ -118,23 +133,15 @@ pub fn raise_open_files_limit() -> std::io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
-/// The connection cap within the open-files limit: connections get at most half of the
-/// process's file descriptors, the rest stays for tenant databases, PostgreSQL
-/// connections and the catalog, so the cap is what refuses a flood, never `EMFILE`.
-fn fit_to_open_files(configured: usize) -> usize {
-    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
-        return configured.max(1);
-    };
-    let fits = usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1);
-    if configured > fits {
-        tracing::warn!(
-            configured,
-            cap = fits,
-            open_files_limit = soft,
-            "max_connections lowered to half the open-files limit"
-        );
-    }
-    configured.min(fits).max(1)
+/// The connection cap within the open-files limit `soft`: connections get at most half
+/// of the process's file descriptors, and never those `reserved` for tenant databases,
+/// PostgreSQL connections and the catalog, so the cap is what refuses a flood, never
+/// `EMFILE`. At least one.
+fn fit_to_open_files(configured: usize, reserved: u64, soft: u64) -> usize {
+    let fits = (soft / 2).min(soft.saturating_sub(reserved));
+    configured
+        .min(usize::try_from(fits).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// What every connection task shares.
@@ -698,5 +705,18 @@ mod tests {
         );
         third.sending.fetch_add(1, Ordering::AcqRel);
         assert!(open.admit().is_none(), "every connection busy: refused");
+    }
+
+    #[test]
+    fn connections_get_what_the_open_files_limit_leaves_them() {
+        // Half the limit at most.
+        assert_eq!(fit_to_open_files(10_000, 0, 1024), 512);
+        // Never the files reserved for tenant databases and PostgreSQL connections.
+        assert_eq!(fit_to_open_files(10_000, 3_064, 4_096), 1_032);
+        assert_eq!(fit_to_open_files(10_000, 256, 1024), 512);
+        // The configured cap when it fits; at least one.
+        assert_eq!(fit_to_open_files(100, 256, 1024), 100);
+        assert_eq!(fit_to_open_files(100, 5_000, 1024), 1);
+        assert_eq!(fit_to_open_files(0, 0, 1024), 1);
     }
 }
