@@ -128,10 +128,14 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
     if let Some(limit) = crate::open_files::current_limit() {
         crate::open_files::check(engine.config(), limit).context("refusing to serve")?;
     }
-    engine
-        .check_migrations_unchanged()
-        .await
-        .context("refusing to serve")?;
+    // A changed or missing migration refuses to serve; a fleet migrated further by another
+    // process is followed, or (new files not deployed here yet) served as far as this
+    // process can: it says so in its log, in /readyz and in what it refuses.
+    match engine.check_migrations_unchanged().await {
+        Ok(()) => {}
+        Err(e @ tenancy::Error::BehindFleet { .. }) => eprintln!("warning: {e}"),
+        Err(e) => return Err(anyhow::Error::new(e).context("refusing to serve")),
+    }
     let (admin_token, created) = engine.admin_token(settings.admin_token.as_deref()).await?;
     if let Some(secret) = created {
         println!("admin token (shown once; only its hash is stored): {secret}");

@@ -162,6 +162,12 @@ impl From<tenancy::Error> for ApiError {
                     format!("provisioning tenant {slug:?} failed and is logged; the tenant is marked failed and can be retried with `tenancy tenant retry {slug}`"),
                 )
             }
+            E::BehindFleet { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "behind_fleet",
+                e.to_string(),
+            )
+            .retry_after(30),
             E::InvalidMigrations(_)
             | E::MigrationChanged { .. }
             | E::MigrationFailed { .. }

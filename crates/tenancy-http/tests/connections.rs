@@ -184,6 +184,7 @@ fn limits(
             header_read_timeout: header_read,
             idle_timeout: idle,
             request_timeout: request,
+            ..Default::default()
         },
         ..Default::default()
     }

@@ -61,6 +61,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another process migrated the fleet past the migrations this process has, and its
+    /// migrations folder does not have the new files (yet).
+    #[error("the fleet is at schema version {fleet} but this server's migrations reach {here} ({reason}); deploy the new migration files to it: it follows without a restart")]
+    BehindFleet {
+        here: i64,
+        fleet: i64,
+        reason: String,
+    },
+
     #[error("tenant database is at schema version {applied}, which the migrations folder does not have (latest is {latest}); was a migration file removed?")]
     UnknownSchemaVersion { applied: i64, latest: i64 },
 

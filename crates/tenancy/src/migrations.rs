@@ -200,6 +200,19 @@ impl MigrationSet {
         })
     }
 
+    /// The migrations up to `version` (all of them if it is the latest or beyond).
+    pub fn up_to(&self, version: i64) -> MigrationSet {
+        MigrationSet {
+            origin: self.origin.clone(),
+            migrations: self
+                .migrations
+                .iter()
+                .take_while(|m| m.version <= version)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The highest version (0 for an empty set).
     pub fn latest(&self) -> i64 {
         self.migrations.last().map_or(0, |m| m.version)

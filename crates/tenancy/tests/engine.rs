@@ -205,7 +205,7 @@ async fn abandoned_provisioning(
         .unwrap();
     if place_file {
         dead.store()
-            .build_file(&location, dead.migrations())
+            .build_file(&location, &dead.migrations())
             .unwrap();
     } else {
         std::fs::write(dir.join("tenants").join(format!("{location}.tmp")), b"half").unwrap();

@@ -1024,7 +1024,7 @@ async fn a_group_of_schemas_is_created_whole_or_not_at_all() {
     let pg = engine.pg_store("pg").unwrap();
     let migrations = engine.migrations();
     assert_eq!(
-        pg.provision_schemas(&["t_group_a", "t_group_b"], migrations)
+        pg.provision_schemas(&["t_group_a", "t_group_b"], &migrations)
             .await
             .unwrap(),
         2
@@ -1038,7 +1038,7 @@ async fn a_group_of_schemas_is_created_whole_or_not_at_all() {
         .await
         .unwrap();
     let err = pg
-        .provision_schemas(&["t_group_c", "t_group_d", "t_group_e"], migrations)
+        .provision_schemas(&["t_group_c", "t_group_d", "t_group_e"], &migrations)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("members"), "{err}");

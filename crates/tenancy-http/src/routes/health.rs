@@ -30,11 +30,29 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         } else {
             json!({ "status": "degraded", "failed_migrations": readiness.failed_migrations })
         };
+        // Behind the fleet (another process migrated it with files this one lacks): still
+        // serving every tenant's data, refusing to build tenants at an old version.
+        let migrations = match &readiness.behind_fleet {
+            None => json!({ "status": "current", "version": readiness.schema_version }),
+            Some(e) => {
+                let fleet_version = match e {
+                    tenancy::Error::BehindFleet { fleet, .. } => *fleet,
+                    _ => readiness.schema_version,
+                };
+                json!({
+                    "status": "behind_fleet",
+                    "version": readiness.schema_version,
+                    "fleet_version": fleet_version,
+                    "detail": e.to_string(),
+                })
+            }
+        };
         return Ok(Json(json!({
             "status": "ready",
             "catalog": "ok",
             "stores": stores,
             "fleet": fleet,
+            "migrations": migrations,
         })));
     }
     let mut down = Vec::new();

@@ -1,7 +1,10 @@
 //! Fleet migrations: every tenant behind the latest schema brought up to it, per-store
 //! workers, canaries, dry-run plans, and the fleet's status.
 
+use std::sync::Weak;
+
 use super::*;
+use crate::catalog::RegisteredMigration;
 
 /// Options of a fleet migration.
 #[derive(Debug, Clone, Default)]
@@ -121,42 +124,131 @@ pub struct FleetStatus {
     pub failed_migrations: Vec<TenantMigrationResult>,
 }
 
-impl Engine {
-    /// Refuses a migration set in which a file that was already applied somewhere changed.
-    pub async fn check_migrations_unchanged(&self) -> Result<()> {
-        self.check_dialect_unchanged(Dialect::Sqlite).await?;
-        if self.inner.stores.any_of(Dialect::Postgres) {
-            self.check_dialect_unchanged(Dialect::Postgres).await?;
+/// How often a process compares its migration set with the catalog's, so that it follows
+/// a `tenancy migrate` run by another process (and says so when it cannot).
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Follows the fleet in the background while the engine lives.
+pub(crate) fn spawn_follower(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
+            let Some(inner) = inner.upgrade() else { return };
+            // Being behind is logged by `follow_fleet`; a catalog that does not answer is
+            // the readiness check's to report.
+            let _ = Engine { inner }.follow_fleet().await;
         }
-        Ok(())
+    });
+}
+
+impl Engine {
+    /// Refuses a migration set in which a file that was already applied somewhere changed
+    /// or is missing; follows the fleet first when another process migrated it further.
+    pub async fn check_migrations_unchanged(&self) -> Result<()> {
+        self.follow_fleet().await.map(drop)
     }
 
-    async fn check_dialect_unchanged(&self, dialect: Dialect) -> Result<()> {
-        let registered = self.catalog().registered_migrations(dialect).await?;
-        for applied in registered {
-            let Some(migration) = self.migrations().get(applied.version) else {
-                if applied.version > self.migrations().latest() {
-                    return Err(Error::UnknownSchemaVersion {
-                        applied: applied.version,
-                        latest: self.migrations().latest(),
-                    });
+    fn dialects_in_use(&self) -> Vec<Dialect> {
+        let mut dialects = vec![Dialect::Sqlite];
+        if self.inner.stores.any_of(Dialect::Postgres) {
+            dialects.push(Dialect::Postgres);
+        }
+        dialects
+    }
+
+    /// Follows the fleet: when the catalog shows migrations past this process's latest (a
+    /// `tenancy migrate` run by another process with newer files), reloads the migrations
+    /// folder and serves the new version — up to the fleet's, never beyond, so files
+    /// deployed ahead of their migration wait for it. When the folder does not have them,
+    /// or they differ from what was applied, answers [`Error::BehindFleet`] and logs it
+    /// (once per change). Refuses a set in which a migration applied somewhere changed or
+    /// is missing. Returns the set in force.
+    pub async fn follow_fleet(&self) -> Result<Arc<MigrationSet>> {
+        let current = self.migrations();
+        let mut fleet = 0;
+        let mut registered = Vec::new();
+        for dialect in self.dialects_in_use() {
+            let applied = self.catalog().registered_migrations(dialect).await?;
+            fleet = fleet.max(applied.iter().map(|m| m.version).max().unwrap_or(0));
+            registered.push((dialect, applied));
+        }
+        if fleet <= current.latest() {
+            self.set_behind(None);
+            for (dialect, applied) in &registered {
+                check_unchanged(&current, applied, *dialect)?;
+            }
+            return Ok(current);
+        }
+        let followed = self.reload_migrations(fleet).and_then(|set| {
+            for (dialect, applied) in &registered {
+                check_unchanged(&set, applied, *dialect)?;
+                set.scripts(*dialect)?;
+            }
+            Ok(set)
+        });
+        match followed {
+            Ok(set) => {
+                let set = Arc::new(set);
+                tracing::info!(
+                    from = current.latest(),
+                    to = set.latest(),
+                    origin = %set.origin,
+                    "following the fleet: another process migrated it; serving the new schema version"
+                );
+                *self
+                    .inner
+                    .migrations
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Arc::clone(&set);
+                self.set_behind(None);
+                Ok(set)
+            }
+            Err(e) => {
+                let reason = match e {
+                    Error::InvalidMigrations(m) => m,
+                    other => other.to_string(),
+                };
+                let behind = Error::BehindFleet {
+                    here: current.latest(),
+                    fleet,
+                    reason,
+                };
+                if self.set_behind(Some(fleet)) {
+                    tracing::error!(error = %behind, "this server is behind the fleet");
                 }
-                return Err(Error::InvalidMigrations(format!(
-                    "migration {} was applied but is missing from {}",
-                    applied.file,
-                    self.migrations().origin
-                )));
-            };
-            let script = migration.script(dialect)?;
-            if script.checksum != applied.checksum {
-                return Err(Error::MigrationChanged {
-                    file: script.file.to_owned(),
-                    applied: applied.checksum.chars().take(12).collect(),
-                    current: script.checksum.chars().take(12).collect(),
-                });
+                Err(behind)
             }
         }
-        Ok(())
+    }
+
+    /// The configured migrations again, up to `version`; fails when they do not reach it.
+    fn reload_migrations(&self, version: i64) -> Result<MigrationSet> {
+        let set = match &self.inner.config.migrations {
+            MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
+            MigrationSource::BuiltinGuild => MigrationSet::builtin_guild(),
+        }
+        .up_to(version);
+        if set.latest() < version {
+            return Err(Error::InvalidMigrations(format!(
+                "{} reaches version {} only",
+                set.origin,
+                set.latest()
+            )));
+        }
+        Ok(set)
+    }
+
+    /// Records whether this process is behind the fleet (at which fleet version); true
+    /// when that changed.
+    fn set_behind(&self, fleet: Option<i64>) -> bool {
+        let mut behind = self
+            .inner
+            .behind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changed = *behind != fleet;
+        *behind = fleet;
+        changed
     }
 
     /// Brings every `active` and `suspended` tenant behind the latest version up to it, a
@@ -249,9 +341,7 @@ impl Engine {
             let Ok(store) = self.inner.stores.named(name) else {
                 continue;
             };
-            let rehearsed = Arc::clone(store)
-                .rehearse(mode, Arc::clone(&self.inner.migrations))
-                .await;
+            let rehearsed = Arc::clone(store).rehearse(mode, self.migrations()).await;
             match rehearsed {
                 Ok(()) => {}
                 Err(e @ (Error::MigrationFailed { .. } | Error::InvalidMigrations(_))) => {
@@ -271,7 +361,8 @@ impl Engine {
         tenants
             .iter()
             .map(|t| {
-                let scripts = self.migrations().scripts(self.dialect_of(t)?)?;
+                let migrations = self.migrations();
+                let scripts = migrations.scripts(self.dialect_of(t)?)?;
                 Ok(PlannedMigration {
                     slug: t.slug.to_string(),
                     store: t.placement.store.clone(),
@@ -443,9 +534,7 @@ impl Engine {
             // A store this process does not know fails this tenant, not the run.
             Err(e) => return Ok(Err(e)),
         };
-        let applied = store
-            .migrate(tenant, Arc::clone(&self.inner.migrations))
-            .await;
+        let applied = store.migrate(tenant, self.migrations()).await;
         Ok(applied)
     }
 
@@ -487,7 +576,8 @@ impl Engine {
             }
         };
         let dialect = self.dialect_of(tenant)?;
-        let scripts = self.migrations().scripts(dialect)?;
+        let migrations = self.migrations();
+        let scripts = migrations.scripts(dialect)?;
         self.catalog()
             .register_migrations(dialect, &scripts)
             .await?;
@@ -521,7 +611,8 @@ impl Engine {
                 let dialect = self.dialect_of(tenant)?;
                 let flag = &run.registered[usize::from(dialect == Dialect::Postgres)];
                 if !flag.swap(true, Ordering::SeqCst) {
-                    let scripts = self.migrations().scripts(dialect)?;
+                    let migrations = self.migrations();
+                    let scripts = migrations.scripts(dialect)?;
                     self.catalog()
                         .register_migrations(dialect, &scripts)
                         .await?;
@@ -559,4 +650,36 @@ impl Engine {
         failed.retain(|f| f.from_version < latest);
         Ok(failed)
     }
+}
+
+/// Refuses `migrations` when a migration `applied` somewhere (in `dialect`) is missing from
+/// it or changed since.
+fn check_unchanged(
+    migrations: &MigrationSet,
+    applied: &[RegisteredMigration],
+    dialect: Dialect,
+) -> Result<()> {
+    for applied in applied {
+        let Some(migration) = migrations.get(applied.version) else {
+            if applied.version > migrations.latest() {
+                return Err(Error::UnknownSchemaVersion {
+                    applied: applied.version,
+                    latest: migrations.latest(),
+                });
+            }
+            return Err(Error::InvalidMigrations(format!(
+                "migration {} was applied but is missing from {}",
+                applied.file, migrations.origin
+            )));
+        };
+        let script = migration.script(dialect)?;
+        if script.checksum != applied.checksum {
+            return Err(Error::MigrationChanged {
+                file: script.file.to_owned(),
+                applied: applied.checksum.chars().take(12).collect(),
+                current: script.checksum.chars().take(12).collect(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -205,7 +205,8 @@ impl Engine {
         }
         if !done.is_empty() {
             let dialect = self.inner.dialect_of_store(store)?;
-            let scripts = self.migrations().scripts(dialect)?;
+            let migrations = self.migrations();
+            let scripts = migrations.scripts(dialect)?;
             self.catalog()
                 .register_migrations(dialect, &scripts)
                 .await?;
@@ -290,7 +291,8 @@ impl Engine {
         match built {
             Ok(version) => {
                 let dialect = self.dialect_of(&tenant)?;
-                let scripts = self.migrations().scripts(dialect)?;
+                let migrations = self.migrations();
+                let scripts = migrations.scripts(dialect)?;
                 self.catalog()
                     .register_migrations(dialect, &scripts)
                     .await?;
@@ -411,9 +413,7 @@ async fn build_group(
 ) -> Vec<std::result::Result<i64, String>> {
     if let [first, _, ..] = tenants {
         if let Ok(store) = inner.stores.of(first) {
-            let together = store
-                .build_together(tenants, Arc::clone(&inner.migrations))
-                .await;
+            let together = store.build_together(tenants, inner.migrations()).await;
             if let Ok(Some(version)) = together {
                 return tenants.iter().map(|_| Ok(version)).collect();
             }

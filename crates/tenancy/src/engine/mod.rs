@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -60,7 +60,12 @@ struct Inner {
     config: EngineConfig,
     catalog: Arc<dyn Catalog>,
     stores: Stores,
-    migrations: Arc<MigrationSet>,
+    /// The migration set this process serves: the one it started with, replaced when the
+    /// catalog shows another process migrated the fleet further and the migrations folder
+    /// has the new files ([`Engine::follow_fleet`]).
+    migrations: std::sync::RwLock<Arc<MigrationSet>>,
+    /// Whether this process was last found behind the fleet (logged once per change).
+    behind: std::sync::Mutex<Option<i64>>,
     recovery: RecoveryReport,
     accounts: AccountState,
     schemas: SchemaCache,
@@ -83,6 +88,12 @@ pub struct Readiness {
     /// Tenants whose migration failed and still stands (they answer
     /// `TenantMigrationFailed`): the fleet is degraded, though this process is ready.
     pub failed_migrations: usize,
+    /// The schema version this process serves.
+    pub schema_version: i64,
+    /// Set when another process migrated the fleet further than this process can follow
+    /// (its migrations folder lacks the new files): it refuses what would build tenants at
+    /// its older version ([`Error::BehindFleet`]).
+    pub behind_fleet: Option<Error>,
 }
 
 impl Readiness {
@@ -130,7 +141,8 @@ impl Engine {
             config,
             catalog,
             stores,
-            migrations: Arc::new(migrations),
+            migrations: std::sync::RwLock::new(Arc::new(migrations)),
+            behind: std::sync::Mutex::new(None),
             recovery: RecoveryReport::default(),
             schemas: SchemaCache::default(),
             reads,
@@ -144,6 +156,7 @@ impl Engine {
         }
         let inner = Arc::new(inner);
         read_cache::spawn_flusher(Arc::downgrade(&inner));
+        fleet::spawn_follower(Arc::downgrade(&inner));
         Ok(Engine { inner })
     }
 
@@ -163,10 +176,18 @@ impl Engine {
             },
         ));
         let ((catalog, failed_migrations), stores) = tokio::join!(catalog, stores);
+        // Behind the fleet is reported, not "not ready": this process still serves the
+        // data of every tenant; the catalog being down is reported above.
+        let behind_fleet = match self.follow_fleet().await {
+            Err(e @ Error::BehindFleet { .. }) => Some(e),
+            _ => None,
+        };
         Readiness {
             catalog,
             stores,
             failed_migrations,
+            schema_version: self.migrations().latest(),
+            behind_fleet,
         }
     }
 
@@ -174,8 +195,9 @@ impl Engine {
         self.inner.catalog.as_ref()
     }
 
-    pub fn migrations(&self) -> &MigrationSet {
-        &self.inner.migrations
+    /// The migration set this process serves now (it moves on when the fleet does).
+    pub fn migrations(&self) -> Arc<MigrationSet> {
+        self.inner.migrations()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -244,11 +266,11 @@ impl Engine {
     /// The shape of the configured tenant schema (every migration applied), built once on
     /// a private in-memory database: what `/openapi.json` describes.
     pub async fn configured_schema(&self) -> Result<Arc<crate::data::Schema>> {
-        let latest = self.migrations().latest();
+        let migrations = self.migrations();
+        let latest = migrations.latest();
         if let Some(schema) = self.cached_schema("sqlite", latest) {
             return Ok(schema);
         }
-        let migrations = Arc::clone(&self.inner.migrations);
         let schema = tokio::task::spawn_blocking(move || {
             let mut conn = rusqlite::Connection::open_in_memory()
                 .map_err(|e| Error::TenantDb(e.to_string()))?;
@@ -301,6 +323,15 @@ impl Engine {
 }
 
 impl Inner {
+    fn migrations(&self) -> Arc<MigrationSet> {
+        Arc::clone(
+            &self
+                .migrations
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Where a new tenant of this mode goes in this store; refuses modes it cannot hold.
     pub(crate) fn location_for(&self, store: &str, mode: Mode, id: TenantId) -> Result<String> {
         self.stores.named(store)?.location_for(mode, id)
@@ -315,7 +346,7 @@ impl Inner {
     pub(crate) async fn build(&self, tenant: &Tenant) -> Result<i64> {
         self.stores
             .of(tenant)?
-            .build(tenant, Arc::clone(&self.migrations))
+            .build(tenant, self.migrations())
             .await
     }
 
