@@ -345,13 +345,16 @@ async fn keys_and_seeds(
             let rows: Vec<Value> = (0..seed_rows)
                 .map(|r| json!({ "id": format!("seed-{r}"), "name": format!("seed {r}"), "class": "warrior", "dkp": r * 1000 / seed_rows.max(1) }))
                 .collect();
-            let resp = client
-                .post(format!("{base}/v1/data/members"))
-                .header(AUTHORIZATION, bearer.clone())
-                .json(&rows)
-                .send()
-                .await?;
-            ensure!(resp.status() == StatusCode::CREATED, "seeding {}: {}", slug(i), resp.text().await?);
+            // The data API inserts at most 1,000 rows a request.
+            for chunk in rows.chunks(1_000) {
+                let resp = client
+                    .post(format!("{base}/v1/data/members"))
+                    .header(AUTHORIZATION, bearer.clone())
+                    .json(chunk)
+                    .send()
+                    .await?;
+                ensure!(resp.status() == StatusCode::CREATED, "seeding {}: {}", slug(i), resp.text().await?);
+            }
             Ok::<_, anyhow::Error>((i, bearer))
         });
     }

@@ -77,7 +77,7 @@ impl Engine {
         validate_name(&name)?;
         let config = &self.inner.config;
         let store = place.store.as_deref().unwrap_or(&config.default_store);
-        let mode = place.mode.unwrap_or(config.default_mode);
+        let mode = self.inner.mode_for(store, place.mode)?;
         let id = TenantId::generate();
         let location = self.inner.location_for(store, mode, id)?;
         self.check_migrations_unchanged().await?;
@@ -120,7 +120,7 @@ impl Engine {
     ) -> Result<BulkReport> {
         let config = &self.inner.config;
         let store = place.store.as_deref().unwrap_or(&config.default_store);
-        let mode = place.mode.unwrap_or(config.default_mode);
+        let mode = self.inner.mode_for(store, place.mode)?;
         // A store that does not exist or cannot hold the mode refuses the whole file.
         self.inner.location_for(store, mode, TenantId::generate())?;
         let concurrency = match (concurrency, self.inner.dialect_of_store(store)?) {

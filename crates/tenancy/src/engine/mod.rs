@@ -342,6 +342,17 @@ impl Inner {
         Ok(self.stores.named(store)?.dialect())
     }
 
+    /// The mode of a new tenant in `store`: the one asked for, else the configured default
+    /// — except in a SQLite store, which holds tenants in one mode only (`database`), so
+    /// `--store default` works whatever the default mode of the PostgreSQL stores is.
+    pub(crate) fn mode_for(&self, store: &str, asked: Option<Mode>) -> Result<Mode> {
+        Ok(match asked {
+            Some(mode) => mode,
+            None if self.dialect_of_store(store)? == Dialect::Sqlite => Mode::Database,
+            None => self.config.default_mode,
+        })
+    }
+
     /// Builds the tenant's data with every migration; its schema version.
     pub(crate) async fn build(&self, tenant: &Tenant) -> Result<i64> {
         self.stores
