@@ -24,8 +24,8 @@ mod pg;
 /// How long any one child process may take before the test gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
-const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+const GUILD_0001: &str = include_str!("../../tenancy/guild-migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../tenancy/guild-migrations/0002_auctions.sql");
 
 /// Migration 0003 of the crash tests: a new table with one row.
 const MIGRATION_0003: &str = "CREATE TABLE x_notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\

@@ -22,8 +22,8 @@ use tempfile::TempDir;
 
 const ADMIN_TOKEN: &str = "full-disk-admin-token-0123456789";
 
-const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
-const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+const GUILD_0001: &str = include_str!("../../tenancy/guild-migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../tenancy/guild-migrations/0002_auctions.sql");
 
 /// A migration that needs far more room than is left: a column filled with 600 kB of text
 /// in every row of `members`.
