@@ -496,3 +496,43 @@ fn completions_for_each_shell_and_an_unknown_shell_refused() {
         "completions touch nothing"
     );
 }
+
+/// Runs `tenancy args` on a terminal (a pseudo-terminal from util-linux `script`), typing
+/// `typed` and a newline at it; gives the exit code.
+fn on_a_terminal(cwd: &Path, args: &str, typed: &str) -> Option<i32> {
+    use std::io::Write;
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_tenancy"));
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` gives the command a terminal");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{typed}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        screen.contains("Type its slug to confirm"),
+        "tenancy {args}: no question asked:\n{screen}"
+    );
+    o.status.code()
+}
+
+#[test]
+fn delete_on_a_terminal_asks_for_the_slug() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path();
+    ok(dir, &["tenant", "create", "acme"]);
+
+    assert_eq!(on_a_terminal(dir, "tenant delete acme", "acm"), Some(ERROR));
+    assert_eq!(ok(dir, &["tenant", "show", "acme"])["status"], "active");
+    assert_eq!(on_a_terminal(dir, "tenant delete acme", ""), Some(ERROR));
+    assert_eq!(ok(dir, &["tenant", "show", "acme"])["status"], "active");
+
+    assert_eq!(on_a_terminal(dir, "tenant delete acme", "acme"), Some(0));
+    fails(dir, &["tenant", "show", "acme"], ERROR, "tenant_not_found");
+}
