@@ -91,21 +91,20 @@ fn engine_code(e: tenancy::Error) -> &'static str {
 /// Reports a command line clap refused (exit 2), or prints help or the version (exit 0).
 pub fn report_usage(e: &clap::Error, json: bool) -> ExitCode {
     use clap::error::ErrorKind;
-    let is_error = !matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
+    let is_error = !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
     if json && is_error {
         // clap's message without its usage and tips: the lines before the first blank one.
         let rendered = e.to_string();
-        let detail = rendered
-            .lines()
-            .take_while(|l| !l.trim().is_empty())
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let detail = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            "a command is required; see `tenancy --help`".to_owned()
+        } else {
+            rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let detail = detail.trim_start_matches("error: ");
         println!(
             "{}",

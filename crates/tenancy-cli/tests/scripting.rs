@@ -291,9 +291,11 @@ fn errors_are_code_objects_on_stdout_with_json_and_lines_on_stderr_without() {
     let o = run(dir, &["tenant", "list", "--bogus"]);
     assert_eq!(o.status.code(), Some(USAGE), "{}", describe(&["list"], &o));
     assert!(o.stdout.is_empty(), "{}", describe(&["list"], &o));
-    // Help and version are not errors.
+    // Help and version are not errors; no command at all is.
     assert_eq!(run(dir, &["--help"]).status.code(), Some(0));
     assert_eq!(run(dir, &["--version"]).status.code(), Some(0));
+    assert_eq!(run(dir, &[]).status.code(), Some(USAGE));
+    fails(dir, &["tenant"], USAGE, "usage");
 }
 
 #[test]
@@ -535,4 +537,38 @@ fn delete_on_a_terminal_asks_for_the_slug() {
 
     assert_eq!(on_a_terminal(dir, "tenant delete acme", "acme"), Some(0));
     fails(dir, &["tenant", "show", "acme"], ERROR, "tenant_not_found");
+}
+
+#[test]
+fn an_engine_error_has_the_http_code_and_its_full_detail_without_a_log_line() {
+    let work = TempDir::new().unwrap();
+    let dir = work.path();
+    ok(dir, &["init"]);
+    ok(dir, &["tenant", "create", "acme"]);
+    let file = dir.join("migrations/0001_roster.sql");
+    let mut sql = std::fs::read_to_string(&file).unwrap();
+    sql.push_str("-- edited after it was applied\n");
+    std::fs::write(&file, sql).unwrap();
+
+    let (o, error) = json(dir, &["migrate"]);
+    assert_eq!(
+        o.status.code(),
+        Some(ERROR),
+        "{}",
+        describe(&["migrate"], &o)
+    );
+    // The HTTP API's code; the detail the HTTP API keeps for the log is the operator's here.
+    assert_eq!(error["code"], "schema_invalid", "{error}");
+    assert!(
+        error["detail"]
+            .as_str()
+            .unwrap()
+            .contains("0001_roster.sql"),
+        "{error}"
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "no log line beside the error: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
