@@ -51,7 +51,7 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 scenario() {
   local mode=$1 n=$2 dir=$WORK/$1
   mkdir -p "$dir/migrations"
-  cp examples/guild/migrations/*.sql "$dir/migrations/"
+  cp crates/tenancy/guild-migrations/*.sql "$dir/migrations/"
   {
     echo "export TENANCY_DATA_DIR=$dir/data TENANCY_MIGRATIONS=$dir/migrations"
     if [ "$mode" != sqlite ]; then

@@ -18,7 +18,7 @@ trap 'rm -rf "$WORK"' EXIT
 export TENANCY_DATA_DIR=$WORK/data TENANCY_MIGRATIONS=$WORK/migrations
 unset TENANCY_CONFIG TENANCY_PAUSE_AT
 mkdir -p "$WORK/migrations"
-cp examples/guild/migrations/*.sql "$WORK/migrations/"
+cp crates/tenancy/guild-migrations/*.sql "$WORK/migrations/"
 
 now() { date +%s%N; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }

@@ -1,49 +1,53 @@
 //! One function per command.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::CommandFactory;
 use indicatif::{ProgressBar, ProgressStyle};
 use tenancy::{Engine, MigrateEvent, MigrateOptions, Slug, Tenant};
 
 use crate::config::{self, Settings};
+use crate::errors::{coded, exit, CliError};
 use crate::output;
 use crate::{Cli, Command, KeysCommand, TenantCommand, UserCommand};
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
-    if let Command::Init { dir, force } = &cli.command {
-        return init(dir, *force);
+    let json = cli.json;
+    match &cli.command {
+        Command::Init { dir, force } => {
+            return init(dir, *force, cli.data_dir.as_deref(), json).await
+        }
+        Command::Completions { shell } => return completions(*shell, json),
+        _ => {}
     }
-    let mut settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())?;
+    let mut settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())
+        .map_err(coded("invalid_config"))?;
+    check_slugs(&cli.command)?;
+    if !creates_catalog(&cli.command) {
+        require_catalog(&settings)?;
+    }
     // Removing store files no tenant accounts for reads the whole fleet: the server and
     // fleet migrations do it; short commands recover only what was in flight.
     settings.engine.sweep_store_files =
         matches!(cli.command, Command::Serve { .. } | Command::Migrate { .. });
-    let engine = Engine::open(settings.engine.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the data folder {}",
-                settings.engine.data_dir.display()
-            )
-        })?;
+    let engine = open(&settings).await?;
     report_recovery(&engine);
     match cli.command {
-        Command::Init { .. } => unreachable!("handled above"),
-        Command::Serve { listen } => serve(engine, settings, listen).await,
-        Command::Tenant { command } => tenant(engine, command).await,
+        Command::Init { .. } | Command::Completions { .. } => unreachable!("handled above"),
+        Command::Serve { listen } => serve(engine, settings, listen, json).await,
+        Command::Tenant { command } => tenant(engine, command, json).await,
         Command::Migrate {
             tenant,
             dry_run,
             concurrency,
             canary,
             max_failures,
-            json,
         } => {
             let options = MigrateOptions {
                 tenant: tenant.as_deref().map(Slug::parse).transpose()?,
@@ -54,23 +58,128 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             };
             migrate(engine, options, json).await
         }
-        Command::Status { failed, json } => status(engine, failed, json).await,
-        Command::User { command } => user(engine, command).await,
-        Command::Keys { command } => keys(engine, command).await,
+        Command::Status { failed } => status(engine, failed, json).await,
+        Command::User { command } => user(engine, command, json).await,
+        Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
             let kid = engine.rotate_signing_key().await?;
-            println!("new signing key {kid}; tokens signed by the previous key stay valid until they expire");
+            if json {
+                output::json(&serde_json::json!({ "kid": kid }))?;
+            } else {
+                println!("new signing key {kid}; tokens signed by the previous key stay valid until they expire");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::AdminToken => {
             let (_, secret) = engine.rotate_admin_token().await?;
-            println!("{secret}");
+            if json {
+                output::json(&serde_json::json!({ "admin_token": secret }))?;
+            } else {
+                println!("{secret}");
+            }
             eprintln!(
                 "The previous admin token no longer works. Keep this one: it is not shown again."
             );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether a command may create the catalog when there is none. Those that only read, or
+/// change what must already exist, refuse instead: run from the wrong folder, they would
+/// otherwise create an empty fleet there and report on it.
+fn creates_catalog(command: &Command) -> bool {
+    match command {
+        Command::Init { .. } | Command::Serve { .. } => true,
+        // Creating something in an empty fleet is how a fleet starts without a server.
+        Command::Tenant {
+            command: TenantCommand::Create { .. },
+        }
+        | Command::User { .. }
+        | Command::SigningKey
+        | Command::AdminToken => true,
+        Command::Keys {
+            command: KeysCommand::Create { platform, .. },
+        } => *platform,
+        Command::Tenant { .. }
+        | Command::Keys { .. }
+        | Command::Migrate { .. }
+        | Command::Status { .. }
+        | Command::Completions { .. } => false,
+    }
+}
+
+/// Checks the slugs on the command line before the data folder is opened: a refused one
+/// leaves nothing behind, not even a new catalog.
+fn check_slugs(command: &Command) -> Result<()> {
+    let slug = match command {
+        Command::Tenant { command } => match command {
+            TenantCommand::Create { slug, .. } => slug.as_deref(),
+            TenantCommand::Show { slug }
+            | TenantCommand::Suspend { slug }
+            | TenantCommand::Resume { slug }
+            | TenantCommand::Delete { slug, .. }
+            | TenantCommand::Retry { slug } => Some(slug.as_str()),
+            TenantCommand::List => None,
+        },
+        Command::Migrate { tenant, .. } => tenant.as_deref(),
+        Command::Keys { command } => match command {
+            KeysCommand::Create { tenant, .. }
+            | KeysCommand::List { tenant }
+            | KeysCommand::Revoke { tenant, .. } => tenant.as_deref(),
+        },
+        _ => None,
+    };
+    if let Some(slug) = slug {
+        Slug::parse(slug)?;
+    }
+    Ok(())
+}
+
+/// Refuses a data folder without a catalog (a PostgreSQL catalog is named by its URL, so
+/// it is never found by accident, and its tables are created on first use).
+fn require_catalog(settings: &Settings) -> Result<()> {
+    if settings.engine.catalog_url.is_some() {
+        return Ok(());
+    }
+    let catalog = settings.engine.data_dir.join("catalog.db");
+    if catalog.is_file() {
+        return Ok(());
+    }
+    Err(CliError::new(
+        "no_catalog",
+        format!(
+            "no tenancy catalog at {}; run `tenancy init` or `tenancy serve` to create one (or point --data-dir or --config at an existing one)",
+            catalog.display()
+        ),
+    )
+    .into())
+}
+
+async fn open(settings: &Settings) -> Result<Engine> {
+    Engine::open(settings.engine.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the data folder {}",
+                settings.engine.data_dir.display()
+            )
+        })
+}
+
+fn completions(shell: clap_complete::Shell, json: bool) -> Result<ExitCode> {
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "tenancy", &mut script);
+    if json {
+        let script = String::from_utf8_lossy(&script);
+        output::json(&serde_json::json!({ "shell": shell.to_string(), "script": script }))?;
+    } else {
+        std::io::stdout()
+            .write_all(&script)
+            .context("cannot write the completion script")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn report_recovery(engine: &Engine) {
@@ -92,38 +201,66 @@ fn report_recovery(engine: &Engine) {
     }
 }
 
-fn init(dir: &Path, force: bool) -> Result<ExitCode> {
+/// Writes the config and the migrations, then opens the data folder the config names,
+/// creating its catalog.
+async fn init(dir: &Path, force: bool, data_dir: Option<&Path>, json: bool) -> Result<ExitCode> {
     let config_path = dir.join("tenancy.toml");
     if config_path.exists() && !force {
-        bail!(
-            "{} already exists; pass --force to overwrite it",
-            config_path.display()
-        );
+        return Err(CliError::new(
+            "config_exists",
+            format!(
+                "{} already exists; pass --force to overwrite it",
+                config_path.display()
+            ),
+        )
+        .into());
     }
     let migrations = dir.join("migrations");
     std::fs::create_dir_all(&migrations)
-        .with_context(|| format!("cannot create {}", migrations.display()))?;
+        .with_context(|| format!("cannot create {}", migrations.display()))
+        .map_err(coded("io_error"))?;
     std::fs::write(&config_path, config::TEMPLATE)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+        .with_context(|| format!("cannot write {}", config_path.display()))
+        .map_err(coded("io_error"))?;
     let mut written = 0;
     for (file, sql) in tenancy::migrations::GUILD_MIGRATIONS {
         let path = migrations.join(file);
         if !path.exists() {
             std::fs::write(&path, sql)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+                .with_context(|| format!("cannot write {}", path.display()))
+                .map_err(coded("io_error"))?;
             written += 1;
         }
     }
-    println!("wrote {}", config_path.display());
-    println!(
-        "wrote {} ({written} migration file(s) of the guild example schema)",
-        migrations.display()
-    );
-    println!("next: `tenancy serve`, or `tenancy tenant create SLUG`");
+    let settings = config::load(Some(&config_path), data_dir).map_err(coded("invalid_config"))?;
+    let engine = open(&settings).await?;
+    engine.flush().await?;
+    let data = settings.engine.data_dir.display();
+    if json {
+        output::json(&serde_json::json!({
+            "config": config_path,
+            "migrations": migrations,
+            "migration_files_written": written,
+            "data_dir": settings.engine.data_dir,
+        }))?;
+    } else {
+        println!("wrote {}", config_path.display());
+        println!(
+            "wrote {} ({written} migration file(s) of the guild example schema)",
+            migrations.display()
+        );
+        println!("data folder {data} is ready");
+        println!("next: `tenancy serve`, or `tenancy tenant create SLUG`");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Result<ExitCode> {
+async fn serve(
+    engine: Engine,
+    settings: Settings,
+    listen: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
     let listen = listen.unwrap_or_else(|| settings.listen.clone());
     if let Some(limit) = crate::open_files::current_limit() {
         crate::open_files::check(engine.config(), limit).context("refusing to serve")?;
@@ -137,22 +274,38 @@ async fn serve(engine: Engine, settings: Settings, listen: Option<String>) -> Re
         Err(e) => return Err(anyhow::Error::new(e).context("refusing to serve")),
     }
     let (admin_token, created) = engine.admin_token(settings.admin_token.as_deref()).await?;
-    if let Some(secret) = created {
-        println!("admin token (shown once; only its hash is stored): {secret}");
-    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(coded("listen_failed"))?;
     let addr = listener.local_addr()?;
-    if let Some(file) = &settings.source {
-        println!("config: {}", file.display());
+    if json {
+        // One line, printed once the server listens: a script can wait for it.
+        println!(
+            "{}",
+            serde_json::json!({
+                "listening": format!("http://{addr}"),
+                "config": settings.source,
+                "data_dir": engine.config().data_dir,
+                "schema": engine.migrations().origin.to_string(),
+                "schema_version": engine.migrations().latest(),
+                "admin_token": created,
+            })
+        );
+    } else {
+        if let Some(secret) = created {
+            println!("admin token (shown once; only its hash is stored): {secret}");
+        }
+        if let Some(file) = &settings.source {
+            println!("config: {}", file.display());
+        }
+        println!(
+            "tenancy serving on http://{addr} (data: {}, schema: {}, v{})",
+            engine.config().data_dir.display(),
+            engine.migrations().origin,
+            engine.migrations().latest()
+        );
     }
-    println!(
-        "tenancy serving on http://{addr} (data: {}, schema: {}, v{})",
-        engine.config().data_dir.display(),
-        engine.migrations().origin,
-        engine.migrations().latest()
-    );
     let app = tenancy_http::router(tenancy_http::AppState {
         engine: engine.clone(),
         admin_token,
@@ -199,7 +352,7 @@ fn tenant_row(t: &Tenant) -> Vec<String> {
 
 const TENANT_HEADERS: &[&str] = &["SLUG", "NAME", "STATUS", "MODE", "VERSION", "ID"];
 
-async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
+async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<ExitCode> {
     match command {
         TenantCommand::Create {
             slug,
@@ -208,7 +361,6 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
             name,
             mode,
             store,
-            json,
         } => {
             let place = tenancy::PlaceOptions {
                 mode: mode.as_deref().map(crate::config::parse_mode).transpose()?,
@@ -236,7 +388,7 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
                 );
             }
         }
-        TenantCommand::List { json } => {
+        TenantCommand::List => {
             let tenants = engine.list_tenants().await?;
             if json {
                 output::json(&tenants)?;
@@ -245,7 +397,7 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
                 output::table(TENANT_HEADERS, &rows);
             }
         }
-        TenantCommand::Show { slug, json } => {
+        TenantCommand::Show { slug } => {
             let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
             let journal = engine.catalog().journal(tenant.id).await?;
             if json {
@@ -294,21 +446,39 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
         TenantCommand::Suspend { slug } => {
             let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
             engine.suspend_tenant(&tenant).await?;
-            println!("suspended {}", tenant.slug);
+            if json {
+                output::json(&engine.tenant(&tenant.slug).await?)?;
+            } else {
+                println!("suspended {}", tenant.slug);
+            }
         }
         TenantCommand::Resume { slug } => {
             let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
             engine.resume_tenant(&tenant).await?;
-            println!("resumed {}", tenant.slug);
+            if json {
+                output::json(&engine.tenant(&tenant.slug).await?)?;
+            } else {
+                println!("resumed {}", tenant.slug);
+            }
         }
-        TenantCommand::Delete { slug } => {
-            let tenant = engine.delete_tenant(&Slug::parse(&slug)?).await?;
-            println!(
-                "deleted {} ({}); its data is removed",
-                tenant.slug, tenant.id
-            );
+        TenantCommand::Delete { slug, yes } => {
+            let slug = Slug::parse(&slug)?;
+            // Looked up first: an unknown tenant is reported before any question is asked.
+            let tenant = engine.tenant(&slug).await?;
+            if !yes {
+                confirm_delete(&tenant)?;
+            }
+            let tenant = engine.delete_tenant(&slug).await?;
+            if json {
+                output::json(&tenant)?;
+            } else {
+                println!(
+                    "deleted {} ({}); its data is removed",
+                    tenant.slug, tenant.id
+                );
+            }
         }
-        TenantCommand::Retry { slug, json } => {
+        TenantCommand::Retry { slug } => {
             let tenant = engine.retry_tenant(&Slug::parse(&slug)?).await?;
             if json {
                 output::json(&tenant)?;
@@ -326,8 +496,9 @@ async fn tenant(engine: Engine, command: TenantCommand) -> Result<ExitCode> {
 /// The slugs of a bulk file: every line checked, and every problem reported, before any
 /// tenant is created.
 fn read_bulk_file(file: &Path) -> Result<Vec<Slug>> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))
+        .map_err(coded("invalid_input"))?;
     let mut slugs = Vec::new();
     let mut seen = std::collections::HashMap::new();
     let mut problems = Vec::new();
@@ -350,7 +521,7 @@ fn read_bulk_file(file: &Path) -> Result<Vec<Slug>> {
     if !problems.is_empty() {
         let shown: Vec<&str> = problems.iter().take(20).map(String::as_str).collect();
         let more = problems.len().saturating_sub(shown.len());
-        bail!(
+        let detail = format!(
             "{} is refused, nothing was created:\n  {}{}",
             file.display(),
             shown.join("\n  "),
@@ -360,9 +531,11 @@ fn read_bulk_file(file: &Path) -> Result<Vec<Slug>> {
                 String::new()
             }
         );
+        return Err(CliError::new("invalid_input", detail).into());
     }
     if slugs.is_empty() {
-        bail!("{} holds no slugs", file.display());
+        let detail = format!("{} holds no slugs", file.display());
+        return Err(CliError::new("invalid_input", detail).into());
     }
     Ok(slugs)
 }
@@ -375,9 +548,6 @@ async fn create_bulk(
     json: bool,
 ) -> Result<ExitCode> {
     let slugs = read_bulk_file(file)?;
-    if concurrency == Some(0) {
-        bail!("--concurrency must be at least 1");
-    }
     let total = slugs.len();
     let started = Instant::now();
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
@@ -424,7 +594,7 @@ async fn create_bulk(
     Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(exit::PARTIAL)
     })
 }
 
@@ -501,7 +671,7 @@ async fn migrate(engine: Engine, options: MigrateOptions, json: bool) -> Result<
     Ok(if report.failed.is_empty() && !report.interrupted {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(exit::PARTIAL)
     })
 }
 
@@ -624,13 +794,45 @@ async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCod
     Ok(status_exit(failed_only, &status))
 }
 
-/// `status --failed` exits 1 when a failure stands, so scripts can tell.
+/// `status --failed` exits 3 when a failure stands, so scripts can tell.
 fn status_exit(failed_only: bool, status: &tenancy::FleetStatus) -> ExitCode {
     if failed_only && !status.failed_migrations.is_empty() {
-        ExitCode::FAILURE
+        ExitCode::from(exit::PARTIAL)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Asks the person at the terminal to type the tenant's slug; refuses without asking
+/// when stdin is not a terminal (a script must say `--yes`).
+fn confirm_delete(tenant: &Tenant) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(
+            "confirmation_required",
+            format!(
+                "refusing to delete {} without confirmation: stdin is not a terminal; pass --yes to delete it and all its data",
+                tenant.slug
+            ),
+        )
+        .into());
+    }
+    eprint!(
+        "This deletes tenant {} ({}) and all its data. Type its slug to confirm: ",
+        tenant.slug, tenant.id
+    );
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    if line.trim() != tenant.slug.as_str() {
+        return Err(CliError::new(
+            "not_confirmed",
+            format!(
+                "{} was not deleted: the slug typed did not match",
+                tenant.slug
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.
@@ -646,13 +848,9 @@ fn read_password() -> Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-async fn user(engine: Engine, command: UserCommand) -> Result<ExitCode> {
+async fn user(engine: Engine, command: UserCommand, json: bool) -> Result<ExitCode> {
     match command {
-        UserCommand::Create {
-            email,
-            superadmin,
-            json,
-        } => {
+        UserCommand::Create { email, superadmin } => {
             let password = read_password()?;
             let user = engine.create_user(&email, &password, superadmin).await?;
             if json {
@@ -674,7 +872,7 @@ async fn user(engine: Engine, command: UserCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn keys(engine: Engine, command: KeysCommand) -> Result<ExitCode> {
+async fn keys(engine: Engine, command: KeysCommand, json: bool) -> Result<ExitCode> {
     use tenancy::identity::KeyScope;
     let tenant_id = |slug: Option<String>| {
         let engine = engine.clone();
@@ -689,17 +887,16 @@ async fn keys(engine: Engine, command: KeysCommand) -> Result<ExitCode> {
         KeysCommand::Create {
             tenant,
             role,
-            platform,
+            platform: _,
             label,
-            json,
         } => {
-            let scope = match (tenant, platform) {
-                (Some(slug), false) => KeyScope::Tenant {
+            // clap requires exactly one of --tenant and --platform.
+            let scope = match tenant {
+                Some(slug) => KeyScope::Tenant {
                     tenant_id: engine.tenant(&Slug::parse(&slug)?).await?.id,
                     role: role.as_deref().unwrap_or("member").parse()?,
                 },
-                (None, true) => KeyScope::Platform,
-                _ => bail!("pass either --tenant SLUG (with --role) or --platform"),
+                None => KeyScope::Platform,
             };
             let (key, secret) = engine.create_api_key(scope, label, None, "cli").await?;
             if json {
@@ -714,7 +911,7 @@ async fn keys(engine: Engine, command: KeysCommand) -> Result<ExitCode> {
                 );
             }
         }
-        KeysCommand::List { tenant, json } => {
+        KeysCommand::List { tenant } => {
             let keys = engine.api_keys(tenant_id(tenant).await?).await?;
             if json {
                 output::json(&keys)?;
@@ -736,7 +933,11 @@ async fn keys(engine: Engine, command: KeysCommand) -> Result<ExitCode> {
         }
         KeysCommand::Revoke { id, tenant } => {
             engine.revoke_api_key(tenant_id(tenant).await?, &id).await?;
-            println!("revoked {id}");
+            if json {
+                output::json(&serde_json::json!({ "revoked": id }))?;
+            } else {
+                println!("revoked {id}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod errors;
 mod open_files;
 mod output;
 
@@ -23,6 +24,9 @@ struct Cli {
     /// Data folder: the catalog and the tenant databases (env: TENANCY_DATA_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Print the result as JSON on stdout; an error too, as {"code": ..., "detail": ...}.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,17 +71,13 @@ enum Command {
         /// Stop taking tenants after N failed (default: migrate.max_failures, 10; 0: never).
         #[arg(long, value_name = "N")]
         max_failures: Option<usize>,
-        #[arg(long)]
-        json: bool,
     },
     /// Tenants by status and schema version.
     Status {
-        /// List only the tenants whose last migration failed and still stands; exits 1
+        /// List only the tenants whose last migration failed and still stands; exits 3
         /// when there is any.
         #[arg(long)]
         failed: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Create users (superadmins too).
     User {
@@ -93,6 +93,11 @@ enum Command {
     SigningKey,
     /// Replace the platform admin token stored in the catalog and print the new one once.
     AdminToken,
+    /// Print a shell completion script: `source <(tenancy completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -103,8 +108,6 @@ enum UserCommand {
         /// A platform operator: acts on every tenant (audited).
         #[arg(long)]
         superadmin: bool,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -113,25 +116,26 @@ enum KeysCommand {
     /// Create a key and print it once.
     Create {
         /// A key for this tenant.
-        #[arg(long, value_name = "SLUG")]
+        #[arg(
+            long,
+            value_name = "SLUG",
+            required_unless_present = "platform",
+            conflicts_with = "platform"
+        )]
         tenant: Option<String>,
         /// Its role in the tenant: viewer, member (default), admin or owner.
         #[arg(long)]
         role: Option<String>,
         /// A platform key (superadmin automation) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "role")]
         platform: bool,
         #[arg(long)]
         label: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// List the keys of a tenant (or the platform keys), without secrets.
     List {
         #[arg(long, value_name = "SLUG")]
         tenant: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// Revoke a key.
     Revoke {
@@ -153,46 +157,53 @@ enum TenantCommand {
         bulk: Option<std::path::PathBuf>,
         /// Tenants provisioned at once with --bulk (default: migrate.concurrency on SQLite,
         /// half the store's max_connections on PostgreSQL, which is also the cap).
-        #[arg(long, value_name = "N", requires = "bulk")]
+        #[arg(long, value_name = "N", requires = "bulk", value_parser = at_least_one)]
         concurrency: Option<usize>,
         #[arg(long)]
         name: Option<String>,
         /// database, schema or shared (default: [tenants] default_mode).
-        #[arg(long)]
+        #[arg(long, value_parser = ["database", "schema", "shared"])]
         mode: Option<String>,
         /// A store name from [[stores]], or "default" (the SQLite store).
         #[arg(long)]
         store: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
     /// List tenants.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Show one tenant and its lifecycle journal.
-    Show {
-        slug: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show { slug: String },
     /// Suspend a tenant: its requests answer 403 tenant_suspended.
     Suspend { slug: String },
     /// Resume a suspended tenant.
     Resume { slug: String },
-    /// Delete a tenant and its data.
-    Delete { slug: String },
-    /// Provision a failed tenant again.
-    Retry {
+    /// Delete a tenant and its data. Asks to type the slug on a terminal; elsewhere
+    /// refuses without --yes.
+    Delete {
         slug: String,
+        /// Delete without asking.
         #[arg(long)]
-        json: bool,
+        yes: bool,
     },
+    /// Provision a failed tenant again.
+    Retry { slug: String },
+}
+
+/// A count flag that must be at least 1.
+fn at_least_one(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return errors::report_usage(&e, errors::wants_json(&args)),
+    };
+    let json = cli.json;
     init_tracing();
     // Every command opens tenant databases, and `serve` client connections too: take all
     // the file descriptors the system allows this process (the soft limit is often 1,024).
@@ -205,16 +216,13 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            let e = anyhow::Error::new(e).context("cannot start the runtime");
+            return errors::report(e, json);
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => errors::report(e, json),
     }
 }
 

@@ -24,8 +24,8 @@ mod pg;
 /// How long any one child process may take before the test gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
-const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+const GUILD_0001: &str = include_str!("../../tenancy/guild-migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../tenancy/guild-migrations/0002_auctions.sql");
 
 /// Migration 0003 of the crash tests: a new table with one row.
 const MIGRATION_0003: &str = "CREATE TABLE x_notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\
@@ -246,7 +246,7 @@ impl Fleet {
         o
     }
 
-    /// `status --failed --json`: the standing failures; it exits 1 when there is any.
+    /// `status --failed --json`: the standing failures; it exits 3 when there is any.
     fn failed(&self) -> Value {
         let args = ["status", "--failed", "--json"];
         let o = self.run(&args);
@@ -255,7 +255,7 @@ impl Fleet {
         let any = listed.as_array().is_some_and(|a| !a.is_empty());
         assert_eq!(
             o.status.code(),
-            Some(i32::from(any)),
+            Some(if any { 3 } else { 0 }),
             "{}",
             describe(&args, &o)
         );
@@ -559,7 +559,7 @@ fn kill_during_delete(point: &str) {
     let id = acme["id"].as_str().unwrap().to_owned();
     assert!(f.db_path(&id).is_file());
 
-    f.spawn_paused(&["tenant", "delete", "acme"], point);
+    f.spawn_paused(&["tenant", "delete", "acme", "--yes"], point);
 
     let tenants = f.tenants();
     assert!(
@@ -762,7 +762,7 @@ fn migrate_killed_at_random_moments_converges() {
 #[test]
 fn liveness_files_of_processes_killed_while_starting_are_swept() {
     let f = Fleet::new();
-    f.ok(&["status"]);
+    f.create("acme");
     let run_dir = f.data().join("run");
     // What a process killed between creating its liveness file and renaming it into place
     // leaves behind: an unlocked `<pid>-<hex>.lock.new`.
@@ -800,8 +800,11 @@ fn bad_slugs_are_refused_and_create_nothing() {
         );
         assert!(err.contains(&format!("{slug:?}")), "{slug:?}: {err}");
     }
-    assert!(f.tenants().is_empty());
-    assert!(f.tenant_files().is_empty(), "{:?}", f.tenant_files());
+    // Refused before the data folder is opened: not even a catalog was created.
+    assert!(!f.data().exists(), "{} was created", f.data().display());
+    f.create("acme");
+    assert_eq!(f.tenants().len(), 1);
+    f.assert_files_match_catalog();
 }
 
 #[test]
@@ -1097,7 +1100,7 @@ fn data_dependent_migration_failure_fails_only_that_tenant() {
     }
 
     let o = f.run(&["status", "--failed"]);
-    assert_eq!(o.status.code(), Some(1), "a standing failure");
+    assert_eq!(o.status.code(), Some(3), "a standing failure");
     let failed = stdout(&o);
     assert!(failed.contains(bad_slug.as_str()), "{failed}");
     for (slug, _) in tenants.iter().filter(|(s, _)| s != bad_slug) {
@@ -1411,6 +1414,7 @@ fn a_broken_migration_fails_the_dry_run_and_a_standing_failure_fails_status() {
         "CREATE UNIQUE INDEX members_class_key ON members (class);\n",
     );
     let o = f.fails(&["migrate"]);
+    assert_eq!(o.status.code(), Some(3), "completed with failures");
     assert!(
         stdout(&o).contains("a canary failed"),
         "{}",
@@ -1422,10 +1426,10 @@ fn a_broken_migration_fails_the_dry_run_and_a_standing_failure_fails_status() {
         describe(&["migrate"], &o)
     );
     let o = f.run(&["status", "--failed"]);
-    assert_eq!(o.status.code(), Some(1), "{}", describe(&["status"], &o));
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&["status"], &o));
     assert!(stdout(&o).contains("failed for 1 tenant"), "{}", stdout(&o));
     let o = f.run(&["status", "--failed", "--json"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(3));
     let listed: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
 

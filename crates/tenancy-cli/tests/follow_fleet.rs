@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "follow-fleet-admin-token-0123456789";
-const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
-const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+const GUILD_0001: &str = include_str!("../../tenancy/guild-migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../tenancy/guild-migrations/0002_auctions.sql");
 const NOTES_0003: &str = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\
                           INSERT INTO notes (body) VALUES ('hello');\n";
 /// How long the server may take to notice (it checks every 5 s and on every `/readyz`).

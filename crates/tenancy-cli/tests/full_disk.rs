@@ -22,8 +22,8 @@ use tempfile::TempDir;
 
 const ADMIN_TOKEN: &str = "full-disk-admin-token-0123456789";
 
-const GUILD_0001: &str = include_str!("../../../examples/guild/migrations/0001_roster.sql");
-const GUILD_0002: &str = include_str!("../../../examples/guild/migrations/0002_auctions.sql");
+const GUILD_0001: &str = include_str!("../../tenancy/guild-migrations/0001_roster.sql");
+const GUILD_0002: &str = include_str!("../../tenancy/guild-migrations/0002_auctions.sql");
 
 /// A migration that needs far more room than is left: a column filled with 600 kB of text
 /// in every row of `members`.
@@ -381,11 +381,14 @@ async fn provisioning_on_a_full_disk_fails_cleanly() {
         Vec::<String>::new(),
         "half-written build left"
     );
-    let stderr = String::from_utf8_lossy(&failure.stderr);
-    assert_says_disk_full(&stderr);
+    // With --json the error is an object on stdout, with the HTTP API's code.
+    let error: Value = serde_json::from_slice(&failure.stdout).expect("an error object");
+    assert_eq!(error["code"], "storage_full", "{error}");
+    let detail = error["detail"].as_str().unwrap_or_default();
+    assert_says_disk_full(detail);
     assert!(
-        stderr.contains(&format!("tenancy tenant retry {failed_slug}")),
-        "{stderr}"
+        detail.contains(&format!("tenancy tenant retry {failed_slug}")),
+        "{detail}"
     );
 
     let t = fleet.tenant(&failed_slug);
@@ -552,9 +555,9 @@ fn a_migration_on_a_full_disk_leaves_tenants_at_their_old_version() {
         assert_says_disk_full(line);
     }
 
-    // `status --failed` exits 1 while failures stand.
+    // `status --failed` exits 3 while failures stand.
     let o = fleet.run(&["status", "--failed", "--json"]);
-    assert_eq!(o.status.code(), Some(1), "{}", describe(&["status"], &o));
+    assert_eq!(o.status.code(), Some(3), "{}", describe(&["status"], &o));
     let failed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let failed = failed.as_array().expect("a list");
     assert_eq!(failed.len(), tenants.len(), "{failed:?}");

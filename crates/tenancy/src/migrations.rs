@@ -112,11 +112,11 @@ pub struct MigrationSet {
 pub const GUILD_MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_roster.sql",
-        include_str!("../../../examples/guild/migrations/0001_roster.sql"),
+        include_str!("../guild-migrations/0001_roster.sql"),
     ),
     (
         "0002_auctions.sql",
-        include_str!("../../../examples/guild/migrations/0002_auctions.sql"),
+        include_str!("../guild-migrations/0002_auctions.sql"),
     ),
 ];
 
