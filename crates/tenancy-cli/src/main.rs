@@ -193,7 +193,10 @@ enum TenantCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // Every command opens tenant databases, and `serve` client connections too: take all
     // the file descriptors the system allows this process (the soft limit is often 1,024).
     if let Err(e) = tenancy_http::raise_open_files_limit() {
@@ -218,11 +221,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr: `TENANCY_LOG` filters (default `warn`; `info` adds a line per
+/// request), `TENANCY_LOG_FORMAT` is `text` (default) or `json` (one object per line).
+/// Colour only when stderr is a terminal.
+fn init_tracing() -> Result<(), String> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENANCY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match std::env::var("TENANCY_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => builder.init(),
+        Ok("json") => builder.json().flatten_event(true).init(),
+        Ok(other) => return Err(format!("TENANCY_LOG_FORMAT={other:?}: use text or json")),
+    }
+    Ok(())
 }

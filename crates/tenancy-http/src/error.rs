@@ -22,6 +22,9 @@ struct Problem<'a> {
     status: u16,
     code: &'a str,
     detail: &'a str,
+    /// The request's id ([`crate::observe`]), to quote when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -68,6 +71,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
 
+    /// `413 body_too_large`: the body is over `limit` bytes.
+    pub fn body_too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the size limit of {limit} bytes"),
+        )
+    }
+
     fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,6 +101,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             code: self.code,
             detail: &self.detail,
+            request_id: crate::observe::request_id(),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -322,3 +335,21 @@ impl From<tenancy::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Refuses at once a request whose `Content-Length` is over the body limit (a body sent
+/// without a length is held to the limit as it is read, by `DefaultBodyLimit`).
+pub(crate) async fn refuse_declared_oversize(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::body_too_large(limit).into_response();
+    }
+    next.run(request).await
+}

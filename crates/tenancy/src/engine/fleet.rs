@@ -443,9 +443,11 @@ impl Engine {
             // A store this process does not know fails this tenant, not the run.
             Err(e) => return Ok(Err(e)),
         };
+        let started = std::time::Instant::now();
         let applied = store
             .migrate(tenant, Arc::clone(&self.inner.migrations))
             .await;
+        telemetry::tenant_migrated(telemetry::outcome(&applied), started.elapsed());
         Ok(applied)
     }
 
