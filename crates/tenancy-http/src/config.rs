@@ -74,7 +74,7 @@ pub struct HttpConfig {
     pub tenant_header: HeaderName,
     /// The cap and timeouts of client connections ([`crate::serve_with`]).
     pub connections: ConnectionLimits,
-    /// The largest request body taken (bytes, default 2 MiB); past it: `413 body_too_large`.
+    /// The largest request body read (bytes, default 2 MiB); past it: `413 body_too_large`.
     pub body_limit: usize,
     /// `/metrics` and who may read it.
     pub metrics: MetricsConfig,

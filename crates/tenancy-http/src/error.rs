@@ -71,15 +71,6 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
 
-    /// `413 body_too_large`: the body is over `limit` bytes.
-    pub fn body_too_large(limit: usize) -> ApiError {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is over the size limit of {limit} bytes"),
-        )
-    }
-
     fn internal() -> ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -335,21 +326,3 @@ impl From<tenancy::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
-
-/// Refuses at once a request whose `Content-Length` is over the body limit (a body sent
-/// without a length is held to the limit as it is read, by `DefaultBodyLimit`).
-pub(crate) async fn refuse_declared_oversize(
-    axum::extract::State(limit): axum::extract::State<usize>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::body_too_large(limit).into_response();
-    }
-    next.run(request).await
-}

@@ -165,10 +165,6 @@ pub fn with_path_resolution(routes: Router<AppState>, state: AppState) -> Router
         .service(inner);
     Router::new()
         .fallback_service(rewritten)
-        .layer(axum::middleware::from_fn_with_state(
-            body_limit,
-            error::refuse_declared_oversize,
-        ))
         .layer(axum::middleware::from_fn_with_state(cors, cors::cors))
         .layer(axum::middleware::from_fn(observe::observe))
 }
