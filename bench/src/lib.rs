@@ -5,6 +5,7 @@
 
 pub mod bare;
 pub mod load;
+pub mod observe;
 pub mod pg;
 pub mod server;
 

@@ -26,6 +26,7 @@ use tenancy::identity::KeyScope;
 use tenancy::{Durability, Engine, EngineConfig, Role, Slug};
 use tenancy_bench::bare::{open_sqlite, sqlite_member_json, SQLITE_SELECT};
 use tenancy_bench::load::{self, Stats};
+use tenancy_bench::observe::Observability;
 use tenancy_bench::round;
 use tenancy_bench::server::Running;
 use tokio::sync::Semaphore;
@@ -63,6 +64,8 @@ fn main() -> Result<()> {
 
 async fn bench(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary data folder")?;
+    // Off until the observability scenarios: the other figures are without it.
+    let observability = Observability::install(&dir.path().join("requests.log"))?;
     let engine = Engine::open(EngineConfig::new(dir.path().join("data"))).await?;
     assert_eq!(engine.config().durability, Durability::Full);
 
@@ -149,12 +152,42 @@ async fn bench(args: Args) -> Result<()> {
         durability.push((sc, pair.remove(0), pair.remove(0)));
     }
 
+    // Metrics and request logs off and on, alternating, twice each, on point reads.
+    let mut observed = Vec::new();
+    for sc in [
+        Scenario::hot("get_hot", "GET, one hot tenant", Op::Get),
+        Scenario::fleet("get_fleet", "GET, round-robin", Op::Get, n),
+    ] {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            let enabled = round % 2 == 1;
+            observability.set(enabled);
+            eprintln!(
+                "observability {}: {} …",
+                if enabled { "on" } else { "off" },
+                sc.key
+            );
+            run(&load, Side::Full, sc, warmup, args.concurrency).await?;
+            let stats = run(&load, Side::Full, sc, measure, args.concurrency).await?;
+            if stats.errors > 0 {
+                eprintln!("  warning: {} failed requests", stats.errors);
+            }
+            if enabled {
+                on.push(stats)
+            } else {
+                off.push(stats)
+            }
+        }
+        observability.set(false);
+        observed.push((sc, off, on));
+    }
+
     drop(load);
     full_server.stop().await?;
     normal_server.stop().await?;
     base_server.stop().await?;
 
-    report(&args, setup_s, &results, &durability);
+    report(&args, setup_s, &results, &durability, &observed);
     Ok(())
 }
 
@@ -471,6 +504,7 @@ fn report(
     setup_s: f64,
     results: &[(Scenario, Stats, Stats)],
     durability: &[(Scenario, Stats, Stats)],
+    observed: &[(Scenario, Vec<Stats>, Vec<Stats>)],
 ) {
     let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
@@ -569,6 +603,55 @@ fn report(
     }
     println!("ratios are durability full / normal: the cost of syncing every acknowledged write");
     println!(
+        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
+        "metrics + request logs",
+        "ON rps",
+        "p50 ms",
+        "p99 ms",
+        "OFF rps",
+        "p50 ms",
+        "p99 ms",
+        "rps on/o",
+        "p50 on/o"
+    );
+    let mut observing = serde_json::Map::new();
+    for (sc, off, on) in observed {
+        let label = if sc.fleet {
+            format!("{} ({})", sc.label, sc.tenants)
+        } else {
+            sc.label.to_owned()
+        };
+        let mean = |runs: &[Stats], f: fn(&Stats) -> f64| {
+            runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
+        };
+        let (on_rps, on_p50, on_p99) = (
+            mean(on, |s| s.rps),
+            mean(on, |s| s.p50_ms),
+            mean(on, |s| s.p99_ms),
+        );
+        let (off_rps, off_p50, off_p99) = (
+            mean(off, |s| s.rps),
+            mean(off, |s| s.p50_ms),
+            mean(off, |s| s.p99_ms),
+        );
+        let (rps_ratio, p50_ratio) = (on_rps / off_rps, on_p50 / off_p50);
+        println!(
+            "{label:<30} {on_rps:>9.0} {on_p50:>7.2} {on_p99:>7.2} | {off_rps:>9.0} {off_p50:>7.2} {off_p99:>7.2} | {rps_ratio:>8.2} {p50_ratio:>8.2}"
+        );
+        observing.insert(
+            sc.key.to_owned(),
+            json!({
+                "on": on.iter().map(Stats::json).collect::<Vec<_>>(),
+                "off": off.iter().map(Stats::json).collect::<Vec<_>>(),
+                "rps_ratio": round(rps_ratio, 3),
+                "p50_ratio": round(p50_ratio, 3),
+            }),
+        );
+    }
+    println!(
+        "ratios are on / off (mean of two alternating runs each): the cost of metrics and an info JSON line per request"
+    );
+    println!(
         "{}",
         json!({
             "bench": "data_api",
@@ -581,6 +664,7 @@ fn report(
             "setup_seconds": round(setup_s, 2),
             "scenarios": scenarios,
             "durability": durable,
+            "observability": observing,
         })
     );
 }

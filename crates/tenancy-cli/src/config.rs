@@ -58,6 +58,24 @@ struct FileConfig {
     secrets: SecretsSection,
     #[serde(default)]
     stores: Vec<StoreSection>,
+    #[serde(default)]
+    metrics: MetricsSection,
+    #[serde(default)]
+    cors: CorsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    enabled: Option<bool>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorsSection {
+    allowed_origins: Option<Vec<String>>,
+    max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +165,7 @@ struct ConnectionsSection {
     header_read_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
+    body_limit_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,6 +383,36 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
             }
             *limit = Duration::from_secs(secs);
         }
+    }
+
+    if let Some(bytes) =
+        env_parse::<usize>("TENANCY_BODY_LIMIT_BYTES")?.or(file.connections.body_limit_bytes)
+    {
+        if bytes < 1024 {
+            bail!("connections.body_limit_bytes must be at least 1024");
+        }
+        http.body_limit = bytes;
+    }
+    if let Some(on) = env_bool("TENANCY_METRICS_ENABLED")?.or(file.metrics.enabled) {
+        http.metrics.enabled = on;
+    }
+    if let Some(token) = env("TENANCY_METRICS_TOKEN").or(file.metrics.token) {
+        if token.len() < 16 {
+            bail!("the metrics token must be at least 16 characters");
+        }
+        http.metrics.token = Some(tenancy::AdminToken::from_secret(&token));
+    }
+    if let Some(origins) = env_list("TENANCY_CORS_ORIGINS").or(file.cors.allowed_origins) {
+        http.cors.allowed_origins = origins
+            .iter()
+            .map(|o| {
+                tenancy_http::CorsConfig::parse_origin(o)
+                    .map_err(|e| anyhow::anyhow!("cors.allowed_origins: {e}"))
+            })
+            .collect::<Result<_>>()?;
+    }
+    if let Some(secs) = env_parse::<u64>("TENANCY_CORS_MAX_AGE_SECS")?.or(file.cors.max_age_secs) {
+        http.cors.max_age_secs = secs;
     }
 
     let mut engine = EngineConfig::new(data_dir);
@@ -606,6 +655,24 @@ idle_timeout_secs = 60
 # Reading a request and answering it, at most; past it: 408 request_timeout.
 #                                                              env: TENANCY_REQUEST_TIMEOUT_SECS
 request_timeout_secs = 30
+# The largest request body taken, in bytes (at least 1024); past it: 413 body_too_large.
+#                                                              env: TENANCY_BODY_LIMIT_BYTES
+body_limit_bytes = 2097152
+
+[metrics]
+# GET /metrics in the Prometheus text format.                  env: TENANCY_METRICS_ENABLED
+enabled = true
+# A bearer token for scrapers (at least 16 characters), so they need not hold the admin
+# token; the admin token is accepted too. Prefer the environment variable.
+#                                                              env: TENANCY_METRICS_TOKEN
+# token = "..."
+
+[cors]
+# Browser origins that may call the API, as browsers send them ("https://app.example.com",
+# "http://localhost:3000"), or "*" for any. Empty: none.      env: TENANCY_CORS_ORIGINS (comma-separated)
+allowed_origins = []
+# How long a browser may cache a preflight answer.            env: TENANCY_CORS_MAX_AGE_SECS
+max_age_secs = 600
 
 # The catalog on PostgreSQL instead of catalog.db in data_dir.  env: TENANCY_CATALOG_URL
 # Every PostgreSQL URL takes libpq's TLS settings: sslmode = disable | prefer (default) |

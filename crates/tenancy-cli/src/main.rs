@@ -204,7 +204,9 @@ fn main() -> ExitCode {
         Err(e) => return errors::report_usage(&e, errors::wants_json(&args)),
     };
     let json = cli.json;
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        return errors::report(errors::CliError::new("invalid_config", e).into(), json);
+    }
     // Every command opens tenant databases, and `serve` client connections too: take all
     // the file descriptors the system allows this process (the soft limit is often 1,024).
     if let Err(e) = tenancy_http::raise_open_files_limit() {
@@ -226,11 +228,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr: `TENANCY_LOG` filters (default `warn`; `info` adds a line per
+/// request), `TENANCY_LOG_FORMAT` is `text` (default) or `json` (one object per line).
+/// Colour only when stderr is a terminal.
+fn init_tracing() -> Result<(), String> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENANCY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match std::env::var("TENANCY_LOG_FORMAT").as_deref() {
+        Err(_) | Ok("" | "text") => builder.init(),
+        Ok("json") => builder.json().flatten_event(true).init(),
+        Ok(other) => return Err(format!("TENANCY_LOG_FORMAT={other:?}: use text or json")),
+    }
+    Ok(())
 }

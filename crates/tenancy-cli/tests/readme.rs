@@ -12,8 +12,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,7 @@ struct Block {
 }
 
 fn readme() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-        .unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap()
 }
 
 /// The ```` ```sh ```` blocks between the heading that starts with `from` and the next
@@ -240,7 +239,8 @@ fn run(blocks: &[Block], env: &[(&str, String)]) -> Run {
     // it ran past the deadline.
     let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
     let _ = child.wait();
-    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    let read =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
     let (stdout, stderr) = (read(&out_path), read(&err_path));
     assert!(
         status.is_some(),
@@ -360,7 +360,10 @@ fn expected_outputs_are_read_from_comment_lines_after_commands() {
     );
     assert_eq!(blocks.len(), 1);
     assert_eq!(expected_status(&blocks[0].lines[1]), Some(401));
-    let outputs: Vec<String> = expected_outputs(&blocks).into_iter().map(|(_, o)| o).collect();
+    let outputs: Vec<String> = expected_outputs(&blocks)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
     assert_eq!(outputs, ["{\"a\":1,\"b\":2}", "SLUG  NAME", "one   One"]);
     assert!(matches_at("xx {\"a\":1,\"b\":2} yy", "{\"a\":1,…}").is_some());
     assert!(matches_at("SLUG   NAME\n", "SLUG NAME").is_some());

@@ -45,6 +45,7 @@ impl FromRequestParts<AppState> for Caller {
                 Caller(Some(principal))
             }
         };
+        crate::observe::note_principal(caller.0.as_ref());
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -78,7 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-fn bearer(value: &str) -> Option<&str> {
+pub(crate) fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && token.len() <= 4096)

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use axum::http::HeaderName;
-use tenancy::DomainVerifier;
+use axum::http::{HeaderName, HeaderValue};
+use tenancy::{AdminToken, DomainVerifier};
 
 use crate::verify::HttpTokenVerifier;
 
@@ -74,6 +74,102 @@ pub struct HttpConfig {
     pub tenant_header: HeaderName,
     /// The cap and timeouts of client connections ([`crate::serve_with`]).
     pub connections: ConnectionLimits,
+    /// The largest request body read (bytes, default 2 MiB); past it: `413 body_too_large`.
+    pub body_limit: usize,
+    /// `/metrics` and who may read it.
+    pub metrics: MetricsConfig,
+    /// The browser origins that may call the API.
+    pub cors: CorsConfig,
+}
+
+/// `GET /metrics` ([`crate::router`]).
+#[derive(Clone)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (default on); off, it answers 404 and no recorder is installed.
+    pub enabled: bool,
+    /// A bearer token that may read `/metrics` (besides the platform admin token), so that
+    /// a scraper need not hold the admin token. Only its hash is kept.
+    pub token: Option<AdminToken>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Which browser origins may call the API ([`crate::cors`]).
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// Origins as browsers send them (`https://app.example.com`, `http://localhost:3000`),
+    /// or `*` for any. Empty (the default): none.
+    pub allowed_origins: Vec<String>,
+    /// Request headers a script may send (the tenant header is added by the router).
+    pub allowed_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer (default 600 s).
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allowed_origins: Vec::new(),
+            allowed_headers: ["authorization", "content-type", "prefer", "x-request-id"]
+                .map(String::from)
+                .to_vec(),
+            max_age_secs: 600,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// An origin as configured: `*`, or `http(s)://host[:port]` with no path. Answers it
+    /// lower-cased, or why it is not one.
+    pub fn parse_origin(raw: &str) -> Result<String, String> {
+        let origin = raw.trim().to_ascii_lowercase();
+        if origin == "*" {
+            return Ok(origin);
+        }
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| format!("origin {raw:?} must start with https:// or http://"))?;
+        let host_ok = !rest.is_empty()
+            && rest.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+            });
+        if !host_ok {
+            return Err(format!(
+                "origin {raw:?} must be scheme://host[:port], with no path or trailing slash"
+            ));
+        }
+        Ok(origin)
+    }
+
+    pub(crate) fn allows(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        self.allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    pub(crate) fn allowed_headers(&self) -> &[String] {
+        &self.allowed_headers
+    }
 }
 
 impl HttpConfig {
@@ -101,6 +197,9 @@ impl std::fmt::Debug for HttpConfig {
             .field("platform_hosts", &self.platform_hosts)
             .field("domain_verifier", &self.domain_verifier)
             .field("tenant_header", &self.tenant_header)
+            .field("body_limit", &self.body_limit)
+            .field("metrics", &self.metrics)
+            .field("cors", &self.cors)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +216,9 @@ impl Default for HttpConfig {
             domain_verifier: Arc::new(HttpTokenVerifier::new()),
             tenant_header: HeaderName::from_static("x-tenant"),
             connections: ConnectionLimits::default(),
+            body_limit: 2 * 1024 * 1024,
+            metrics: MetricsConfig::default(),
+            cors: CorsConfig::default(),
         }
     }
 }

@@ -22,6 +22,9 @@ struct Problem<'a> {
     status: u16,
     code: &'a str,
     detail: &'a str,
+    /// The request's id ([`crate::observe`]), to quote when reporting a problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 impl ApiError {
@@ -89,6 +92,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             code: self.code,
             detail: &self.detail,
+            request_id: crate::observe::request_id(),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(

@@ -39,7 +39,7 @@ where
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "body_too_large",
-                        "the request body is over the size limit",
+                        "the request body is over the server's size limit",
                     )
                 }
                 other => ApiError::new(other.status(), "invalid_body", other.body_text()),

@@ -16,9 +16,12 @@
 
 mod auth;
 pub mod config;
+mod cors;
 pub mod error;
 mod json;
+pub mod observe;
 mod openapi;
+mod prometheus;
 mod resolve;
 mod routes;
 mod server;
@@ -32,7 +35,7 @@ use axum::Router;
 use tenancy::{AdminToken, Engine};
 
 pub use auth::{Authenticated, Caller};
-pub use config::{ConnectionLimits, HttpConfig, Resolver};
+pub use config::{ConnectionLimits, CorsConfig, HttpConfig, MetricsConfig, Resolver};
 pub use error::{ApiError, ApiResult};
 pub use json::Json;
 pub use resolve::TenantContext;
@@ -68,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::handler))
+        .route("/metrics", get(crate::prometheus::handler))
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/refresh", post(auth::refresh))
@@ -132,10 +136,21 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// Finishes a router: problem+json for unknown routes and methods, the state, and the
-/// `/t/{slug}/…` prefix stripped before routing (the slug feeds the resolver chain).
+/// Finishes a router: problem+json for unknown routes and methods, the state, the
+/// `/t/{slug}/…` prefix stripped before routing (the slug feeds the resolver chain), the
+/// body limit, CORS, and a request id, a log line and metrics for every request
+/// ([`observe`]).
 pub fn with_path_resolution(routes: Router<AppState>, state: AppState) -> Router {
+    if state.config.metrics.enabled {
+        crate::prometheus::install();
+    }
+    let body_limit = state.config.body_limit;
+    let mut cors = state.config.cors.clone();
+    cors.allowed_headers
+        .push(state.config.tenant_header.as_str().to_owned());
     let inner = routes
+        .route_layer(axum::middleware::from_fn(observe::note_route))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -148,7 +163,10 @@ pub fn with_path_resolution(routes: Router<AppState>, state: AppState) -> Router
     let rewritten = tower::ServiceBuilder::new()
         .map_request(resolve::strip_tenant_prefix)
         .service(inner);
-    Router::new().fallback_service(rewritten)
+    Router::new()
+        .fallback_service(rewritten)
+        .layer(axum::middleware::from_fn_with_state(cors, cors::cors))
+        .layer(axum::middleware::from_fn(observe::observe))
 }
 
 /// The whole HTTP API.

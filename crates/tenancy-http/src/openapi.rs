@@ -239,6 +239,14 @@ const CONTROL_PLANE: &[Route] = &[
     ("get", "/healthz", "Liveness", None, 200, None),
     (
         "get",
+        "/metrics",
+        "Prometheus metrics, text format (the metrics or admin token)",
+        None,
+        200,
+        None,
+    ),
+    (
+        "get",
         "/readyz",
         "Readiness (the catalog answers)",
         None,
@@ -312,7 +320,8 @@ pub fn document(schema: &Schema) -> Value {
     let mut components = json!({
         "Problem": { "type": "object", "properties": {
             "type": { "type": "string" }, "title": { "type": "string" }, "status": { "type": "integer" },
-            "code": { "type": "string" }, "detail": { "type": "string" } } },
+            "code": { "type": "string" }, "detail": { "type": "string" },
+            "request_id": { "type": "string", "description": "the X-Request-Id of the request" } } },
         "Tenant": { "type": "object", "properties": {
             "id": { "type": "string", "format": "uuid" }, "slug": { "type": "string" }, "name": { "type": "string" },
             "status": { "type": "string", "enum": ["provisioning","active","failed","suspended","moving","deleting","deleted"] },

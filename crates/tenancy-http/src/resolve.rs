@@ -246,6 +246,7 @@ impl FromRequestParts<AppState> for TenantContext {
             .access(&principal, &tenant, "tenant.request")
             .await?
             .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
+        crate::observe::note_tenant(tenant.id);
         check_status(&tenant)?;
         let ctx = TenantContext {
             resolved_by,

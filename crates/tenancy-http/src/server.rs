@@ -451,9 +451,11 @@ async fn handle(
     shared: &Shared,
     activity: Arc<Activity>,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Response {
     let handling = Handling::begin(shared, activity);
+    // Settled here, so that a request that times out is answered with its id too.
+    let request_id = crate::observe::ensure_request_id(&mut request);
     let http1 = request.version() <= Version::HTTP_11;
     let has_body = !request.body().is_end_stream();
     let body_read = Arc::new(AtomicBool::new(false));
@@ -473,16 +475,24 @@ async fn handle(
         Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
         Err(_) => {
-            tracing::info!(%peer, "request timed out");
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the request was not received and answered within {} s",
-                    shared.limits.request_timeout.as_secs_f64()
-                ),
-            )
-            .into_response()
+            tracing::info!(%peer, %request_id, "request timed out");
+            let mut response = crate::observe::within(&request_id, || {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request was not received and answered within {} s",
+                        shared.limits.request_timeout.as_secs_f64()
+                    ),
+                )
+                .into_response()
+            });
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response
+                    .headers_mut()
+                    .insert(crate::observe::REQUEST_ID, value);
+            }
+            response
         }
     };
     if http1 && has_body && !body_read.load(Ordering::Acquire) {

@@ -32,6 +32,7 @@ mod slug;
 pub mod sql;
 pub mod store;
 mod stores;
+pub mod telemetry;
 mod tenant;
 pub mod transform;
 

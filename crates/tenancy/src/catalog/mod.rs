@@ -352,6 +352,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn status_counts(&self) -> Result<Vec<StatusCount>>;
 
+    /// Tenants (deleted ones excluded) by status and mode, for the `tenancy_tenants` gauge.
+    async fn counts_by_status_and_mode(&self) -> Result<Vec<(TenantStatus, crate::Mode, u64)>>;
+
     async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>>;
 
     /// Takes a named fleet lock for this instance; a lock held by a dead owner is taken over.

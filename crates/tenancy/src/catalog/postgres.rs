@@ -1536,6 +1536,26 @@ impl Catalog for PgCatalog {
             .collect()
     }
 
+    async fn counts_by_status_and_mode(&self) -> Result<Vec<(TenantStatus, crate::Mode, u64)>> {
+        let rows = query(
+            &self.conn().await?,
+            "SELECT t.status, p.mode, COUNT(*) FROM tenants t \
+             JOIN placements p ON p.tenant_id = t.id WHERE t.status <> 'deleted' \
+             GROUP BY t.status, p.mode",
+            &[],
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get::<&str>(r, 0)?.parse()?,
+                    get::<&str>(r, 1)?.parse()?,
+                    u64::try_from(get::<i64>(r, 2)?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>> {
         let rows = query(
             &self.conn().await?,

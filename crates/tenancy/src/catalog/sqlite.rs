@@ -1070,6 +1070,29 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn counts_by_status_and_mode(&self) -> Result<Vec<(TenantStatus, Mode, u64)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT t.status, p.mode, COUNT(*) FROM tenants t \
+                 JOIN placements p ON p.tenant_id = t.id WHERE t.status <> 'deleted' \
+                 GROUP BY t.status, p.mode",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let status: String = r.get(0)?;
+                    let mode: String = r.get(1)?;
+                    Ok((
+                        status.parse().map_err(conversion)?,
+                        mode.parse().map_err(conversion)?,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn journal(&self, id: TenantId) -> Result<Vec<JournalEntry>> {
         self.call(move |conn| {
             let mut stmt = conn.prepare(

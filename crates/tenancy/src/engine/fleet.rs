@@ -534,7 +534,9 @@ impl Engine {
             // A store this process does not know fails this tenant, not the run.
             Err(e) => return Ok(Err(e)),
         };
+        let started = std::time::Instant::now();
         let applied = store.migrate(tenant, self.migrations()).await;
+        telemetry::tenant_migrated(telemetry::outcome(&applied), started.elapsed());
         Ok(applied)
     }
 

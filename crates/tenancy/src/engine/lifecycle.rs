@@ -194,10 +194,12 @@ impl Engine {
         for (tenant, version) in registered.iter().zip(built) {
             match version {
                 Ok(v) => {
+                    telemetry::provisioned("ok", None);
                     done.push((tenant.id, v));
                     ready.push(tenant.slug.clone());
                 }
                 Err(reason) => {
+                    telemetry::provisioned("failed", None);
                     let e = self.provisioning_failed(tenant, reason).await?;
                     outcomes.push((tenant.slug.clone(), Err(e)));
                 }
@@ -284,6 +286,13 @@ impl Engine {
     }
 
     async fn provision(&self, tenant: Tenant) -> Result<Tenant> {
+        let started = std::time::Instant::now();
+        let provisioned = self.provision_timed(tenant).await;
+        telemetry::provisioned(telemetry::outcome(&provisioned), Some(started.elapsed()));
+        provisioned
+    }
+
+    async fn provision_timed(&self, tenant: Tenant) -> Result<Tenant> {
         fault::pause_async(points::PROVISION_CATALOG_WRITTEN).await;
         let built = self.inner.build(&tenant).await;
         fault::pause_async(points::PROVISION_FILE_PLACED).await;

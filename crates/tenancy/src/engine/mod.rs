@@ -41,6 +41,7 @@ use crate::migrations::{Dialect, MigrationSet};
 use crate::slug::Slug;
 use crate::store::{apply_migrations, PgStore, SqliteStore};
 use crate::stores::Stores;
+use crate::telemetry;
 use crate::tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
 
 use TenantStatus::*;
@@ -214,6 +215,11 @@ impl Engine {
     /// not pooled). SQLite tenants use [`Engine::with_db`].
     pub async fn session(&self, tenant: &Tenant) -> Result<crate::store::TenantSession> {
         self.inner.session(tenant).await
+    }
+
+    /// Every PostgreSQL store.
+    pub fn postgres_stores(&self) -> impl Iterator<Item = &Arc<PgStore>> {
+        self.inner.stores.postgres_stores()
     }
 
     /// A PostgreSQL store by name.

@@ -42,6 +42,7 @@ use crate::engine::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, Role, User, UserId};
 use crate::slug::Slug;
+use crate::telemetry;
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
 /// How often buffered `last_used_at` times are written.
@@ -186,6 +187,7 @@ impl ReadCache {
     /// missing or stale. Concurrent misses of one key share one load.
     async fn get<K, V, F, Fut>(
         &self,
+        kind: &'static str,
         cache: &Cache<K, Slot<V>>,
         key: K,
         row: Change,
@@ -198,11 +200,14 @@ impl ReadCache {
         Fut: Future<Output = Result<V>>,
     {
         if self.unheard.load(Ordering::Acquire) {
+            telemetry::catalog_lookup(kind, false);
             return self.get_unheard(cache, key, row, load).await;
         }
+        let loaded = AtomicBool::new(false);
         for _ in 0..3 {
             let slot = cache
                 .try_get_with(key.clone(), async {
+                    loaded.store(true, Ordering::Relaxed);
                     let epoch = self.validity.epoch();
                     let value = load().await?;
                     Ok(Arc::new(Entry {
@@ -213,6 +218,7 @@ impl ReadCache {
                 .await
                 .map_err(shared_error)?;
             if self.validity.is_fresh(&slot, &row) {
+                telemetry::catalog_lookup(kind, !loaded.load(Ordering::Relaxed));
                 return Ok(slot.value.clone());
             }
             // Loaded before a change to its row was applied: drop this entry (not one loaded
@@ -228,6 +234,7 @@ impl ReadCache {
                 .await;
         }
         // Its row changed during every load: answer from the catalog itself.
+        telemetry::catalog_lookup(kind, false);
         load().await
     }
 
@@ -394,7 +401,7 @@ impl Engine {
         let reads = &self.inner.reads;
         let row = Change::ApiKey(id.to_owned());
         reads
-            .get(&reads.api_keys, id.to_owned(), row, || {
+            .get("api_key", &reads.api_keys, id.to_owned(), row, || {
                 self.catalog().api_key(id)
             })
             .await
@@ -409,7 +416,7 @@ impl Engine {
     async fn cached_tenant(&self, id: TenantId) -> Result<Option<Tenant>> {
         let reads = &self.inner.reads;
         reads
-            .get(&reads.tenants, id, Change::Tenant(id), || {
+            .get("tenant", &reads.tenants, id, Change::Tenant(id), || {
                 self.catalog().tenant(id)
             })
             .await
@@ -421,7 +428,7 @@ impl Engine {
         let reads = &self.inner.reads;
         let row = Change::Slug(slug.clone());
         let id = reads
-            .get(&reads.slugs, slug.clone(), row, || async move {
+            .get("slug", &reads.slugs, slug.clone(), row, || async move {
                 let epoch = reads.validity.epoch();
                 let found = self.catalog().tenant_by_slug(slug).await?;
                 Ok(reads.keep_tenant(epoch, found).await)
@@ -439,11 +446,17 @@ impl Engine {
         let reads = &self.inner.reads;
         let row = Change::Domain(host.to_owned());
         let id = reads
-            .get(&reads.domains, host.to_owned(), row, || async move {
-                let epoch = reads.validity.epoch();
-                let found = self.catalog().tenant_by_domain(host).await?;
-                Ok(reads.keep_tenant(epoch, found).await)
-            })
+            .get(
+                "domain",
+                &reads.domains,
+                host.to_owned(),
+                row,
+                || async move {
+                    let epoch = reads.validity.epoch();
+                    let found = self.catalog().tenant_by_domain(host).await?;
+                    Ok(reads.keep_tenant(epoch, found).await)
+                },
+            )
             .await?;
         self.live_tenant(id).await
     }
@@ -461,6 +474,7 @@ impl Engine {
         let reads = &self.inner.reads;
         reads
             .get(
+                "role",
                 &reads.roles,
                 (tenant, user),
                 Change::Member(tenant, user),
@@ -473,7 +487,7 @@ impl Engine {
         self.catch_up().await?;
         let reads = &self.inner.reads;
         reads
-            .get(&reads.users, id, Change::User(id), || {
+            .get("user", &reads.users, id, Change::User(id), || {
                 self.catalog().user(id)
             })
             .await

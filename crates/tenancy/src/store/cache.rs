@@ -20,6 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::CacheConfig;
 use crate::error::{Error, Result};
+use crate::telemetry;
 use crate::tenant::TenantId;
 
 /// The right to keep one tenant database open; closing the database gives it back.
@@ -188,8 +189,10 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
         F: FnOnce() -> Result<H> + Send + 'static,
     {
         if let Some(h) = self.get(id)? {
+            telemetry::handle_lookup(&self.store, true);
             return Ok(h);
         }
+        telemetry::handle_lookup(&self.store, false);
         let gate = Arc::clone(self.lru()?.opening.entry(id).or_default());
         let opened = self.open_once(id, &gate, open).await;
         let mut lru = self.lru()?;
@@ -241,6 +244,7 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
             let found = lru.touch(id, now);
             (found, lru.expire(self.config.idle, now))
         };
+        telemetry::handle_evictions(&self.store, "idle", expired.len());
         close(expired);
         Ok(found)
     }
@@ -261,6 +265,7 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
                 let mut lru = self.lru()?;
                 lru.victim().and_then(|id| lru.retire(id))
             };
+            telemetry::handle_evictions(&self.store, "capacity", usize::from(victim.is_some()));
             close(victim);
             tokio::select! {
                 permit = Arc::clone(&self.slots).acquire_owned() => {
@@ -270,6 +275,7 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
                 }
                 () = self.inserted.notified() => {}
                 () = tokio::time::sleep_until(deadline) => {
+                    telemetry::store_busy(&self.store);
                     return Err(Error::StoreBusy {
                         store: self.store.clone(),
                         waited_ms: wait.as_millis() as u64,
@@ -285,6 +291,7 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
             let removed = lru.remove(id);
             lru.retiring.remove(&id);
             drop(lru);
+            telemetry::handle_evictions(&self.store, "removed", usize::from(removed.is_some()));
             close(removed);
         }
     }
@@ -295,6 +302,7 @@ impl<H: Send + Sync + 'static> HandleCache<H> {
         if let Ok(mut lru) = self.lru() {
             let expired = lru.expire(self.config.idle, Instant::now());
             drop(lru);
+            telemetry::handle_evictions(&self.store, "idle", expired.len());
             close(expired);
         }
         self.capacity.saturating_sub(self.slots.available_permits()) as u64

@@ -44,7 +44,7 @@
 
 mod shares;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,7 @@ use tokio_postgres::{Client, Config};
 use crate::config::PoolLimits;
 use crate::error::{Error, Result};
 use crate::pgconnect::{self, PgConfig};
+use crate::telemetry;
 pub use shares::HOT_WINDOW;
 use shares::{Returned, Shares, Step};
 
@@ -120,6 +121,8 @@ pub struct PgPools {
     /// Signalled whenever a connection closes (its permit is free) or a checkout gives up.
     changed: Notify,
     opened: AtomicU64,
+    /// Connections checked out now.
+    in_use: AtomicUsize,
     last_sweep: Mutex<Instant>,
     /// The role of background work (migrations, provisioning): its pools count as hot only
     /// while in use, so their idle connections give way to requests at once.
@@ -177,6 +180,7 @@ impl PgConn {
 
 impl Drop for PgConn {
     fn drop(&mut self) {
+        self.pools.in_use.fetch_sub(1, Ordering::Relaxed);
         let conn = match (self.client.take(), self.permit.take()) {
             (Some(client), Some(permit)) if self.reusable => Some((client, permit)),
             // Closed here, its permit freed before the pools hear of it.
@@ -207,6 +211,7 @@ impl PgPools {
             limits,
             changed: Notify::new(),
             opened: AtomicU64::new(0),
+            in_use: AtomicUsize::new(0),
             last_sweep: Mutex::new(Instant::now()),
             background_role,
         })
@@ -221,6 +226,11 @@ impl PgPools {
         self.limits.max_connections.max(1) - self.budget.available_permits()
     }
 
+    /// Connections checked out now (the others open are idle).
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
     /// Connections opened since the pools were created: a measure of churn (a pool that
     /// reuses its connections opens about as many as the budget holds, however long it
     /// serves).
@@ -232,7 +242,8 @@ impl PgPools {
     pub async fn get(self: &Arc<Self>, config: &PgConfig) -> Result<PgConn> {
         let key = pool_key(config);
         let wait = self.limits.acquire_timeout;
-        let deadline = tokio::time::Instant::now() + wait;
+        let started = tokio::time::Instant::now();
+        let deadline = started + wait;
         let background = self
             .background_role
             .as_deref()
@@ -254,11 +265,13 @@ impl PgPools {
             match step {
                 Step::Reuse(client, permit) => {
                     checkout.served = true;
+                    telemetry::acquire_wait(&self.store, started.elapsed());
                     return Ok(self.wrap(key.clone(), Some(client), permit));
                 }
                 Step::Open { permit, closed } => {
                     drop(closed);
                     checkout.served = true;
+                    telemetry::acquire_wait(&self.store, started.elapsed());
                     // Checked out before connecting: if connecting fails or is cancelled,
                     // dropping it gives the permit back.
                     let mut conn = self.wrap(key.clone(), None, permit);
@@ -274,6 +287,7 @@ impl PgPools {
                     _ = &mut any => {}
                     _ = tokio::time::sleep(RECHECK) => {}
                     _ = tokio::time::sleep_until(deadline) => {
+                        telemetry::store_busy(&self.store);
                         return Err(Error::StoreBusy {
                             store: self.store.clone(),
                             waited_ms: wait.as_millis() as u64,
@@ -290,6 +304,7 @@ impl PgPools {
         client: Option<Pooled>,
         permit: OwnedSemaphorePermit,
     ) -> PgConn {
+        self.in_use.fetch_add(1, Ordering::Relaxed);
         PgConn {
             client,
             permit: Some(permit),
@@ -300,9 +315,12 @@ impl PgPools {
     }
 
     async fn connect(&self, config: &PgConfig) -> Result<Client> {
-        let unavailable = |reason: String| Error::StoreUnavailable {
-            store: self.store.clone(),
-            reason,
+        let unavailable = |reason: String| {
+            telemetry::store_unavailable(&self.store);
+            Error::StoreUnavailable {
+                store: self.store.clone(),
+                reason,
+            }
         };
         let mut config = config.clone();
         config.connect_timeout(self.limits.connect_timeout);
