@@ -265,6 +265,7 @@ async fn serve(
     if let Some(limit) = crate::open_files::current_limit() {
         crate::open_files::check(engine.config(), limit).context("refusing to serve")?;
     }
+    crate::open_files::check_memory(engine.config()).context("refusing to serve")?;
     // A changed or missing migration refuses to serve; a fleet migrated further by another
     // process is followed, or (new files not deployed here yet) served as far as this
     // process can: it says so in its log, in /readyz and in what it refuses.

@@ -254,6 +254,15 @@ pub const STATEMENT_CACHE: usize = 16;
 /// The smallest page cache a tenant handle gets, whatever the budget (KiB).
 const MIN_PAGE_CACHE_KIB: u64 = 64;
 
+/// What one open tenant database costs besides its page cache, at most (KiB): SQLite's
+/// lookaside, parsed schema and prepared statements, its WAL index (shared memory), the
+/// handle. `bench/soak.sh` with 1,000 open tenants measured about 150–180.
+pub const FIXED_KIB_PER_OPEN_TENANT: u64 = 192;
+
+/// The server's own memory apart from its open tenants, at most (MiB): the runtime,
+/// request buffers, the catalog and read caches.
+pub const SERVER_BASE_MIB: u64 = 64;
+
 impl MemoryConfig {
     pub const DEFAULT_BUDGET: u64 = 512 * 1024 * 1024;
 
@@ -265,6 +274,58 @@ impl MemoryConfig {
     /// The page cache of one open tenant database, in KiB (`PRAGMA cache_size = -KiB`).
     pub fn page_cache_kib(&self, max_open: u64) -> u64 {
         (self.sqlite_heap_limit() / 2 / max_open.max(1) / 1024).max(MIN_PAGE_CACHE_KIB)
+    }
+
+    /// The memory a server with `max_open` open tenants needs at most (bytes): the
+    /// server's own, and each open tenant's fixed cost and page cache. Past the budget, the
+    /// budget cannot hold: SQLite's soft heap limit frees cached pages, not what every open
+    /// database needs to stay open.
+    pub fn needed(&self, max_open: u64) -> u64 {
+        SERVER_BASE_MIB * 1024 * 1024
+            + max_open * (FIXED_KIB_PER_OPEN_TENANT + self.page_cache_kib(max_open)) * 1024
+    }
+
+    /// The smallest budget, in whole MiB, that holds `max_open` open tenants (the page
+    /// caches grow with the budget, so this is more than [`MemoryConfig::needed`] now).
+    pub fn min_budget_mib(max_open: u64) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        let holds = |mib: u64| {
+            let memory = MemoryConfig { budget: mib * MIB };
+            memory.needed(max_open) <= memory.budget
+        };
+        let (mut under, mut holding) = (0u64, 1u64);
+        while holding < 1 << 30 && !holds(holding) {
+            under = holding;
+            holding *= 2;
+        }
+        while holding - under > 1 {
+            let mid = under + (holding - under) / 2;
+            if holds(mid) {
+                holding = mid;
+            } else {
+                under = mid;
+            }
+        }
+        holding
+    }
+
+    /// The most open tenants this budget holds (0 if not even one).
+    pub fn max_open_that_fits(&self) -> u64 {
+        let (mut fits, mut over) = (0u64, 1u64);
+        while over < 1 << 40 && self.needed(over) <= self.budget {
+            fits = over;
+            over *= 2;
+        }
+        // needed(fits) <= budget < needed(over); find the boundary between them.
+        while over - fits > 1 {
+            let mid = fits + (over - fits) / 2;
+            if self.needed(mid) <= self.budget {
+                fits = mid;
+            } else {
+                over = mid;
+            }
+        }
+        fits
     }
 }
 
