@@ -20,6 +20,16 @@ pub enum MigrationSource {
     Folder(PathBuf),
 }
 
+impl MigrationSource {
+    /// The migration set, read now (a folder is read again on every call).
+    pub fn load(&self) -> crate::error::Result<crate::migrations::MigrationSet> {
+        match self {
+            MigrationSource::BuiltinGuild => Ok(crate::migrations::MigrationSet::builtin_guild()),
+            MigrationSource::Folder(dir) => crate::migrations::MigrationSet::load_dir(dir),
+        }
+    }
+}
+
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -34,18 +34,12 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         // serving every tenant's data, refusing to build tenants at an old version.
         let migrations = match &readiness.behind_fleet {
             None => json!({ "status": "current", "version": readiness.schema_version }),
-            Some(e) => {
-                let fleet_version = match e {
-                    tenancy::Error::BehindFleet { fleet, .. } => *fleet,
-                    _ => readiness.schema_version,
-                };
-                json!({
-                    "status": "behind_fleet",
-                    "version": readiness.schema_version,
-                    "fleet_version": fleet_version,
-                    "detail": e.to_string(),
-                })
-            }
+            Some((fleet_version, detail)) => json!({
+                "status": "behind_fleet",
+                "version": readiness.schema_version,
+                "fleet_version": fleet_version,
+                "detail": detail,
+            }),
         };
         return Ok(Json(json!({
             "status": "ready",

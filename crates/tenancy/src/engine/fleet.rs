@@ -223,11 +223,7 @@ impl Engine {
 
     /// The configured migrations again, up to `version`; fails when they do not reach it.
     fn reload_migrations(&self, version: i64) -> Result<MigrationSet> {
-        let set = match &self.inner.config.migrations {
-            MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
-            MigrationSource::BuiltinGuild => MigrationSet::builtin_guild(),
-        }
-        .up_to(version);
+        let set = self.inner.config.migrations.load()?.up_to(version);
         if set.latest() < version {
             return Err(Error::InvalidMigrations(format!(
                 "{} reaches version {} only",

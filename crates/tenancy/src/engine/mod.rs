@@ -92,9 +92,9 @@ pub struct Readiness {
     /// The schema version this process serves.
     pub schema_version: i64,
     /// Set when another process migrated the fleet further than this process can follow
-    /// (its migrations folder lacks the new files): it refuses what would build tenants at
-    /// its older version ([`Error::BehindFleet`]).
-    pub behind_fleet: Option<Error>,
+    /// (its migrations folder lacks the new files): the fleet's version and why. It refuses
+    /// what would build tenants at its older version ([`Error::BehindFleet`]).
+    pub behind_fleet: Option<(i64, String)>,
 }
 
 impl Readiness {
@@ -115,10 +115,7 @@ impl Engine {
     /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
     /// and recovers what dead processes left half-done.
     pub async fn open(config: EngineConfig) -> Result<Engine> {
-        let migrations = match &config.migrations {
-            MigrationSource::BuiltinGuild => MigrationSet::builtin_guild(),
-            MigrationSource::Folder(dir) => MigrationSet::load_dir(dir)?,
-        };
+        let migrations = config.migrations.load()?;
         migrations.scripts(Dialect::Sqlite)?;
         crate::store::set_heap_limit(config.memory.sqlite_heap_limit())?;
         let catalog: Arc<dyn Catalog> = match &config.catalog_url {
@@ -180,7 +177,7 @@ impl Engine {
         // Behind the fleet is reported, not "not ready": this process still serves the
         // data of every tenant; the catalog being down is reported above.
         let behind_fleet = match self.follow_fleet().await {
-            Err(e @ Error::BehindFleet { .. }) => Some(e),
+            Err(e @ Error::BehindFleet { fleet, .. }) => Some((fleet, e.to_string())),
             _ => None,
         };
         Readiness {
