@@ -269,6 +269,7 @@ async fn configure(
     let place = PlaceOptions {
         store: backend.on_postgres().then(|| PG_STORE.to_owned()),
         mode: Some(backend.mode()),
+        plan: None,
     };
     Ok((place, store_url))
 }

@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             migrate(engine, options, json).await
         }
         Command::Status { failed } => status(engine, failed, json).await,
+        Command::Plans => plans(&engine, json),
         Command::User { command } => user(engine, command, json).await,
         Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
@@ -105,6 +106,7 @@ fn creates_catalog(command: &Command) -> bool {
         | Command::Keys { .. }
         | Command::Migrate { .. }
         | Command::Status { .. }
+        | Command::Plans
         | Command::Completions { .. } => false,
     }
 }
@@ -116,6 +118,7 @@ fn check_slugs(command: &Command) -> Result<()> {
         Command::Tenant { command } => match command {
             TenantCommand::Create { slug, .. } => slug.as_deref(),
             TenantCommand::Show { slug }
+            | TenantCommand::Update { slug, .. }
             | TenantCommand::Suspend { slug }
             | TenantCommand::Resume { slug }
             | TenantCommand::Delete { slug, .. }
@@ -307,10 +310,14 @@ async fn serve(
             engine.migrations().latest()
         );
     }
+    if !engine.plans().is_empty() {
+        engine.spawn_lapse_job(settings.lapse_check);
+    }
     let app = tenancy_http::router(tenancy_http::AppState {
         engine: engine.clone(),
         admin_token,
         config: settings.http.clone(),
+        rates: Default::default(),
     });
     // Client connections never take the files open tenants and PostgreSQL need.
     let connections = tenancy_http::ConnectionLimits {
@@ -362,10 +369,12 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
             name,
             mode,
             store,
+            plan,
         } => {
             let place = tenancy::PlaceOptions {
                 mode: mode.as_deref().map(crate::config::parse_mode).transpose()?,
                 store,
+                plan,
             };
             if let Some(file) = bulk {
                 return create_bulk(engine, &file, &place, concurrency, json).await;
@@ -442,6 +451,44 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
                     })
                     .collect();
                 output::table(&["AT", "EVENT", "STATUS"], &rows);
+            }
+        }
+        TenantCommand::Update {
+            slug,
+            plan,
+            limits,
+            features,
+            budget,
+            trial_ends,
+            subscription_ends,
+            reset_overrides,
+        } => {
+            let change = plan_change(
+                plan,
+                &limits,
+                &features,
+                budget,
+                trial_ends,
+                subscription_ends,
+                reset_overrides,
+            )?;
+            let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
+            let changed = engine.change_plan(&tenant, change).await?;
+            if json {
+                output::json(&changed)?;
+            } else {
+                let t = &changed.tenant;
+                println!(
+                    "updated {}: plan {}",
+                    t.slug,
+                    t.plan.as_deref().unwrap_or("(default)")
+                );
+                if let Some(due) = &changed.move_due {
+                    println!(
+                        "its plan places tenants in {} mode in store {}: a move is due (the tenant was not moved)",
+                        due.mode, due.store
+                    );
+                }
             }
         }
         TenantCommand::Suspend { slug } => {
@@ -752,11 +799,27 @@ impl Progress {
 
 async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCode> {
     let status = engine.status().await?;
+    // Tenants the lapse job suspended: their trial or subscription ended.
+    let lapsed: Vec<Tenant> = engine
+        .catalog()
+        .list_tenants(&tenancy::catalog::TenantFilter {
+            statuses: Some(vec![tenancy::TenantStatus::Suspended]),
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .filter(|t| t.trial_ends_at.is_some() || t.subscription_ends_at.is_some())
+        .collect();
     if json {
         if failed_only {
             output::json(&status.failed_migrations)?;
         } else {
-            output::json(&status)?;
+            let mut value = serde_json::to_value(&status)?;
+            value["lapsed"] = serde_json::json!(lapsed
+                .iter()
+                .map(|t| serde_json::json!({"slug": t.slug, "reason": t.error}))
+                .collect::<Vec<_>>());
+            output::json(&value)?;
         }
         return Ok(status_exit(failed_only, &status));
     }
@@ -777,6 +840,12 @@ async fn status(engine: Engine, failed_only: bool, json: bool) -> Result<ExitCod
             })
             .collect();
         output::table(&["STATUS", "VERSION", "TENANTS"], &rows);
+        if !lapsed.is_empty() {
+            println!("\nsuspended when their trial or subscription ended:");
+            for t in &lapsed {
+                println!("  {}: {}", t.slug, t.error.as_deref().unwrap_or(""));
+            }
+        }
     }
     if !status.failed_migrations.is_empty() || failed_only {
         println!(
@@ -941,5 +1010,138 @@ async fn keys(engine: Engine, command: KeysCommand, json: bool) -> Result<ExitCo
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenant update`'s flags as a plan change; malformed ones refused before anything is
+/// opened or changed.
+fn plan_change(
+    plan: Option<String>,
+    limits: &[String],
+    features: &[String],
+    budget: Option<String>,
+    trial_ends: Option<String>,
+    subscription_ends: Option<String>,
+    reset_overrides: bool,
+) -> Result<tenancy::PlanChange> {
+    let usage = |m: String| anyhow::Error::new(CliError::usage("invalid_argument", m));
+    let pair = |raw: &str, what: &str| {
+        raw.split_once('=')
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+            .ok_or_else(|| usage(format!("--{what} {raw:?}: use NAME=VALUE")))
+    };
+    let mut change = tenancy::PlanChange {
+        plan,
+        reset_overrides,
+        ..Default::default()
+    };
+    for raw in limits {
+        let (name, value) = pair(raw, "limit")?;
+        let max = match value.as_str() {
+            "unlimited" => None,
+            n => Some(n.parse::<u64>().map_err(|_| {
+                usage(format!(
+                    "--limit {raw:?}: the maximum is a whole number or \"unlimited\""
+                ))
+            })?),
+        };
+        change.limits.insert(name, max);
+    }
+    for raw in features {
+        let (name, value) = pair(raw, "feature")?;
+        let on = match value.as_str() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            _ => return Err(usage(format!("--feature {raw:?}: use NAME=on or NAME=off"))),
+        };
+        change.features.insert(name, on);
+    }
+    change.budget = match budget.as_deref() {
+        None => None,
+        Some("plan") => Some(None),
+        Some(b) => Some(Some(
+            b.parse::<tenancy::Money>()
+                .map_err(|e| usage(format!("--budget: {e}")))?,
+        )),
+    };
+    let time = |raw: Option<String>,
+                flag: &str|
+     -> Result<Option<Option<chrono::DateTime<chrono::Utc>>>> {
+        Ok(match raw.as_deref() {
+            None => None,
+            Some("none") => Some(None),
+            Some(t) => Some(Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| usage(format!("--{flag} {t:?}: not an RFC 3339 time ({e})")))?
+                    .with_timezone(&chrono::Utc),
+            )),
+        })
+    };
+    change.trial_ends_at = time(trial_ends, "trial-ends")?;
+    change.subscription_ends_at = time(subscription_ends, "subscription-ends")?;
+    Ok(change)
+}
+
+fn plans(engine: &Engine, json: bool) -> Result<ExitCode> {
+    let plans = engine.plans();
+    if json {
+        output::json(&serde_json::json!({
+            "default": plans.default_plan(),
+            "data": plans.all(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plans.is_empty() {
+        println!("no plans are configured ([[plans]] in tenancy.toml)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = plans
+        .all()
+        .iter()
+        .map(|p| {
+            let mut limits: Vec<String> = Vec::new();
+            let l = &p.limits;
+            for (name, v) in [
+                ("members", l.members),
+                ("api_keys", l.api_keys),
+                ("owned_tenants", l.owned_tenants),
+                ("storage_bytes", l.storage_bytes),
+                ("requests_per_minute", l.requests_per_minute),
+                ("burst", l.burst),
+            ] {
+                if let Some(v) = v {
+                    limits.push(format!("{name}={v}"));
+                }
+            }
+            limits.extend(l.rows.iter().map(|r| format!("{}={}", r.name, r.max)));
+            let on: Vec<&str> = p
+                .features
+                .iter()
+                .filter(|(_, on)| **on)
+                .map(|(k, _)| k.as_str())
+                .collect();
+            let default = if plans.default_plan() == Some(p.name.as_str()) {
+                " (default)"
+            } else {
+                ""
+            };
+            vec![
+                format!("{}{default}", p.name),
+                format!("{} {}", p.price.base, p.price.currency),
+                if limits.is_empty() {
+                    "-".into()
+                } else {
+                    limits.join(" ")
+                },
+                if on.is_empty() {
+                    "-".into()
+                } else {
+                    on.join(" ")
+                },
+            ]
+        })
+        .collect();
+    output::table(&["PLAN", "BASE PRICE", "LIMITS", "FEATURES"], &rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,8 @@ pub struct Settings {
     pub http: HttpConfig,
     /// The config file that was read, if any.
     pub source: Option<PathBuf>,
+    /// How often `serve` suspends tenants whose trial or subscription ended.
+    pub lapse_check: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +64,22 @@ struct FileConfig {
     metrics: MetricsSection,
     #[serde(default)]
     cors: CorsSection,
+    #[serde(default)]
+    plans: Vec<tenancy::Plan>,
+    #[serde(default)]
+    billing: BillingSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillingSection {
+    /// The plan of a tenant created without one.
+    default_plan: Option<String>,
+    /// Table → the feature flag the data API needs on to serve it.
+    #[serde(default)]
+    feature_tables: std::collections::BTreeMap<String, String>,
+    /// How often `serve` suspends tenants whose trial or subscription ended.
+    lapse_check_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -510,6 +528,25 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
             None => None,
         },
     };
+    let default_plan = env("TENANCY_DEFAULT_PLAN").or(file.billing.default_plan);
+    engine.plans = tenancy::Plans::new(file.plans, default_plan, file.billing.feature_tables)
+        .map_err(|e| anyhow::anyhow!("[[plans]]: {e}"))?;
+    for plan in engine.plans.all() {
+        if let Some(store) = &plan.store {
+            if store != tenancy::DEFAULT_STORE && !engine.stores.iter().any(|s| &s.name == store) {
+                bail!(
+                    "[[plans]] {:?}: no store {store:?} is configured",
+                    plan.name
+                );
+            }
+        }
+    }
+    let lapse_check =
+        match env_parse::<u64>("TENANCY_LAPSE_CHECK_SECS")?.or(file.billing.lapse_check_secs) {
+            Some(0) => bail!("billing.lapse_check_secs must be at least 1"),
+            Some(n) => Duration::from_secs(n),
+            None => Duration::from_secs(60),
+        };
     engine.migrations = migrations;
     engine.cache = cache;
     engine.durability = durability;
@@ -535,6 +572,7 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         admin_token,
         http,
         source,
+        lapse_check,
     })
 }
 

@@ -89,6 +89,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The configured plans: limits, feature flags and prices.
+    Plans,
     /// Rotate the key that signs access tokens.
     SigningKey,
     /// Replace the platform admin token stored in the catalog and print the new one once.
@@ -167,6 +169,36 @@ enum TenantCommand {
         /// A store name from [[stores]], or "default" (the SQLite store).
         #[arg(long)]
         store: Option<String>,
+        /// A plan from [[plans]] (default: billing.default_plan); its mode and store apply
+        /// unless --mode or --store say otherwise.
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Change a tenant's plan, its own limits and flags, budget, trial or subscription end.
+    /// A plan that places tenants elsewhere does not move the tenant: the answer says a
+    /// move is due.
+    Update {
+        slug: String,
+        #[arg(long)]
+        plan: Option<String>,
+        /// The tenant's own maximum for a limit: NAME=N, or NAME=unlimited (repeatable).
+        #[arg(long = "limit", value_name = "NAME=N")]
+        limits: Vec<String>,
+        /// Turn a feature flag on or off for the tenant: NAME=on|off (repeatable).
+        #[arg(long = "feature", value_name = "NAME=on|off")]
+        features: Vec<String>,
+        /// A monthly budget (like 265.00), or "plan" for the plan's.
+        #[arg(long)]
+        budget: Option<String>,
+        /// When the trial ends (RFC 3339, like 2027-01-31T00:00:00Z), or "none".
+        #[arg(long, value_name = "TIME")]
+        trial_ends: Option<String>,
+        /// When the subscription ends (RFC 3339), or "none".
+        #[arg(long, value_name = "TIME")]
+        subscription_ends: Option<String>,
+        /// Drop the tenant's own limits, flags and budget first.
+        #[arg(long)]
+        reset_overrides: bool,
     },
     /// List tenants.
     List,

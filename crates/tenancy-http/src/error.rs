@@ -12,6 +12,9 @@ pub struct ApiError {
     pub detail: String,
     /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
     pub retry_after: Option<u64>,
+    /// Members of the problem beyond the standard ones (`limit`, `current`, `max` of a
+    /// `quota_exceeded`).
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +28,8 @@ struct Problem<'a> {
     /// The request's id ([`crate::observe`]), to quote when reporting a problem.
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(flatten)]
+    fields: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -34,7 +39,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            fields: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a member to the problem (`limit`, `path`, …).
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.fields.insert(key.to_owned(), value.into());
+        self
     }
 
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
@@ -93,6 +105,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             detail: &self.detail,
             request_id: crate::observe::request_id(),
+            fields: &self.fields,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -205,6 +218,25 @@ impl From<tenancy::Error> for ApiError {
             }
             E::TenantSuspended { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "tenant_suspended", e.to_string())
+            }
+            E::UnknownPlan { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_plan", e.to_string())
+            }
+            E::QuotaExceeded {
+                limit,
+                current,
+                max,
+            } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                e.to_string(),
+            )
+            .with("limit", limit.as_str())
+            .with("current", *current)
+            .with("max", *max),
+            E::FeatureDisabled { feature, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "feature_disabled", e.to_string())
+                    .with("feature", feature.as_str())
             }
             E::TenantLimitReached { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "tenant_limit_reached", e.to_string())

@@ -22,6 +22,7 @@ mod json;
 pub mod observe;
 mod openapi;
 mod prometheus;
+mod ratelimit;
 mod resolve;
 mod routes;
 mod server;
@@ -38,6 +39,7 @@ pub use auth::{Authenticated, Caller};
 pub use config::{ConnectionLimits, CorsConfig, HttpConfig, MetricsConfig, Resolver};
 pub use error::{ApiError, ApiResult};
 pub use json::Json;
+pub use ratelimit::TenantRates;
 pub use resolve::TenantContext;
 pub use server::{raise_open_files_limit, serve_with};
 pub use strict_json::StrictJson;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub engine: Engine,
     pub admin_token: AdminToken,
     pub config: HttpConfig,
+    /// Each tenant's request rate, against its plan.
+    pub rates: ratelimit::TenantRates,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
             engine,
             admin_token,
             config: HttpConfig::default(),
+            rates: ratelimit::TenantRates::default(),
         }
     }
 }
@@ -78,10 +83,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/logout", post(auth::logout))
         .route("/v1/me", get(auth::me))
         .route("/v1/tenant", get(tenant::show))
+        .route("/v1/plans", get(tenants::plans))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/v1/tenants/{slug}",
-            get(tenants::show).delete(tenants::delete),
+            get(tenants::show)
+                .patch(tenants::update)
+                .delete(tenants::delete),
         )
         .route("/v1/tenants/{slug}/suspend", post(tenants::suspend))
         .route("/v1/tenants/{slug}/resume", post(tenants::resume))

@@ -49,6 +49,8 @@ struct Seen {
     route: Option<String>,
     tenant: Option<TenantId>,
     principal: Option<&'static str>,
+    /// Headers for the answer, whatever it is (the tenant's rate limit).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Scope {
@@ -60,6 +62,11 @@ impl Scope {
 /// The id of the request being handled, if any.
 pub fn request_id() -> Option<String> {
     SCOPE.try_with(|scope| scope.id.clone()).ok()
+}
+
+/// Notes a header the answer carries, success or problem alike.
+pub fn note_header(name: HeaderName, value: HeaderValue) {
+    let _ = SCOPE.try_with(|scope| scope.seen().headers.push((name, value)));
 }
 
 /// Notes the tenant the request resolved to.
@@ -134,6 +141,10 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .scope(Arc::clone(&scope), next.run(request).instrument(span))
         .await;
     pending.done = true;
+    let noted = std::mem::take(&mut scope.seen().headers);
+    for (name, value) in noted {
+        response.headers_mut().insert(name, value);
+    }
     finish(&scope, method, started, response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);

@@ -82,6 +82,11 @@ impl TenantContext {
         }
     }
 
+    /// Whether a feature flag of the tenant's plan (or its own override) is on.
+    pub fn feature(&self, flag: &str) -> bool {
+        self.engine.feature(&self.tenant, flag)
+    }
+
     pub fn engine(&self) -> &tenancy::Engine {
         &self.engine
     }
@@ -248,6 +253,14 @@ impl FromRequestParts<AppState> for TenantContext {
             .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
         crate::observe::note_tenant(tenant.id);
         check_status(&tenant)?;
+        if let Some(effective) = state.engine.effective_plan(&tenant) {
+            use tenancy::plans::LimitKind;
+            if let Some(rate) = effective.limit(LimitKind::RequestsPerMinute) {
+                state
+                    .rates
+                    .check(tenant.id, rate, effective.limit(LimitKind::Burst))?;
+            }
+        }
         let ctx = TenantContext {
             resolved_by,
             tenant,
@@ -264,11 +277,19 @@ impl FromRequestParts<AppState> for TenantContext {
 pub fn check_status(tenant: &Tenant) -> ApiResult<()> {
     match tenant.status {
         TenantStatus::Active => Ok(()),
-        TenantStatus::Suspended => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "tenant_suspended",
-            format!("tenant {} is suspended", tenant.slug),
-        )),
+        TenantStatus::Suspended => Err(match &tenant.error {
+            Some(reason) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                format!("tenant {} is suspended: {reason}", tenant.slug),
+            )
+            .with("reason", reason.as_str()),
+            None => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "tenant_suspended",
+                format!("tenant {} is suspended", tenant.slug),
+            ),
+        }),
         TenantStatus::Provisioning | TenantStatus::Moving => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "tenant_unavailable",

@@ -79,6 +79,8 @@ pub struct EngineConfig {
     /// Seals secrets kept in the catalog. `None`: `<data_dir>/secret.key`, created on
     /// first need.
     pub secret_key: Option<SecretKey>,
+    /// The plans tenants are on (none configured: nothing is limited).
+    pub plans: crate::plans::Plans,
 }
 
 /// A PostgreSQL store as configured (`[[stores]]`).
@@ -139,6 +141,7 @@ impl EngineConfig {
             default_store: DEFAULT_STORE.to_owned(),
             default_mode: Mode::Database,
             secret_key: None,
+            plans: crate::plans::Plans::default(),
             sweep_store_files: true,
         }
     }
@@ -168,6 +171,9 @@ impl EngineConfig {
 pub struct PlaceOptions {
     pub store: Option<String>,
     pub mode: Option<Mode>,
+    /// The tenant's plan (`None`: the default plan); its mode and store apply where the
+    /// two above are `None`.
+    pub plan: Option<String>,
 }
 
 /// Bounds of a handle cache (DESIGN §3 defaults: 1,000 open tenants, 30 minutes idle).

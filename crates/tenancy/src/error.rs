@@ -112,6 +112,22 @@ pub enum Error {
     #[error("the server is busy checking passwords; retry in {retry_after_secs} s")]
     HashingBusy { retry_after_secs: u64 },
 
+    #[error("unknown plan {plan:?}; configured: {}", known.join(", "))]
+    UnknownPlan { plan: String, known: Vec<String> },
+
+    /// A write that would take a limit of the tenant's plan past its maximum; nothing
+    /// was changed.
+    #[error("the {limit} limit is {max} and the tenant has {current}; nothing was changed")]
+    QuotaExceeded {
+        limit: String,
+        current: u64,
+        max: u64,
+    },
+
+    /// A table (or action) the tenant's plan does not include.
+    #[error("{what} needs the {feature:?} feature, which the tenant's plan does not include")]
+    FeatureDisabled { feature: String, what: String },
+
     #[error("unknown role; use viewer, member, admin or owner")]
     InvalidRole,
 

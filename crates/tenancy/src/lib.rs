@@ -27,6 +27,7 @@ pub mod fault;
 pub mod identity;
 pub mod migrations;
 pub mod pgconnect;
+pub mod plans;
 pub mod secrets;
 mod slug;
 pub mod sql;
@@ -42,13 +43,14 @@ pub use domain::{CustomDomain, Domain, DomainVerifier};
 pub use engine::access::{Access, AddedMember, Principal};
 pub use engine::accounts::Session;
 pub use engine::{
-    BulkReport, Engine, EngineConfig, FleetStatus, MigrateEvent, MigrateOptions, MigrateReport,
-    MigrationSource, PlaceOptions, PlannedMigration, Readiness, RecoveryReport, StoreSpec,
-    DEFAULT_STORE,
+    BulkReport, Engine, EngineConfig, FleetStatus, LimitUse, MigrateEvent, MigrateOptions,
+    MigrateReport, MigrationSource, MoveDue, PlaceOptions, PlanChange, PlanChanged,
+    PlannedMigration, Readiness, RecoveryReport, StoreSpec, DEFAULT_STORE,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
+pub use plans::{Effective, Money, Plan, PlanOverrides, Plans};
 pub use slug::{Slug, RESERVED_SLUGS};
 pub use store::{CacheConfig, TenantStore};
 pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};

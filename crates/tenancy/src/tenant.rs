@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -98,7 +98,7 @@ impl FromStr for TenantStatus {
 }
 
 /// The isolation model of one tenant (DESIGN §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Database,
@@ -159,6 +159,18 @@ pub struct Tenant {
     pub error: Option<String>,
     #[serde(flatten)]
     pub placement: Placement,
+    /// Its plan (`None`: the configured default plan).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Its own limits, flags and budget over the plan's.
+    #[serde(skip_serializing_if = "crate::plans::PlanOverrides::is_empty")]
+    pub plan_overrides: crate::plans::PlanOverrides,
+    /// When its trial ends: from then on it is suspended unless its plan changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    /// When its subscription ends: from then on it is suspended unless renewed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_ends_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The process instance carrying out the current transition, if any.

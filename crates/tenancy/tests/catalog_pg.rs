@@ -62,6 +62,7 @@ fn new_tenant(s: &str) -> NewTenant {
             schema_version: 0,
         },
         owner: None,
+        plan: None,
     }
 }
 
@@ -133,6 +134,7 @@ fn new_key(id: &str, tenant: Option<TenantId>) -> NewApiKey {
         secret_hash: format!("hash-of-{id}"),
         created_by: "test".into(),
         expires_at: None,
+        max: None,
     }
 }
 
@@ -734,6 +736,7 @@ async fn invitations_are_redeemed_once_at_signup() {
         role: Role::Member,
         created_by: "test".into(),
         expires_at: Utc::now() + expires_in,
+        max_members: None,
     };
     cat.insert_invitation(&invite(
         "inv-1",

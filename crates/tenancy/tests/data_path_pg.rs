@@ -36,6 +36,7 @@ fn place(mode: Mode) -> PlaceOptions {
     PlaceOptions {
         store: Some("pg".into()),
         mode: Some(mode),
+        plan: None,
     }
 }
 

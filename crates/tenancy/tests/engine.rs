@@ -200,6 +200,7 @@ async fn abandoned_provisioning(
                 schema_version: 0,
             },
             owner: None,
+            plan: None,
         })
         .await
         .unwrap();
@@ -270,6 +271,7 @@ async fn recovery_leaves_a_live_process_alone() {
                 schema_version: 0,
             },
             owner: None,
+            plan: None,
         })
         .await
         .unwrap();

@@ -62,6 +62,7 @@ fn place(mode: Mode) -> PlaceOptions {
     PlaceOptions {
         store: Some("pg".into()),
         mode: Some(mode),
+        plan: None,
     }
 }
 
@@ -432,6 +433,7 @@ async fn recovery_removes_a_half_created_database_and_schema() {
                     schema_version: 0,
                 },
                 owner: None,
+                plan: None,
             })
             .await
             .unwrap();
@@ -612,6 +614,7 @@ async fn unknown_stores_modes_and_hostile_names_are_refused() {
     let nowhere = PlaceOptions {
         store: Some("nowhere\"; DROP DATABASE x; --".into()),
         mode: Some(Mode::Database),
+        plan: None,
     };
     let err = engine
         .create_tenant_with(slug("x"), None, None, &nowhere)
@@ -621,6 +624,7 @@ async fn unknown_stores_modes_and_hostile_names_are_refused() {
     let sqlite_schema = PlaceOptions {
         store: Some("default".into()),
         mode: Some(Mode::Schema),
+        plan: None,
     };
     let err = engine
         .create_tenant_with(slug("x"), None, None, &sqlite_schema)

@@ -38,6 +38,7 @@ async fn databases(engine: &Engine, n: usize) -> Vec<Tenant> {
     let place = PlaceOptions {
         store: Some("pg".into()),
         mode: Some(Mode::Database),
+        plan: None,
     };
     let mut tenants = Vec::new();
     for i in 0..n {

@@ -501,6 +501,7 @@ fn new_tenant(s: &str) -> NewTenant {
             schema_version: 0,
         },
         owner: None,
+        plan: None,
     }
 }
 
@@ -710,6 +711,7 @@ async fn writes_report_what_they_change(kind: CatalogKind) {
         role: Role::Member,
         created_by: "test".into(),
         expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+        max_members: None,
     })
     .await
     .unwrap();
@@ -734,6 +736,7 @@ async fn writes_report_what_they_change(kind: CatalogKind) {
             secret_hash: "hash".into(),
             created_by: "test".into(),
             expires_at: None,
+            max: None,
         })
         .await
         .unwrap();

@@ -91,6 +91,7 @@ fn in_schema() -> PlaceOptions {
     PlaceOptions {
         store: Some("pg".into()),
         mode: Some(Mode::Schema),
+        plan: None,
     }
 }
 
@@ -164,6 +165,7 @@ async fn by_default_the_catalog_and_the_stores_connect_with_tls() {
         let place = PlaceOptions {
             store: Some("pg".into()),
             mode: Some(mode),
+            plan: None,
         };
         let tenant = engine
             .create_tenant_with(slug(s), None, None, &place)

@@ -22,6 +22,9 @@ pub struct CreateTenant {
     mode: Option<String>,
     /// A configured store; platform administrators only.
     store: Option<String>,
+    /// A configured plan; platform administrators only (self-service tenants start on
+    /// the default plan, and their owner may change it).
+    plan: Option<String>,
 }
 
 /// Platform administrators create tenants; so do logged-in users when self-service is on,
@@ -40,9 +43,11 @@ pub async fn create(
             ))
         }
     };
-    if (body.mode.is_some() || body.store.is_some()) && !principal.is_platform() {
+    if (body.mode.is_some() || body.store.is_some() || body.plan.is_some())
+        && !principal.is_platform()
+    {
         return Err(ApiError::forbidden(
-            "choosing a tenant's mode or store needs a platform administrator",
+            "choosing a tenant's mode, store or plan needs a platform administrator",
         ));
     }
     let mode = match body.mode.as_deref() {
@@ -59,12 +64,19 @@ pub async fn create(
     let place = tenancy::PlaceOptions {
         mode,
         store: body.store,
+        plan: body.plan,
     };
     let tenant = match (&principal, owner) {
         (p, Some(owner)) if !p.is_platform() => {
             state
                 .engine
-                .create_own_tenant(slug, body.name, owner, state.config.max_tenants_per_user)
+                .create_own_tenant(
+                    slug,
+                    body.name,
+                    owner,
+                    state.config.max_tenants_per_user,
+                    None,
+                )
                 .await?
         }
         _ => {
@@ -118,6 +130,44 @@ pub async fn show(
 ) -> ApiResult<axum::Json<Tenant>> {
     let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Viewer, "tenant.show").await?;
     Ok(axum::Json(tenant))
+}
+
+/// `PATCH /v1/tenants/{slug}`: the tenant's plan, limits, flags, budget and dates
+/// ([`tenancy::PlanChange`]). Owners change the plan and the budget; the rest needs a
+/// platform administrator. Answers the tenant and, when the plan places its tenants
+/// elsewhere, `move_due` (the change does not move it).
+pub async fn update(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(slug): Path<String>,
+    Json(change): Json<tenancy::PlanChange>,
+) -> ApiResult<axum::Json<Value>> {
+    let (tenant, _) = tenant_for(&state, &principal, &slug, Role::Owner, "tenant.update").await?;
+    if !change.owner_may_make() && !principal.is_platform() {
+        return Err(ApiError::forbidden(
+            "a tenant's owner changes its plan and budget; limits, features, trial and \
+             subscription dates need a platform administrator",
+        ));
+    }
+    let changed = state.engine.change_plan(&tenant, change).await?;
+    let mut body = serde_json::to_value(&changed.tenant).map_err(|e| {
+        ApiError::from(tenancy::Error::Internal(format!(
+            "serializing a tenant: {e}"
+        )))
+    })?;
+    if let (Some(due), Some(obj)) = (&changed.move_due, body.as_object_mut()) {
+        obj.insert("move_due".into(), json!(due));
+    }
+    Ok(axum::Json(body))
+}
+
+/// `GET /v1/plans`: the configured plans and the default one.
+pub async fn plans(State(state): State<AppState>) -> axum::Json<Value> {
+    let plans = state.engine.plans();
+    axum::Json(json!({
+        "default": plans.default_plan(),
+        "data": plans.all(),
+    }))
 }
 
 /// Owners delete their tenant; a suspended one only a platform administrator deletes.

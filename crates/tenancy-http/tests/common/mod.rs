@@ -171,6 +171,7 @@ impl Server {
             engine: engine.clone(),
             admin_token,
             config,
+            rates: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

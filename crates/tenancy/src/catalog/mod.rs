@@ -35,6 +35,29 @@ pub struct NewTenant {
     pub placement: Placement,
     /// The user who becomes its `owner`, recorded with the tenant itself.
     pub owner: Option<UserId>,
+    /// Its plan (`None`: whichever is the default when asked).
+    pub plan: Option<String>,
+}
+
+/// What a tenant holds of the limits the catalog keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaCounts {
+    /// Members and pending invitations.
+    pub members: u64,
+    /// Keys neither revoked nor expired.
+    pub api_keys: u64,
+}
+
+/// A tenant's plan, overrides and dates as they are to be after a change (the whole state,
+/// not a difference), journaled as `plan.update` with `detail`.
+#[derive(Debug, Clone)]
+pub struct PlanState {
+    pub plan: Option<String>,
+    pub overrides: crate::plans::PlanOverrides,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub subscription_ends_at: Option<DateTime<Utc>>,
+    /// What changed, for the journal.
+    pub detail: String,
 }
 
 /// A user about to be created.
@@ -58,6 +81,9 @@ pub struct NewApiKey {
     pub secret_hash: String,
     pub created_by: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Refuse (`QuotaExceeded`) if the tenant already has this many live keys: counted
+    /// and inserted in one transaction.
+    pub max: Option<u64>,
 }
 
 /// An invitation to join a tenant, redeemed at signup by its token.
@@ -69,6 +95,9 @@ pub struct NewInvitation {
     pub role: Role,
     pub created_by: String,
     pub expires_at: DateTime<Utc>,
+    /// Refuse (`QuotaExceeded`) if the tenant's members and pending invitations already
+    /// number this many: counted and inserted in one transaction.
+    pub max_members: Option<u64>,
 }
 
 /// A refresh token to store (by hash).
@@ -350,6 +379,15 @@ pub trait Catalog: Send + Sync + 'static {
     /// Mirrors a tenant database's schema version (only ever raises it).
     async fn set_schema_version(&self, id: TenantId, version: i64) -> Result<()>;
 
+    /// Sets a tenant's plan state (any status but `deleted`), with a journal row.
+    async fn set_plan(&self, id: TenantId, state: &PlanState) -> Result<Tenant>;
+
+    /// What the tenant holds of its catalog-kept limits.
+    async fn quota_counts(&self, tenant: TenantId) -> Result<QuotaCounts>;
+
+    /// Active tenants whose trial or subscription ended at or before `now`.
+    async fn lapsed_tenants(&self, now: DateTime<Utc>) -> Result<Vec<Tenant>>;
+
     async fn status_counts(&self) -> Result<Vec<StatusCount>>;
 
     /// Tenants (deleted ones excluded) by status and mode, for the `tenancy_tenants` gauge.
@@ -501,6 +539,19 @@ pub trait Catalog: Send + Sync + 'static {
 
 /// Whether `t` may apply to a tenant that is now `current`: `InvalidTransition` if its
 /// status is not one of `t.from`, `TenantBusy` if another process owns its operation.
+/// `QuotaExceeded` when `current` already reaches `max` (one more would pass it).
+fn refuse_past(limit: &str, current: i64, max: u64) -> Result<()> {
+    let current = u64::try_from(current).unwrap_or(0);
+    if current >= max {
+        return Err(crate::Error::QuotaExceeded {
+            limit: limit.to_owned(),
+            current,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn check_transition(current: &Tenant, t: &Transition<'_>) -> Result<()> {
     if !t.from.contains(&current.status) {
         let from: Vec<&str> = t.from.iter().map(|s| s.as_str()).collect();

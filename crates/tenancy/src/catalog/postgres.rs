@@ -41,8 +41,8 @@ use tokio_postgres::{AsyncMessage, Row};
 use uuid::Uuid;
 
 use super::{
-    Catalog, Change, Changes, ChangesSince, JournalEntry, NewTenant, RegisteredMigration,
-    StatusCount, TenantFilter, TenantMigrationResult, Transition,
+    Catalog, Change, Changes, ChangesSince, JournalEntry, NewTenant, PlanState, QuotaCounts,
+    RegisteredMigration, StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::domain::CustomDomain;
@@ -330,6 +330,17 @@ BEGIN
 END
 $$;
 "#,
+    r#"
+-- Plans: a tenant's plan (NULL: the default), its overrides of the plan and the dates that
+-- suspend it when reached.
+ALTER TABLE tenants ADD COLUMN plan text;
+ALTER TABLE tenants ADD COLUMN plan_overrides jsonb;
+ALTER TABLE tenants ADD COLUMN trial_ends_at timestamptz;
+ALTER TABLE tenants ADD COLUMN subscription_ends_at timestamptz;
+CREATE INDEX tenants_trial_idx ON tenants (trial_ends_at) WHERE trial_ends_at IS NOT NULL;
+CREATE INDEX tenants_subscription_idx ON tenants (subscription_ends_at)
+    WHERE subscription_ends_at IS NOT NULL;
+"#,
 ];
 
 /// Connections of the pool (the dedicated session is one more).
@@ -539,13 +550,16 @@ impl PgCatalog {
         let slug = new.slug.as_str();
         let statement = tx
             .prepare_cached(
-                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'provisioning', $4, now(), now())",
+                "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at, plan) \
+                 VALUES ($1, $2, $3, 'provisioning', $4, now(), now(), $5)",
             )
             .await
             .map_err(db_error)?;
         match tx
-            .execute(&statement, &[&new.id.0, &slug, &new.name, &self.owner])
+            .execute(
+                &statement,
+                &[&new.id.0, &slug, &new.name, &self.owner, &new.plan],
+            )
             .await
         {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -999,6 +1013,18 @@ async fn redeem_invitation(
     Ok((TenantId(get(&redeemed, 0)?), get(&redeemed, 1)?))
 }
 
+/// Locks a tenant's row for the rest of the transaction: counts that decide a limit are
+/// taken in turn.
+async fn lock_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<()> {
+    query(
+        tx,
+        "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
+        &[&tenant.0],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn begin(conn: &mut Object) -> Result<Transaction<'_>> {
     conn.transaction().await.map_err(db_error)
 }
@@ -1085,7 +1111,8 @@ async fn select_domain(
 
 const TENANT_SELECT: &str =
     "SELECT t.id, t.slug, t.name, t.status, t.error, t.op_owner, t.created_at, t.updated_at, \
-     p.store, p.mode, p.location, p.schema_version \
+     p.store, p.mode, p.location, p.schema_version, \
+     t.plan, t.plan_overrides, t.trial_ends_at, t.subscription_ends_at \
      FROM tenants t JOIN placements p ON p.tenant_id = t.id";
 
 fn tenant_from_row(r: &Row) -> Result<Tenant> {
@@ -1106,6 +1133,14 @@ fn tenant_from_row(r: &Row) -> Result<Tenant> {
             location: get(r, 10)?,
             schema_version: get(r, 11)?,
         },
+        plan: get(r, 12)?,
+        plan_overrides: match get::<Option<serde_json::Value>>(r, 13)? {
+            Some(json) => serde_json::from_value(json)
+                .map_err(|e| Error::Catalog(format!("bad plan overrides in the catalog: {e}")))?,
+            None => Default::default(),
+        },
+        trial_ends_at: get(r, 14)?,
+        subscription_ends_at: get(r, 15)?,
     })
 }
 
@@ -1282,6 +1317,7 @@ impl Catalog for PgCatalog {
         let locations: Vec<&str> = new.iter().map(|n| n.placement.location.as_str()).collect();
         let versions: Vec<i64> = new.iter().map(|n| n.placement.schema_version).collect();
         let owners: Vec<Option<Uuid>> = new.iter().map(|n| n.owner.map(|u| u.0)).collect();
+        let plans: Vec<Option<&str>> = new.iter().map(|n| n.plan.as_deref()).collect();
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
         // One statement for the whole batch: a taken slug (or one repeated in the batch)
@@ -1291,11 +1327,13 @@ impl Catalog for PgCatalog {
             &tx,
             "WITH input AS ( \
                  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], \
-                     $5::text[], $6::text[], $7::int8[], $8::uuid[]) WITH ORDINALITY \
-                     AS i (id, slug, name, store, mode, location, schema_version, owner_user, ord) \
+                     $5::text[], $6::text[], $7::int8[], $8::uuid[], $10::text[]) WITH ORDINALITY \
+                     AS i (id, slug, name, store, mode, location, schema_version, owner_user, \
+                         plan, ord) \
              ), ins AS ( \
-                 INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
-                 SELECT id, slug, name, 'provisioning', $9, now(), now() FROM input ORDER BY ord \
+                 INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at, plan) \
+                 SELECT id, slug, name, 'provisioning', $9, now(), now(), plan FROM input \
+                 ORDER BY ord \
                  ON CONFLICT (slug) WHERE status <> 'deleted' DO NOTHING \
                  RETURNING id \
              ), placed AS ( \
@@ -1312,7 +1350,7 @@ impl Catalog for PgCatalog {
              ) SELECT id FROM ins",
             &[
                 &ids, &slugs, &names, &stores, &modes, &locations, &versions, &owners,
-                &self.owner,
+                &self.owner, &plans,
             ],
         )
         .await?
@@ -1503,6 +1541,85 @@ impl Catalog for PgCatalog {
             .ok_or_else(|| Error::Internal(format!("tenant {} vanished", t.id)))?;
         self.commit(tx, &changed).await?;
         Ok(tenant)
+    }
+
+    async fn set_plan(&self, id: TenantId, state: &PlanState) -> Result<Tenant> {
+        let overrides = if state.overrides.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_value(&state.overrides)
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            )
+        };
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        let status: String = match query_opt(
+            &tx,
+            "UPDATE tenants SET plan = $2, plan_overrides = $3, trial_ends_at = $4, \
+             subscription_ends_at = $5, updated_at = now() \
+             WHERE id = $1 AND status <> 'deleted' RETURNING status",
+            &[
+                &id.0,
+                &state.plan,
+                &overrides,
+                &state.trial_ends_at,
+                &state.subscription_ends_at,
+            ],
+        )
+        .await?
+        {
+            Some(row) => get(&row, 0)?,
+            None => {
+                return Err(Error::TenantNotFound {
+                    slug: id.to_string(),
+                })
+            }
+        };
+        execute(
+            &tx,
+            "INSERT INTO journal (tenant_id, event, from_status, to_status, detail, at) \
+             VALUES ($1, 'plan.update', $2, $2, $3, now())",
+            &[&id.0, &status, &state.detail],
+        )
+        .await?;
+        let tenant = select_tenant(&tx, "t.id = $1", &id.0)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+        self.commit(tx, &[Change::Tenant(id)]).await?;
+        Ok(tenant)
+    }
+
+    async fn quota_counts(&self, tenant: TenantId) -> Result<QuotaCounts> {
+        let row = query_one(
+            &self.conn().await?,
+            "SELECT (SELECT count(*) FROM memberships WHERE tenant_id = $1) \
+             + (SELECT count(*) FROM invitations WHERE tenant_id = $1 \
+                AND accepted_at IS NULL AND expires_at > now()), \
+             (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
+                AND (expires_at IS NULL OR expires_at > now()))",
+            &[&tenant.0],
+        )
+        .await?;
+        Ok(QuotaCounts {
+            members: u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0),
+            api_keys: u64::try_from(get::<i64>(&row, 1)?).unwrap_or(0),
+        })
+    }
+
+    async fn lapsed_tenants(&self, now: DateTime<Utc>) -> Result<Vec<Tenant>> {
+        query(
+            &self.conn().await?,
+            &format!(
+                "{TENANT_SELECT} WHERE t.status = 'active' \
+                 AND (t.trial_ends_at <= $1 OR t.subscription_ends_at <= $1) ORDER BY t.slug"
+            ),
+            &[&now],
+        )
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
     }
 
     async fn set_schema_version(&self, id: TenantId, version: i64) -> Result<()> {
@@ -1964,6 +2081,18 @@ impl Catalog for PgCatalog {
     async fn insert_api_key(&self, k: &NewApiKey) -> Result<ApiKey> {
         let mut conn = self.conn().await?;
         let tx = begin(&mut conn).await?;
+        if let (Some(max), Some(tenant)) = (k.max, k.tenant_id) {
+            // The tenant's row lock makes concurrent creations take turns.
+            lock_tenant(&tx, tenant).await?;
+            let row = query_one(
+                &tx,
+                "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
+                 AND (expires_at IS NULL OR expires_at > now())",
+                &[&tenant.0],
+            )
+            .await?;
+            super::refuse_past("api_keys", get(&row, 0)?, max)?;
+        }
         let row = query_one(
             &tx,
             &format!(
@@ -2064,7 +2193,22 @@ impl Catalog for PgCatalog {
     }
 
     async fn insert_invitation(&self, inv: &NewInvitation) -> Result<()> {
-        self.write(
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        if let Some(max) = inv.max_members {
+            lock_tenant(&tx, inv.tenant_id).await?;
+            let row = query_one(
+                &tx,
+                "SELECT (SELECT count(*) FROM memberships WHERE tenant_id = $1) \
+                 + (SELECT count(*) FROM invitations WHERE tenant_id = $1 \
+                    AND accepted_at IS NULL AND expires_at > now())",
+                &[&inv.tenant_id.0],
+            )
+            .await?;
+            super::refuse_past("members", get(&row, 0)?, max)?;
+        }
+        execute(
+            &tx,
             "INSERT INTO invitations \
              (token_hash, tenant_id, email_norm, role, created_by, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, now(), $6)",
@@ -2076,9 +2220,9 @@ impl Catalog for PgCatalog {
                 &inv.created_by,
                 &inv.expires_at,
             ],
-            &[],
         )
         .await?;
+        self.commit(tx, &[]).await?;
         Ok(())
     }
 

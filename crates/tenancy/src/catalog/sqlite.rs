@@ -20,8 +20,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    Catalog, Changes, ChangesSince, JournalEntry, NewTenant, RegisteredMigration, StatusCount,
-    TenantFilter, TenantMigrationResult, Transition,
+    Catalog, Changes, ChangesSince, JournalEntry, NewTenant, PlanState, QuotaCounts,
+    RegisteredMigration, StatusCount, TenantFilter, TenantMigrationResult, Transition,
 };
 use super::{NewApiKey, NewInvitation, NewRefreshToken, NewUser};
 use crate::config::Durability;
@@ -308,6 +308,17 @@ END;
 CREATE TRIGGER domains_delete_change AFTER DELETE ON domains
 BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('domain', OLD.domain); END;
 "#,
+    r#"
+-- Plans: a tenant's plan (NULL: the default), its overrides of the plan (JSON) and the
+-- dates that suspend it when reached.
+ALTER TABLE tenants ADD COLUMN plan TEXT;
+ALTER TABLE tenants ADD COLUMN plan_overrides TEXT;
+ALTER TABLE tenants ADD COLUMN trial_ends_at TEXT;
+ALTER TABLE tenants ADD COLUMN subscription_ends_at TEXT;
+CREATE INDEX tenants_trial_idx ON tenants (trial_ends_at) WHERE trial_ends_at IS NOT NULL;
+CREATE INDEX tenants_subscription_idx ON tenants (subscription_ends_at)
+    WHERE subscription_ends_at IS NOT NULL;
+"#,
 ];
 
 /// How stale another process's catalog change may be when the read cache is checked.
@@ -536,7 +547,8 @@ fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::E
 
 const TENANT_COLUMNS: &str =
     "t.id, t.slug, t.name, t.status, t.error, t.op_owner, t.created_at, t.updated_at, \
-     p.store, p.mode, p.location, p.schema_version";
+     p.store, p.mode, p.location, p.schema_version, \
+     t.plan, t.plan_overrides, t.trial_ends_at, t.subscription_ends_at";
 
 fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
     let id: String = row.get(0)?;
@@ -558,6 +570,13 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
             location: row.get(10)?,
             schema_version: row.get(11)?,
         },
+        plan: row.get(12)?,
+        plan_overrides: match row.get::<_, Option<String>>(13)? {
+            Some(json) => serde_json::from_str(&json).map_err(conversion)?,
+            None => Default::default(),
+        },
+        trial_ends_at: opt_time(row.get(14)?)?,
+        subscription_ends_at: opt_time(row.get(15)?)?,
     })
 }
 
@@ -566,9 +585,9 @@ fn tenant_from_row(row: &Row<'_>) -> rusqlite::Result<Tenant> {
 fn insert_tenant_in(conn: &Connection, new: &NewTenant, owner: &str, at: &str) -> Result<Tenant> {
     let id = new.id.to_string();
     let inserted = conn.execute(
-        "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, 'provisioning', ?4, ?5, ?5)",
-        params![id, new.slug.as_str(), new.name, owner, at],
+        "INSERT INTO tenants (id, slug, name, status, op_owner, created_at, updated_at, plan) \
+         VALUES (?1, ?2, ?3, 'provisioning', ?4, ?5, ?5, ?6)",
+        params![id, new.slug.as_str(), new.name, owner, at, new.plan],
     );
     match inserted {
         Err(e) if is_unique_violation(&e) => {
@@ -1044,6 +1063,88 @@ impl Catalog for SqliteCatalog {
                 params![id.to_string(), version, now()],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn set_plan(&self, id: TenantId, state: &PlanState) -> Result<Tenant> {
+        let state = state.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = id.to_string();
+            let at = now();
+            let overrides = if state.overrides.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::to_string(&state.overrides)
+                        .map_err(|e| Error::Internal(e.to_string()))?,
+                )
+            };
+            let time = |t: Option<DateTime<Utc>>| {
+                t.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+            };
+            let status: Option<String> = tx
+                .query_row(
+                    "UPDATE tenants SET plan = ?2, plan_overrides = ?3, trial_ends_at = ?4, \
+                     subscription_ends_at = ?5, updated_at = ?6 \
+                     WHERE id = ?1 AND status <> 'deleted' RETURNING status",
+                    params![
+                        id,
+                        state.plan,
+                        overrides,
+                        time(state.trial_ends_at),
+                        time(state.subscription_ends_at),
+                        at
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let status = status.ok_or_else(|| Error::TenantNotFound { slug: id.clone() })?;
+            tx.execute(
+                "INSERT INTO journal (tenant_id, event, from_status, to_status, detail, at) \
+                 VALUES (?1, 'plan.update', ?2, ?2, ?3, ?4)",
+                params![id, status, state.detail, at],
+            )?;
+            let tenant = select_tenant(&tx, "t.id = ?1", &id)?
+                .ok_or_else(|| Error::Internal(format!("tenant {id} vanished")))?;
+            tx.commit()?;
+            Ok(tenant)
+        })
+        .await
+    }
+
+    async fn quota_counts(&self, tenant: TenantId) -> Result<QuotaCounts> {
+        self.call(move |conn| {
+            let (members, api_keys): (i64, i64) = conn.query_row(
+                "SELECT (SELECT count(*) FROM memberships WHERE tenant_id = ?1) \
+                 + (SELECT count(*) FROM invitations WHERE tenant_id = ?1 \
+                    AND accepted_at IS NULL AND expires_at > ?2), \
+                 (SELECT count(*) FROM api_keys WHERE tenant_id = ?1 AND revoked_at IS NULL \
+                    AND (expires_at IS NULL OR expires_at > ?2))",
+                params![tenant.to_string(), now()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(QuotaCounts {
+                members: u64::try_from(members).unwrap_or(0),
+                api_keys: u64::try_from(api_keys).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn lapsed_tenants(&self, now: DateTime<Utc>) -> Result<Vec<Tenant>> {
+        let at = now.to_rfc3339_opts(SecondsFormat::Micros, true);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                 WHERE t.status = 'active' AND (t.trial_ends_at <= ?1 OR t.subscription_ends_at <= ?1) \
+                 ORDER BY t.slug"
+            ))?;
+            let rows = stmt
+                .query_map([at], tenant_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }
@@ -1564,7 +1665,18 @@ impl Catalog for SqliteCatalog {
     async fn insert_api_key(&self, key: &NewApiKey) -> Result<ApiKey> {
         let k = key.clone();
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            if let (Some(max), Some(tenant)) = (k.max, k.tenant_id) {
+                let live: i64 = tx.query_row(
+                    "SELECT count(*) FROM api_keys WHERE tenant_id = ?1 AND revoked_at IS NULL \
+                     AND (expires_at IS NULL OR expires_at > ?2)",
+                    params![tenant.to_string(), at],
+                    |r| r.get(0),
+                )?;
+                super::refuse_past("api_keys", live, max)?;
+            }
+            tx.execute(
                 "INSERT INTO api_keys (id, tenant_id, role, label, secret_hash, created_by, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
@@ -1574,13 +1686,15 @@ impl Catalog for SqliteCatalog {
                     k.label,
                     k.secret_hash,
                     k.created_by,
-                    now(),
+                    at,
                     k.expires_at.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
                 ],
             )?;
-            select_api_key(conn, &k.id)?
+            let key = select_api_key(&tx, &k.id)?
                 .map(|(key, _)| key)
-                .ok_or_else(|| Error::Internal("inserted key vanished".into()))
+                .ok_or_else(|| Error::Internal("inserted key vanished".into()))?;
+            tx.commit()?;
+            Ok(key)
         })
         .await
     }
@@ -1707,7 +1821,19 @@ impl Catalog for SqliteCatalog {
     async fn insert_invitation(&self, inv: &NewInvitation) -> Result<()> {
         let inv = inv.clone();
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            if let Some(max) = inv.max_members {
+                let taken: i64 = tx.query_row(
+                    "SELECT (SELECT count(*) FROM memberships WHERE tenant_id = ?1) \
+                     + (SELECT count(*) FROM invitations WHERE tenant_id = ?1 \
+                        AND accepted_at IS NULL AND expires_at > ?2)",
+                    params![inv.tenant_id.to_string(), at],
+                    |r| r.get(0),
+                )?;
+                super::refuse_past("members", taken, max)?;
+            }
+            tx.execute(
                 "INSERT INTO invitations (token_hash, tenant_id, email_norm, role, created_by, created_at, expires_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -1716,10 +1842,11 @@ impl Catalog for SqliteCatalog {
                     inv.email_norm,
                     inv.role.as_str(),
                     inv.created_by,
-                    now(),
+                    at,
                     inv.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true)
                 ],
             )?;
+            tx.commit()?;
             Ok(())
         })
         .await

@@ -94,13 +94,113 @@ enum Finish {
     Deleted,
 }
 
+/// A row limit a write must keep: after it, the rows of the table that `filter` (the data
+/// API's query language, `status=eq.active`) matches may number at most `max` — unless
+/// the write did not add to them (a tenant over a lowered limit may still change and
+/// delete rows). Checked in the write's own transaction, by counting before and after,
+/// with writers of one tenant's table taking turns (`lock_key`).
+#[derive(Debug, Clone)]
+pub struct RowGuard {
+    pub name: String,
+    pub filter: Vec<(String, String)>,
+    pub max: u64,
+    pub lock_key: i64,
+}
+
+/// Where a guard's counts are among a plan's outcomes.
+struct GuardCheck {
+    name: String,
+    max: u64,
+    before: usize,
+    after: usize,
+}
+
 /// The statements of an operation, in order, and how their outcomes answer it.
 pub struct Plan<'t> {
     pub statements: Vec<Statement<'t>>,
     finish: Finish,
+    guards: Vec<GuardCheck>,
+    /// Statements that serve the guards, not the answer.
+    guard_statements: Vec<bool>,
 }
 
 impl<'t> Plan<'t> {
+    /// The plan of `op`, checking `guards` if it is a write that may add rows.
+    pub fn guarded(
+        d: &dyn SqlDialect,
+        table: &'t Table,
+        op: &DataOp,
+        guards: &[RowGuard],
+    ) -> Result<Plan<'t>> {
+        let mut plan = Plan::new(d, table, op)?;
+        // Rows the write may add to a guard's count (`None`: any number).
+        let adds = match op {
+            DataOp::Insert(rows) => Some(rows.len() as u64),
+            DataOp::Update(..) => Some(1),
+            DataOp::UpdateFiltered(..) => None,
+            _ => return Ok(plan),
+        };
+        if guards.is_empty() {
+            return Ok(plan);
+        }
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        let mut checks = Vec::new();
+        let lock = builder::transaction_lock(d, guards[0].lock_key);
+        let offset = usize::from(lock.is_some());
+        for (i, g) in guards.iter().enumerate() {
+            let filters = super::query::parse_filters(table, &g.filter)?;
+            // Counting past `max + adds + 1` tells nothing more: both counts stop there.
+            let cap = adds.map(|n| g.max.saturating_add(n).saturating_add(1));
+            before.push(builder::count_capped(d, table, &filters, cap)?);
+            after.push(builder::count_capped(d, table, &filters, cap)?);
+            checks.push(GuardCheck {
+                name: g.name.clone(),
+                max: g.max,
+                before: offset + i,
+                after: offset + guards.len() + plan.statements.len() + i,
+            });
+        }
+        let work = std::mem::take(&mut plan.statements);
+        let n_work = work.len();
+        plan.statements = lock
+            .into_iter()
+            .chain(before)
+            .chain(work)
+            .chain(after)
+            .collect();
+        plan.guard_statements = (0..plan.statements.len())
+            .map(|i| i < offset + guards.len() || i >= offset + guards.len() + n_work)
+            .collect();
+        plan.guards = checks;
+        Ok(plan)
+    }
+
+    /// Whether the outcomes must pass [`Plan::check`] before the transaction commits.
+    pub fn is_guarded(&self) -> bool {
+        !self.guards.is_empty()
+    }
+
+    /// `QuotaExceeded` for the first guard the write broke: it added rows and the count
+    /// is now past the maximum. Run before committing; on error, roll back.
+    pub fn check(&self, outcomes: &[Outcome]) -> Result<()> {
+        let count = |i: usize| match outcomes.get(i) {
+            Some(Outcome::Count(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            _ => Err(Error::Internal("a limit's count is missing".into())),
+        };
+        for g in &self.guards {
+            let (before, after) = (count(g.before)?, count(g.after)?);
+            if after > g.max && after > before {
+                return Err(Error::QuotaExceeded {
+                    limit: g.name.clone(),
+                    current: before,
+                    max: g.max,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn new(d: &dyn SqlDialect, table: &'t Table, op: &DataOp) -> Result<Plan<'t>> {
         let one = |statement| vec![statement];
         Ok(match op {
@@ -108,41 +208,40 @@ impl<'t> Plan<'t> {
                 let list = builder::list(d, table, q)?;
                 let mut statements = vec![list.page];
                 statements.extend(list.count);
-                Plan {
+                Plan::of(
                     statements,
-                    finish: Finish::Page {
+                    Finish::Page {
                         limit: q.limit,
                         fingerprint: q.fingerprint.clone(),
                         pageable: list.pageable,
                         table: table.name.clone(),
                     },
-                }
+                )
             }
-            DataOp::Get(id) => Plan {
-                statements: one(builder::get(d, table, id)?),
-                finish: Finish::One,
-            },
-            DataOp::Insert(rows) => Plan {
-                statements: builder::insert(d, table, rows)?,
-                finish: Finish::All,
-            },
-            DataOp::Update(id, patch) => Plan {
-                statements: one(builder::update(d, table, id, patch)?),
-                finish: Finish::One,
-            },
-            DataOp::UpdateFiltered(filters, patch) => Plan {
-                statements: one(builder::update_filtered(d, table, filters, patch)?),
-                finish: Finish::All,
-            },
-            DataOp::Delete(id) => Plan {
-                statements: one(builder::delete(d, table, id)?),
-                finish: Finish::DeletedOne,
-            },
-            DataOp::DeleteFiltered(filters) => Plan {
-                statements: one(builder::delete_filtered(d, table, filters)?),
-                finish: Finish::Deleted,
-            },
+            DataOp::Get(id) => Plan::of(one(builder::get(d, table, id)?), Finish::One),
+            DataOp::Insert(rows) => Plan::of(builder::insert(d, table, rows)?, Finish::All),
+            DataOp::Update(id, patch) => {
+                Plan::of(one(builder::update(d, table, id, patch)?), Finish::One)
+            }
+            DataOp::UpdateFiltered(filters, patch) => Plan::of(
+                one(builder::update_filtered(d, table, filters, patch)?),
+                Finish::All,
+            ),
+            DataOp::Delete(id) => Plan::of(one(builder::delete(d, table, id)?), Finish::DeletedOne),
+            DataOp::DeleteFiltered(filters) => Plan::of(
+                one(builder::delete_filtered(d, table, filters)?),
+                Finish::Deleted,
+            ),
         })
+    }
+
+    fn of(statements: Vec<Statement<'t>>, finish: Finish) -> Plan<'t> {
+        Plan {
+            statements,
+            finish,
+            guards: Vec::new(),
+            guard_statements: Vec::new(),
+        }
     }
 
     /// Whether every statement only reads (a lone read needs no transaction of its own).
@@ -155,7 +254,13 @@ impl<'t> Plan<'t> {
         let mut rows = Vec::new();
         let mut count = None;
         let mut affected = 0u64;
-        for outcome in outcomes {
+        let guard_statements = self.guard_statements;
+        let answering = outcomes
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !guard_statements.get(*i).copied().unwrap_or(false))
+            .map(|(_, o)| o);
+        for outcome in answering {
             match outcome {
                 Outcome::Rows(r) => rows.extend(r),
                 Outcome::Count(n) => count = Some(n),

@@ -789,6 +789,7 @@ pub(crate) async fn run_pipelined(
     version: i64,
     table: &Table,
     statements: &[Statement<'_>],
+    check: Option<&(dyn Fn(&[Outcome]) -> Result<()> + Sync)>,
     store_error: impl Fn(tokio_postgres::Error) -> Error,
 ) -> Result<Vec<Outcome>> {
     // A statement refused for want of a privilege: the tenant's grants are missing.
@@ -873,7 +874,9 @@ pub(crate) async fn run_pipelined(
             .zip(&param_refs)
             .map(|((s, stmt), p)| send(client, stmt, p, &s.returns)),
     );
-    let commit = OptionFuture::from(transaction.then(|| client.batch_execute("COMMIT")));
+    // A checked write commits only once its outcomes passed: one more round trip.
+    let pipelined_commit = transaction && check.is_none();
+    let commit = OptionFuture::from(pipelined_commit.then(|| client.batch_execute("COMMIT")));
     // Polled in this order, so the requests go out in this order, before any answer.
     let (begun, set, replies, committed) = futures_util::future::join4(
         begin(client, transaction && !opened),
@@ -893,6 +896,13 @@ pub(crate) async fn run_pipelined(
         outcomes.push(outcome(&s.returns, reply.map_err(data_error)?)?);
     }
     committed.transpose().map_err(&store_error)?;
+    if let Some(check) = check {
+        let passed = check(&outcomes);
+        let end = if passed.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        conn.batch_execute(end).await.map_err(&store_error)?;
+        conn.reuse();
+        return passed.map(|()| outcomes);
+    }
     if clean {
         conn.reuse();
     }

@@ -9,7 +9,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params_from_iter, Connection, ErrorCode, ToSql};
 use serde_json::{Map, Value as Json};
 
-use super::ops::{DataOp, DataOutput, Outcome, Plan, Row};
+use super::ops::{DataOp, DataOutput, Outcome, Plan, Row, RowGuard};
 use super::query::{Filter, ListQuery};
 use super::schema::{ColumnType, Table};
 use super::value::{parse_timestamp, whole_second_rfc3339, Value};
@@ -152,36 +152,40 @@ fn run_one(conn: &Connection, statement: &Statement<'_>) -> rusqlite::Result<Out
     })
 }
 
-/// Runs the statements in order: a lone read as it is, anything else in one `IMMEDIATE`
-/// transaction, rolled back on the first error.
-pub fn run(conn: &Connection, table: &Table, statements: &[Statement<'_>]) -> Result<Vec<Outcome>> {
+/// Runs the plan's statements in order: a lone read as it is, anything else in one
+/// `IMMEDIATE` transaction (which excludes every other writer of the database), whose
+/// outcomes must pass the plan's check before it commits; rolled back on the first error.
+fn run(conn: &Connection, table: &Table, plan: &Plan<'_>) -> Result<Vec<Outcome>> {
     let err = |e| db_error(table, e);
-    if let [statement] = statements {
+    if let [statement] = &plan.statements[..] {
         if statement.sql.starts_with("SELECT") {
             return Ok(vec![run_one(conn, statement).map_err(err)?]);
         }
     }
     conn.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
-    let outcomes = statements
+    let outcomes = plan
+        .statements
         .iter()
         .map(|s| run_one(conn, s))
         .collect::<rusqlite::Result<Vec<_>>>()
-        .and_then(|outcomes| conn.execute_batch("COMMIT").map(|()| outcomes));
-    match outcomes {
-        Ok(outcomes) => Ok(outcomes),
-        Err(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            Err(err(e))
-        }
+        .map_err(err)
+        .and_then(|outcomes| plan.check(&outcomes).map(|()| outcomes))
+        .and_then(|outcomes| conn.execute_batch("COMMIT").map(|()| outcomes).map_err(err));
+    if outcomes.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    outcomes
 }
 
-/// Runs one data operation on the tenant database.
-pub fn execute(conn: &Connection, table: &Table, op: &DataOp) -> Result<DataOutput> {
-    let plan = Plan::new(&Sqlite, table, op)?;
-    let outcomes = run(conn, table, &plan.statements)?;
+/// Runs one data operation on the tenant database, keeping `guards`.
+pub fn execute(
+    conn: &Connection,
+    table: &Table,
+    op: &DataOp,
+    guards: &[RowGuard],
+) -> Result<DataOutput> {
+    let plan = Plan::guarded(&Sqlite, table, op, guards)?;
+    let outcomes = run(conn, table, &plan)?;
     plan.finish(outcomes)
 }
 
@@ -277,19 +281,25 @@ pub fn query(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Objec
 // The operations one at a time, for callers that hold a connection of their own.
 
 pub fn list(conn: &Connection, table: &Table, q: &ListQuery) -> Result<Page> {
-    execute(conn, table, &DataOp::List(q.clone()))?.into_page()
+    execute(conn, table, &DataOp::List(q.clone()), &[])?.into_page()
 }
 
 pub fn get(conn: &Connection, table: &Table, id: &str) -> Result<Object> {
-    execute(conn, table, &DataOp::Get(id.to_owned()))?.into_row()
+    execute(conn, table, &DataOp::Get(id.to_owned()), &[])?.into_row()
 }
 
 pub fn insert(conn: &Connection, table: &Table, rows: &[Object]) -> Result<Vec<Object>> {
-    execute(conn, table, &DataOp::Insert(rows.to_vec()))?.into_rows()
+    execute(conn, table, &DataOp::Insert(rows.to_vec()), &[])?.into_rows()
 }
 
 pub fn update(conn: &Connection, table: &Table, id: &str, patch: &Object) -> Result<Object> {
-    execute(conn, table, &DataOp::Update(id.to_owned(), patch.clone()))?.into_row()
+    execute(
+        conn,
+        table,
+        &DataOp::Update(id.to_owned(), patch.clone()),
+        &[],
+    )?
+    .into_row()
 }
 
 pub fn update_filtered(
@@ -299,15 +309,15 @@ pub fn update_filtered(
     patch: &Object,
 ) -> Result<Vec<Object>> {
     let op = DataOp::UpdateFiltered(filters.to_vec(), patch.clone());
-    execute(conn, table, &op)?.into_rows()
+    execute(conn, table, &op, &[])?.into_rows()
 }
 
 pub fn delete(conn: &Connection, table: &Table, id: &str) -> Result<()> {
-    execute(conn, table, &DataOp::Delete(id.to_owned())).map(|_| ())
+    execute(conn, table, &DataOp::Delete(id.to_owned()), &[]).map(|_| ())
 }
 
 pub fn delete_filtered(conn: &Connection, table: &Table, filters: &[Filter]) -> Result<usize> {
-    execute(conn, table, &DataOp::DeleteFiltered(filters.to_vec()))?.into_deleted()
+    execute(conn, table, &DataOp::DeleteFiltered(filters.to_vec()), &[])?.into_deleted()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::identity::{
     ApiKey, AuditEntry, Email, KeyScope, Member, Membership, RefreshSecret, Role, User, UserId,
 };
+use crate::plans::LimitKind;
 use crate::tenant::{Tenant, TenantId, TenantStatus};
 
 /// `last_used_at` is recorded at most this often per key (and written in batches).
@@ -275,6 +276,10 @@ impl Engine {
             KeyScope::Tenant { tenant_id, role } => (Some(tenant_id), role.as_str().to_owned()),
             KeyScope::Platform => (None, "superadmin".to_owned()),
         };
+        let max = match tenant_id {
+            Some(t) => self.limit_of(t, LimitKind::ApiKeys).await?,
+            None => None,
+        };
         let key = self
             .catalog()
             .insert_api_key(&NewApiKey {
@@ -285,6 +290,7 @@ impl Engine {
                 secret_hash: sha256_hex(&secret),
                 created_by: created_by.to_owned(),
                 expires_at,
+                max,
             })
             .await?;
         Ok((key, format!("tny_{id}_{secret}")))
@@ -347,6 +353,7 @@ impl Engine {
                 role,
                 created_by: by.to_owned(),
                 expires_at,
+                max_members: self.limit_of(tenant, LimitKind::Members).await?,
             })
             .await?;
         Ok(AddedMember::Invited {

@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
+use crate::data::ops::RowGuard;
 use crate::data::value::Value;
 pub use crate::data::{DataOp, DataOutput};
 use crate::data::{Object, Schema};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::plans::RowLimit;
 use crate::tenant::{Tenant, TenantStatus};
 
 impl Engine {
@@ -39,11 +41,13 @@ impl Engine {
         op: DataOp,
     ) -> Result<DataOutput> {
         schema.table(&table)?;
+        self.check_table_gate(tenant, &table)?;
+        let guards = self.row_guards(tenant, &table, &op);
         let done = self
             .inner
             .stores
             .of(tenant)?
-            .data(tenant, schema, table, op)
+            .data(tenant, schema, table, op, guards)
             .await;
         match done {
             Ok(output) => Ok(output),
@@ -84,6 +88,64 @@ impl Engine {
         }
     }
 
+    /// The row limits of the tenant's plan on `table` that `op` must keep: those of a write
+    /// that may add rows (deletes never do).
+    fn row_guards(&self, tenant: &Tenant, table: &str, op: &DataOp) -> Vec<RowGuard> {
+        if !matches!(
+            op,
+            DataOp::Insert(_) | DataOp::Update(..) | DataOp::UpdateFiltered(..)
+        ) || self.plans().is_empty()
+        {
+            return Vec::new();
+        }
+        let Some(effective) = self.inner.effective(tenant) else {
+            return Vec::new();
+        };
+        effective
+            .rows
+            .iter()
+            .filter(|(limit, _)| limit.table == table)
+            .filter_map(|(limit, max)| {
+                Some(RowGuard {
+                    name: limit.name.clone(),
+                    filter: limit_filter(limit.filter.as_deref()),
+                    max: (*max)?,
+                    lock_key: lock_key(tenant, table),
+                })
+            })
+            .collect()
+    }
+
+    /// The rows a row limit counts now.
+    pub(crate) async fn count_limited_rows(
+        &self,
+        tenant: &Tenant,
+        limit: &RowLimit,
+    ) -> Result<u64> {
+        let schema = self.data_schema(tenant).await?;
+        let table = schema.table(&limit.table)?;
+        let mut params = limit_filter(limit.filter.as_deref());
+        let q = crate::data::parse_list(table, &{
+            params.push(("limit".into(), "1".into()));
+            params.push(("count".into(), "exact".into()));
+            params
+        })?;
+        let page = self
+            .inner
+            .stores
+            .of(tenant)?
+            .data(
+                tenant,
+                schema.clone(),
+                limit.table.clone(),
+                DataOp::List(q),
+                Vec::new(),
+            )
+            .await?
+            .into_page()?;
+        Ok(page.count.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    }
+
     /// What a failure of work on `tenant` means: if the tenant was deleted meanwhile (its
     /// file removed, its database or schema dropped under the request), the tenant's
     /// absence — the same [`Error::TenantNotFound`] as any request after the deletion —
@@ -122,4 +184,33 @@ impl Engine {
             .explain_list(tenant, schema, table.to_owned(), params.to_vec())
             .await
     }
+}
+
+/// A row limit's filter (`status=eq.active&kind=eq.x`) as the data API's parameters.
+pub(crate) fn limit_filter(filter: Option<&str>) -> Vec<(String, String)> {
+    filter
+        .map(|f| {
+            f.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.trim().to_owned(), v.trim().to_owned()),
+                    None => (p.trim().to_owned(), String::new()),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The key writers of one tenant's table take turns on while they check its limits.
+fn lock_key(tenant: &Tenant, table: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tenancy.limit:")
+        .chain_update(tenant.id.to_string())
+        .chain_update(b":")
+        .chain_update(table)
+        .finalize();
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(bytes)
 }

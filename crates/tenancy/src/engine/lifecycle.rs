@@ -51,16 +51,21 @@ impl Engine {
             .await
     }
 
-    /// A tenant a user creates for themselves (self-service), refused with
-    /// `TenantLimitReached` once they own `max_owned` tenants, however many requests race.
+    /// A tenant a user creates for themselves (self-service), on `plan` (`None`: the
+    /// default), refused once they own `max_owned` tenants — or the plan's
+    /// `owned_tenants`, when it sets one (`QuotaExceeded`) — however many requests race.
     pub async fn create_own_tenant(
         &self,
         slug: Slug,
         name: Option<String>,
         owner: UserId,
         max_owned: u32,
+        plan: Option<String>,
     ) -> Result<Tenant> {
-        let place = PlaceOptions::default();
+        let place = PlaceOptions {
+            plan,
+            ..PlaceOptions::default()
+        };
         self.create_tenant_bounded(slug, name, Some(owner), &place, Some(max_owned))
             .await
     }
@@ -75,9 +80,12 @@ impl Engine {
     ) -> Result<Tenant> {
         let name = name.unwrap_or_else(|| slug.to_string());
         validate_name(&name)?;
-        let config = &self.inner.config;
-        let store = place.store.as_deref().unwrap_or(&config.default_store);
-        let mode = self.inner.mode_for(store, place.mode)?;
+        let (plan, store, mode) = self.inner.place_on_plan(place)?;
+        let plan_limit = plan
+            .as_deref()
+            .and_then(|p| self.inner.config.plans.get(p))
+            .and_then(|p| p.limits.owned_tenants);
+        let store = store.as_str();
         let id = TenantId::generate();
         let location = self.inner.location_for(store, mode, id)?;
         self.check_migrations_unchanged().await?;
@@ -92,10 +100,24 @@ impl Engine {
                 schema_version: 0,
             },
             owner,
+            plan,
         };
-        let tenant = match max_owned {
-            Some(max) => self.catalog().insert_tenant_capped(&new, max).await?,
-            None => self.catalog().insert_tenant(&new).await?,
+        let tenant = match (max_owned, plan_limit) {
+            (Some(_), Some(max)) => {
+                let max32 = u32::try_from(max).unwrap_or(u32::MAX);
+                match self.catalog().insert_tenant_capped(&new, max32).await {
+                    Err(Error::TenantLimitReached { .. }) => {
+                        return Err(Error::QuotaExceeded {
+                            limit: "owned_tenants".into(),
+                            current: max,
+                            max,
+                        })
+                    }
+                    other => other?,
+                }
+            }
+            (Some(max), None) => self.catalog().insert_tenant_capped(&new, max).await?,
+            (None, _) => self.catalog().insert_tenant(&new).await?,
         };
         self.provision(tenant).await
     }
@@ -119,8 +141,8 @@ impl Engine {
         progress: impl Fn(&Slug, Result<&Tenant, &Error>) + Send + Sync + 'static,
     ) -> Result<BulkReport> {
         let config = &self.inner.config;
-        let store = place.store.as_deref().unwrap_or(&config.default_store);
-        let mode = self.inner.mode_for(store, place.mode)?;
+        let (plan, store, mode) = self.inner.place_on_plan(place)?;
+        let store = store.as_str();
         // A store that does not exist or cannot hold the mode refuses the whole file.
         self.inner.location_for(store, mode, TenantId::generate())?;
         let concurrency = match (concurrency, self.inner.dialect_of_store(store)?) {
@@ -146,6 +168,7 @@ impl Engine {
                             schema_version: 0,
                         },
                         owner: None,
+                        plan: plan.clone(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;

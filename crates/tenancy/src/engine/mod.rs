@@ -18,11 +18,13 @@ pub(crate) mod accounts;
 mod data;
 mod fleet;
 mod lifecycle;
+pub(crate) mod plans;
 mod read_cache;
 mod recovery;
 
 pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
 pub use lifecycle::BulkReport;
+pub use plans::{LimitUse, MoveDue, PlanChange, PlanChanged};
 pub use recovery::RecoveryReport;
 use recovery::{recover, remove_data};
 

@@ -691,6 +691,54 @@ pub fn update_filtered<'t>(
 }
 
 /// Deletes one row by its primary key.
+/// Counts the rows of `table` the filters match, up to `cap` (a limit's check: it only
+/// needs to know whether the count passes a bound).
+pub fn count_capped<'t>(
+    d: &dyn SqlDialect,
+    table: &'t Table,
+    filters: &[Filter],
+    cap: Option<u64>,
+) -> Result<Statement<'t>> {
+    let mut b = Binds::new(d);
+    let conditions = where_clause(table, filters, &mut b)?;
+    let sql = match cap {
+        Some(cap) => {
+            let cap = b.push(
+                None,
+                Value::Integer(i64::try_from(cap).unwrap_or(i64::MAX)),
+                Role::Limit,
+            );
+            format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {} WHERE {conditions} LIMIT {cap}) AS capped",
+                quote(&table.name)
+            )
+        }
+        None => format!(
+            "SELECT count(*) FROM {} WHERE {conditions}",
+            quote(&table.name)
+        ),
+    };
+    Ok(Statement {
+        sql: Cow::Owned(sql),
+        binds: b.binds,
+        returns: Returns::Count,
+    })
+}
+
+/// The dialect's transaction lock on `key`, if it needs one.
+pub fn transaction_lock<'t>(d: &dyn SqlDialect, key: i64) -> Option<Statement<'t>> {
+    let sql = d.transaction_lock()?;
+    Some(Statement {
+        sql: Cow::Borrowed(sql),
+        binds: vec![Bind {
+            column: None,
+            value: Value::Integer(key),
+            role: Role::Limit,
+        }],
+        returns: Returns::Affected,
+    })
+}
+
 pub fn delete<'t>(d: &dyn SqlDialect, table: &'t Table, id: &str) -> Result<Statement<'t>> {
     let (key, value) = key_of(table, id)?;
     let sql = table.sql.by_key(d, ByKey::Delete, || {

@@ -53,6 +53,13 @@ pub trait SqlDialect: Sync {
 
     /// The most bound values one statement may carry.
     fn max_params(&self) -> usize;
+
+    /// A statement that holds a lock on its one bound key (an integer) until the
+    /// transaction ends, so that writers checking one limit take turns; `None` where the
+    /// write transaction already excludes every other writer (SQLite's `IMMEDIATE`).
+    fn transaction_lock(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// `"table"."column"`, or `"column"` alone.
@@ -106,6 +113,10 @@ pub struct Postgres;
 impl SqlDialect for Postgres {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
+    }
+
+    fn transaction_lock(&self) -> Option<&'static str> {
+        Some("SELECT pg_advisory_xact_lock($1::int8)")
     }
 
     fn placeholder(&self, n: usize, column: Option<&Column>, role: Role) -> String {

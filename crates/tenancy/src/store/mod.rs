@@ -87,6 +87,7 @@ pub trait TenantStore: Send + Sync + 'static {
         schema: Arc<Schema>,
         table: String,
         op: DataOp,
+        guards: Vec<crate::data::ops::RowGuard>,
     ) -> Result<DataOutput>;
 
     /// One statement of the application's own, with `$1, $2, …` placeholders, run on the

@@ -21,6 +21,7 @@ use tokio_postgres::Client;
 
 use super::pgpool::{PgConn, PgPools};
 use crate::config::PoolLimits;
+use crate::data::ops::RowGuard;
 use crate::data::schema::quote;
 use crate::data::value::Value;
 use crate::data::{postgres as data, DataOp, DataOutput, Object, Schema};
@@ -1200,18 +1201,22 @@ impl super::TenantStore for PgStore {
         schema: Arc<Schema>,
         table: String,
         op: DataOp,
+        guards: Vec<RowGuard>,
     ) -> Result<DataOutput> {
         let placement = &tenant.placement;
         let t = schema.table(&table)?;
         let attempt = || async {
-            let plan = crate::data::ops::Plan::new(&Postgres, t, &op)?;
+            let plan = crate::data::ops::Plan::guarded(&Postgres, t, &op, &guards)?;
             let (mut conn, context) = self.data_conn(placement.mode, &placement.location).await?;
+            let check = |outcomes: &[crate::data::ops::Outcome]| plan.check(outcomes);
             let outcomes = data::run_pipelined(
                 &mut conn,
                 context.as_ref(),
                 placement.schema_version,
                 t,
                 &plan.statements,
+                plan.is_guarded()
+                    .then_some(&check as &(dyn Fn(&[_]) -> Result<()> + Sync)),
                 |e| self.session_error(e),
             )
             .await?;

@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::cache::{HandleCache, Open, Slot};
 use crate::config::{CacheConfig, Durability, EngineConfig, STATEMENT_CACHE};
+use crate::data::ops::RowGuard;
 use crate::data::value::Value;
 use crate::data::{DataOp, DataOutput, Object, Schema};
 use crate::error::{is_sqlite_full, Error, Result};
@@ -380,9 +381,10 @@ impl super::TenantStore for SqliteStore {
         schema: Arc<Schema>,
         table: String,
         op: DataOp,
+        guards: Vec<RowGuard>,
     ) -> Result<DataOutput> {
         self.on_handle(tenant, move |conn| {
-            crate::data::sqlite::execute(conn, schema.table(&table)?, &op)
+            crate::data::sqlite::execute(conn, schema.table(&table)?, &op, &guards)
         })
         .await
     }
