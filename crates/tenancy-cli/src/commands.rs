@@ -60,6 +60,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { failed } => status(engine, failed, json).await,
         Command::Plans => plans(&engine, json),
+        Command::Usage {
+            slug,
+            from,
+            to,
+            csv,
+            sample,
+        } => usage(engine, &slug, from, to, csv, sample, json).await,
+        Command::Cost { slug } => cost(engine, &slug, json).await,
         Command::User { command } => user(engine, command, json).await,
         Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
@@ -107,6 +115,8 @@ fn creates_catalog(command: &Command) -> bool {
         | Command::Migrate { .. }
         | Command::Status { .. }
         | Command::Plans
+        | Command::Usage { .. }
+        | Command::Cost { .. }
         | Command::Completions { .. } => false,
     }
 }
@@ -126,6 +136,7 @@ fn check_slugs(command: &Command) -> Result<()> {
             TenantCommand::List => None,
         },
         Command::Migrate { tenant, .. } => tenant.as_deref(),
+        Command::Usage { slug, .. } | Command::Cost { slug } => Some(slug.as_str()),
         Command::Keys { command } => match command {
             KeysCommand::Create { tenant, .. }
             | KeysCommand::List { tenant }
@@ -313,6 +324,7 @@ async fn serve(
     if !engine.plans().is_empty() {
         engine.spawn_lapse_job(settings.lapse_check);
     }
+    engine.spawn_usage_jobs();
     let app = tenancy_http::router(tenancy_http::AppState {
         engine: engine.clone(),
         admin_token,
@@ -1143,5 +1155,125 @@ fn plans(engine: &Engine, json: bool) -> Result<ExitCode> {
         })
         .collect();
     output::table(&["PLAN", "BASE PRICE", "LIMITS", "FEATURES"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn usage(
+    engine: Engine,
+    slug: &str,
+    from: Option<String>,
+    to: Option<String>,
+    csv: bool,
+    sample: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let tenant = engine.tenant(&Slug::parse(slug)?).await?;
+    let range = tenancy::usage::DayRange::parse(
+        from.as_deref(),
+        to.as_deref(),
+        chrono::Utc::now().date_naive(),
+    )?;
+    if sample {
+        engine.sample_storage(&tenant).await?;
+    }
+    let report = engine.usage(&tenant, range).await?;
+    if json {
+        output::json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if csv {
+        print!("{}", report.to_csv());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("usage of {} from {} to {} (UTC days)", tenant.slug, report.from, report.to);
+    if report.days.is_empty() {
+        println!("nothing counted");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let metrics: Vec<tenancy::plans::Metric> = tenancy::plans::Metric::ALL
+        .into_iter()
+        .filter(|m| report.totals.contains_key(m))
+        .collect();
+    let mut headers = vec!["DAY"];
+    headers.extend(metrics.iter().map(|m| m.as_str()));
+    let headers: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+    let cell = |v: Option<&u64>| v.map_or("-".to_owned(), u64::to_string);
+    let mut rows: Vec<Vec<String>> = report
+        .days
+        .iter()
+        .map(|d| {
+            let mut row = vec![d.day.to_string()];
+            row.extend(metrics.iter().map(|m| cell(d.metrics.get(m))));
+            row
+        })
+        .collect();
+    let mut total = vec!["total".to_owned()];
+    total.extend(metrics.iter().map(|m| cell(report.totals.get(m))));
+    rows.push(total);
+    output::table(
+        &headers.iter().map(String::as_str).collect::<Vec<_>>(),
+        &rows,
+    );
+    if !report.requests_by_label.is_empty() {
+        println!();
+        let rows: Vec<Vec<String>> = report
+            .requests_by_label
+            .iter()
+            .map(|(label, n)| vec![label.clone(), n.to_string()])
+            .collect();
+        output::table(&["API KEY LABEL", "REQUESTS"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn cost(engine: Engine, slug: &str, json: bool) -> Result<ExitCode> {
+    let tenant = engine.tenant(&Slug::parse(slug)?).await?;
+    let cost = engine.cost(&tenant).await?;
+    if json {
+        output::json(&cost)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &cost.currency;
+    println!(
+        "{} in {} (plan {}), as of {}: day {} of {}",
+        tenant.slug,
+        cost.month,
+        cost.plan.as_deref().unwrap_or("none"),
+        cost.as_of,
+        cost.elapsed_days,
+        cost.days_in_month
+    );
+    let mut rows = vec![vec![
+        "base".to_owned(),
+        "-".to_owned(),
+        "-".to_owned(),
+        format!("{} {c}", cost.base),
+    ]];
+    for line in &cost.lines {
+        rows.push(vec![
+            line.metric.as_str().to_owned(),
+            line.quantity.to_string(),
+            format!("{} {c}", line.unit_price),
+            format!("{} {c}", line.amount),
+        ]);
+    }
+    output::table(&["ITEM", "QUANTITY", "UNIT PRICE", "AMOUNT"], &rows);
+    println!("month to date  {} {c}", cost.mtd);
+    println!("projection     {} {c}", cost.projection);
+    match (cost.budget, cost.percent_of_budget) {
+        (Some(budget), Some(pct)) => println!(
+            "budget         {budget} {c} ({pct}% used, {}% projected)",
+            cost.projected_percent_of_budget.unwrap_or_default()
+        ),
+        _ => println!("budget         none"),
+    }
+    for alert in &cost.alerts {
+        println!(
+            "alert          {}% of the budget reached at {} ({} {c})",
+            alert.threshold,
+            alert.raised_at.to_rfc3339(),
+            alert.cost
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

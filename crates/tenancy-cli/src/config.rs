@@ -68,6 +68,17 @@ struct FileConfig {
     plans: Vec<tenancy::Plan>,
     #[serde(default)]
     billing: BillingSection,
+    #[serde(default)]
+    usage: UsageSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageSection {
+    /// How often counted usage is written to the catalog.
+    flush_secs: Option<u64>,
+    /// How often `serve` samples the storage of tenants.
+    storage_sample_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -547,6 +558,26 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
             Some(n) => Duration::from_secs(n),
             None => Duration::from_secs(60),
         };
+    for (var, file_value, slot, name) in [
+        (
+            "TENANCY_USAGE_FLUSH_SECS",
+            file.usage.flush_secs,
+            &mut engine.usage.flush_every,
+            "usage.flush_secs",
+        ),
+        (
+            "TENANCY_USAGE_STORAGE_SAMPLE_SECS",
+            file.usage.storage_sample_secs,
+            &mut engine.usage.storage_sample_every,
+            "usage.storage_sample_secs",
+        ),
+    ] {
+        match env_parse::<u64>(var)?.or(file_value) {
+            Some(0) => bail!("{name} must be at least 1"),
+            Some(n) => *slot = Duration::from_secs(n),
+            None => {}
+        }
+    }
     engine.migrations = migrations;
     engine.cache = cache;
     engine.durability = durability;
@@ -711,6 +742,15 @@ enabled = true
 allowed_origins = []
 # How long a browser may cache a preflight answer.            env: TENANCY_CORS_MAX_AGE_SECS
 max_age_secs = 600
+
+[usage]
+# Usage (requests, reads, writes, rows, active users) is counted in memory and written to
+# the catalog in one transaction this often, and on shutdown.
+#                                                              env: TENANCY_USAGE_FLUSH_SECS
+flush_secs = 10
+# How often `serve` samples the storage of the tenants written to (and of those not
+# sampled yet today).                                          env: TENANCY_USAGE_STORAGE_SAMPLE_SECS
+storage_sample_secs = 300
 
 # The catalog on PostgreSQL instead of catalog.db in data_dir.  env: TENANCY_CATALOG_URL
 # Every PostgreSQL URL takes libpq's TLS settings: sslmode = disable | prefer (default) |

@@ -91,6 +91,26 @@ enum Command {
     },
     /// The configured plans: limits, feature flags and prices.
     Plans,
+    /// A tenant's usage per UTC day and metric, with totals and requests per API key label
+    /// (default: this month so far).
+    Usage {
+        slug: String,
+        /// The first day, YYYY-MM-DD (default: the first of the month of --to).
+        #[arg(long, value_name = "DAY")]
+        from: Option<String>,
+        /// The last day, YYYY-MM-DD (default: today, UTC).
+        #[arg(long, value_name = "DAY")]
+        to: Option<String>,
+        /// Print CSV (day,metric,label,value) instead of a table.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Measure the tenant's storage now and record the sample before reporting.
+        #[arg(long)]
+        sample: bool,
+    },
+    /// A tenant's month: the cost so far, the projection to the month's end, the budget
+    /// and the budget alerts raised.
+    Cost { slug: String },
     /// Rotate the key that signs access tokens.
     SigningKey,
     /// Replace the platform admin token stored in the catalog and print the new one once.

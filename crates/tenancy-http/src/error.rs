@@ -278,6 +278,9 @@ impl From<tenancy::Error> for ApiError {
             E::InvalidInput(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())
             }
+            E::InvalidDateRange(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_date_range", e.to_string())
+            }
             E::Forbidden { .. } => ApiError::forbidden(e.to_string()),
             E::TableNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "table_not_found", e.to_string())

@@ -261,6 +261,9 @@ impl FromRequestParts<AppState> for TenantContext {
                     .check(tenant.id, rate, effective.limit(LimitKind::Burst))?;
             }
         }
+        // Counted once per request (the context is kept in the request's extensions), in
+        // memory; written to the catalog by the next usage flush.
+        state.engine.record_request(tenant.id, &principal);
         let ctx = TenantContext {
             resolved_by,
             tenant,

@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub secret_key: Option<SecretKey>,
     /// The plans tenants are on (none configured: nothing is limited).
     pub plans: crate::plans::Plans,
+    /// How often usage is written and storage sampled.
+    pub usage: crate::usage::UsageConfig,
 }
 
 /// A PostgreSQL store as configured (`[[stores]]`).
@@ -142,6 +144,7 @@ impl EngineConfig {
             default_mode: Mode::Database,
             secret_key: None,
             plans: crate::plans::Plans::default(),
+            usage: crate::usage::UsageConfig::default(),
             sweep_store_files: true,
         }
     }

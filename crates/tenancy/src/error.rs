@@ -167,6 +167,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A usage report's dates: not a date, `from` after `to`, or too long a range.
+    #[error("{0}")]
+    InvalidDateRange(String),
+
     #[error("no table {table:?}")]
     TableNotFound { table: String },
 

@@ -36,6 +36,7 @@ mod stores;
 pub mod telemetry;
 mod tenant;
 pub mod transform;
+pub mod usage;
 
 pub use auth::AdminToken;
 pub use config::{Durability, MemoryConfig};
@@ -45,7 +46,7 @@ pub use engine::accounts::Session;
 pub use engine::{
     BulkReport, Engine, EngineConfig, FleetStatus, LimitUse, MigrateEvent, MigrateOptions,
     MigrateReport, MigrationSource, MoveDue, PlaceOptions, PlanChange, PlanChanged,
-    PlannedMigration, Readiness, RecoveryReport, StoreSpec, DEFAULT_STORE,
+    PlannedMigration, Readiness, RecoveryReport, StoreSpec, DEFAULT_STORE, STORAGE_SAMPLE_JOB,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};

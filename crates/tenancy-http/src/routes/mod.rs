@@ -9,6 +9,7 @@ pub mod health;
 pub mod members;
 pub mod tenant;
 pub mod tenants;
+pub mod usage;
 
 use tenancy::{Access, Principal, Role, Tenant};
 

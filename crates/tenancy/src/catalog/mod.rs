@@ -528,6 +528,44 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 
+    /// Writes a flush of usage in one transaction: counts are added to the day's
+    /// (`usage_daily`), users seen are inserted or ignored (`usage_active_users`, so that
+    /// processes seeing one user do not count them twice), and a storage sample replaces
+    /// the tenant's latest and its day's value unless a later one is already there.
+    async fn add_usage(&self, batch: &crate::usage::UsageBatch) -> Result<()>;
+
+    /// The tenant's usage from `from` to `to` (inclusive): every stored count, each day's
+    /// active users, and the distinct users of the whole range.
+    async fn usage(
+        &self,
+        tenant: TenantId,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<crate::usage::UsageRows>;
+
+    /// The latest storage samples taken at or after `since` (`None`: all).
+    async fn storage_samples(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<crate::usage::StorageSample>>;
+
+    /// The tenant's latest storage sample.
+    async fn storage_sample(&self, tenant: TenantId) -> Result<Option<crate::usage::StorageSample>>;
+
+    /// Up to `limit` active tenants with no storage sample taken on `day` or later.
+    async fn tenants_unsampled(&self, day: chrono::NaiveDate, limit: u32) -> Result<Vec<Tenant>>;
+
+    /// Records a budget alert unless the tenant's month already has one at that threshold
+    /// (a unique key, so two processes cannot both raise it): whether it was raised now.
+    async fn raise_budget_alert(&self, alert: &crate::usage::BudgetAlert) -> Result<bool>;
+
+    /// The tenant's budget alerts, newest month first (`month`: only that `YYYY-MM`).
+    async fn budget_alerts(
+        &self,
+        tenant: TenantId,
+        month: Option<&str>,
+    ) -> Result<Vec<crate::usage::BudgetAlert>>;
+
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
     /// SQLite's `synchronous` setting in effect on the catalog's connection (`FULL`,

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
@@ -29,7 +29,9 @@ use crate::domain::CustomDomain;
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
+use crate::plans::{Metric, Money};
 use crate::slug::Slug;
+use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
 use crate::tenant::{Mode, Placement, Tenant, TenantId, TenantStatus};
 
 /// The catalog's own schema, one entry per version. Append only.
@@ -319,6 +321,41 @@ CREATE INDEX tenants_trial_idx ON tenants (trial_ends_at) WHERE trial_ends_at IS
 CREATE INDEX tenants_subscription_idx ON tenants (subscription_ends_at)
     WHERE subscription_ends_at IS NOT NULL;
 "#,
+    r#"
+-- Usage metering: counts per tenant, UTC day, metric and label (requests per API key label;
+-- '' otherwise), added to by each flush; the users seen per day (inserted or ignored, so
+-- that processes do not count one user twice); each tenant's latest storage sample; and
+-- the budget alerts raised, one per tenant, month and threshold.
+CREATE TABLE usage_daily (
+    tenant_id TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    metric    TEXT NOT NULL,
+    label     TEXT NOT NULL DEFAULT '',
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, metric, label)
+) WITHOUT ROWID;
+CREATE TABLE usage_active_users (
+    tenant_id TEXT NOT NULL,
+    day       TEXT NOT NULL,
+    user_id   TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, day, user_id)
+) WITHOUT ROWID;
+CREATE TABLE storage_samples (
+    tenant_id  TEXT PRIMARY KEY,
+    bytes      INTEGER NOT NULL,
+    sampled_at TEXT NOT NULL
+);
+CREATE INDEX storage_samples_at_idx ON storage_samples (sampled_at);
+CREATE TABLE budget_alerts (
+    tenant_id     TEXT NOT NULL,
+    month         TEXT NOT NULL,
+    threshold     INTEGER NOT NULL,
+    cost_micros   INTEGER NOT NULL,
+    budget_micros INTEGER NOT NULL,
+    raised_at     TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, month, threshold)
+);
+"#,
 ];
 
 /// How stale another process's catalog change may be when the read cache is checked.
@@ -531,6 +568,14 @@ fn migrate_catalog(conn: &mut Connection) -> rusqlite::Result<()> {
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn sample_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StorageSample> {
+    Ok(StorageSample {
+        tenant: r.get::<_, String>(0)?.parse().map_err(conversion)?,
+        bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+        sampled_at: parse_time(&r.get::<_, String>(2)?)?,
+    })
 }
 
 fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
@@ -2056,6 +2101,193 @@ impl Catalog for SqliteCatalog {
                 params![key, value],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<()> {
+        let batch = batch.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut add = tx.prepare_cached(
+                    "INSERT INTO usage_daily (tenant_id, day, metric, label, value) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (tenant_id, day, metric, label) \
+                     DO UPDATE SET value = value + excluded.value",
+                )?;
+                for c in &batch.counts {
+                    add.execute(params![
+                        c.tenant.to_string(),
+                        c.day.to_string(),
+                        c.metric.as_str(),
+                        c.label,
+                        i64::try_from(c.value).unwrap_or(i64::MAX)
+                    ])?;
+                }
+                let mut seen = tx.prepare_cached(
+                    "INSERT INTO usage_active_users (tenant_id, day, user_id) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
+                )?;
+                for (tenant, day, user) in &batch.active_users {
+                    seen.execute(params![tenant.to_string(), day.to_string(), user.to_string()])?;
+                }
+                let mut latest = tx.prepare_cached(
+                    "INSERT INTO storage_samples (tenant_id, bytes, sampled_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant_id) DO UPDATE SET bytes = excluded.bytes, \
+                     sampled_at = excluded.sampled_at WHERE excluded.sampled_at > sampled_at",
+                )?;
+                let mut day_value = tx.prepare_cached(
+                    "INSERT INTO usage_daily (tenant_id, day, metric, label, value) \
+                     VALUES (?1, ?2, 'storage_bytes', '', ?3) \
+                     ON CONFLICT (tenant_id, day, metric, label) DO UPDATE SET value = excluded.value",
+                )?;
+                for sample in &batch.samples {
+                    let bytes = i64::try_from(sample.bytes).unwrap_or(i64::MAX);
+                    let tenant = sample.tenant.to_string();
+                    let at = sample.sampled_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+                    if latest.execute(params![tenant, bytes, at])? > 0 {
+                        day_value.execute(params![
+                            tenant,
+                            sample.sampled_at.date_naive().to_string(),
+                            bytes
+                        ])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(&self, tenant: TenantId, from: NaiveDate, to: NaiveDate) -> Result<UsageRows> {
+        self.call(move |conn| {
+            let args = params![tenant.to_string(), from.to_string(), to.to_string()];
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, metric, label, value FROM usage_daily \
+                 WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3 \
+                 UNION ALL SELECT day, 'active_users', '', count(*) FROM usage_active_users \
+                 WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3 GROUP BY day",
+            )?;
+            let mut counts = Vec::new();
+            let mut rows = stmt.query(args)?;
+            while let Some(r) = rows.next()? {
+                let day: String = r.get(0)?;
+                let metric: String = r.get(1)?;
+                // A metric this version does not know (written by a newer one) is skipped.
+                let Ok(metric) = metric.parse::<Metric>() else {
+                    continue;
+                };
+                counts.push(UsageCount {
+                    tenant,
+                    day: day.parse().map_err(|e| Error::Catalog(format!("usage day {day:?}: {e}")))?,
+                    metric,
+                    label: r.get(2)?,
+                    value: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                });
+            }
+            let distinct: i64 = conn.query_row(
+                "SELECT count(DISTINCT user_id) FROM usage_active_users \
+                 WHERE tenant_id = ?1 AND day >= ?2 AND day <= ?3",
+                args,
+                |r| r.get(0),
+            )?;
+            Ok(UsageRows {
+                counts,
+                distinct_users: u64::try_from(distinct).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    async fn storage_samples(&self, since: Option<DateTime<Utc>>) -> Result<Vec<StorageSample>> {
+        let since = since
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+            .unwrap_or_default();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tenant_id, bytes, sampled_at FROM storage_samples WHERE sampled_at >= ?1",
+            )?;
+            let rows = stmt
+                .query_map([since], sample_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn storage_sample(&self, tenant: TenantId) -> Result<Option<StorageSample>> {
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT tenant_id, bytes, sampled_at FROM storage_samples WHERE tenant_id = ?1",
+                    [tenant.to_string()],
+                    sample_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn tenants_unsampled(&self, day: NaiveDate, limit: u32) -> Result<Vec<Tenant>> {
+        let day_start = format!("{day}T00:00:00.000000Z");
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants t JOIN placements p ON p.tenant_id = t.id \
+                 LEFT JOIN storage_samples s ON s.tenant_id = t.id \
+                 WHERE t.status = 'active' AND (s.sampled_at IS NULL OR s.sampled_at < ?1) \
+                 ORDER BY t.id LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![day_start, limit], tenant_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn raise_budget_alert(&self, alert: &BudgetAlert) -> Result<bool> {
+        let alert = alert.clone();
+        self.call(move |conn| {
+            let n = conn.execute(
+                "INSERT INTO budget_alerts \
+                 (tenant_id, month, threshold, cost_micros, budget_micros, raised_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                params![
+                    alert.tenant_id.to_string(),
+                    alert.month,
+                    alert.threshold,
+                    alert.cost.micros(),
+                    alert.budget.micros(),
+                    alert.raised_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+                ],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn budget_alerts(&self, tenant: TenantId, month: Option<&str>) -> Result<Vec<BudgetAlert>> {
+        let month = month.map(str::to_owned);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT tenant_id, month, threshold, cost_micros, budget_micros, raised_at \
+                 FROM budget_alerts WHERE tenant_id = ?1 AND (?2 IS NULL OR month = ?2) \
+                 ORDER BY month DESC, threshold",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant.to_string(), month], |r| {
+                    Ok(BudgetAlert {
+                        tenant_id: r.get::<_, String>(0)?.parse().map_err(conversion)?,
+                        month: r.get(1)?,
+                        threshold: r.get(2)?,
+                        cost: Money(r.get(3)?),
+                        budget: Money(r.get(4)?),
+                        raised_at: parse_time(&r.get::<_, String>(5)?)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -43,6 +43,7 @@ impl Engine {
         schema.table(&table)?;
         self.check_table_gate(tenant, &table)?;
         let guards = self.row_guards(tenant, &table, &op);
+        let kind = super::usage::DataKind::of(&op);
         let done = self
             .inner
             .stores
@@ -50,7 +51,10 @@ impl Engine {
             .data(tenant, schema, table, op, guards)
             .await;
         match done {
-            Ok(output) => Ok(output),
+            Ok(output) => {
+                self.record_data(tenant.id, kind, &output);
+                Ok(output)
+            }
             Err(e) => Err(self.unless_deleted(tenant, e).await),
         }
     }
@@ -150,7 +154,7 @@ impl Engine {
     /// file removed, its database or schema dropped under the request), the tenant's
     /// absence — the same [`Error::TenantNotFound`] as any request after the deletion —
     /// not a fault of the store.
-    async fn unless_deleted(&self, tenant: &Tenant, e: Error) -> Error {
+    pub(crate) async fn unless_deleted(&self, tenant: &Tenant, e: Error) -> Error {
         if matches!(e, Error::TenantNotFound { .. }) {
             return e;
         }

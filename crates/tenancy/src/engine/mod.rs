@@ -21,11 +21,13 @@ mod lifecycle;
 pub(crate) mod plans;
 mod read_cache;
 mod recovery;
+mod usage;
 
 pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
 pub use lifecycle::BulkReport;
 pub use plans::{LimitUse, MoveDue, PlanChange, PlanChanged};
 pub use recovery::RecoveryReport;
+pub use usage::STORAGE_SAMPLE_JOB;
 use recovery::{recover, remove_data};
 
 use self::accounts::AccountState;
@@ -73,6 +75,7 @@ struct Inner {
     accounts: AccountState,
     schemas: SchemaCache,
     reads: ReadCache,
+    usage: usage::UsageState,
 }
 
 /// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
@@ -146,6 +149,7 @@ impl Engine {
             recovery: RecoveryReport::default(),
             schemas: SchemaCache::default(),
             reads,
+            usage: usage::UsageState::default(),
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.
@@ -156,6 +160,7 @@ impl Engine {
         }
         let inner = Arc::new(inner);
         read_cache::spawn_flusher(Arc::downgrade(&inner));
+        usage::spawn_flusher(Arc::downgrade(&inner), inner.config.usage.flush_every);
         fleet::spawn_follower(Arc::downgrade(&inner));
         Ok(Engine { inner })
     }

@@ -240,7 +240,7 @@ impl Engine {
             let current = match name.as_str() {
                 "members" => Some(counts.members),
                 "api_keys" => Some(counts.api_keys),
-                "storage_bytes" => self.storage_sample(tenant.id),
+                "storage_bytes" => self.stored_storage_sample(tenant.id).await?,
                 _ => match effective.rows.iter().find(|(r, _)| &r.name == name) {
                     Some((row, _)) => Some(self.count_limited_rows(tenant, row).await?),
                     None => None,
@@ -253,11 +253,6 @@ impl Engine {
             });
         }
         Ok(out)
-    }
-
-    /// The tenant's storage in bytes as last sampled, if it was.
-    pub fn storage_sample(&self, _tenant: TenantId) -> Option<u64> {
-        None
     }
 
     /// Suspends every active tenant whose trial or subscription ended, with the reason

@@ -505,10 +505,13 @@ impl Engine {
         lock(&self.inner.reads.touches).get(id).map(|t| t.at)
     }
 
-    /// Writes buffered `last_used_at` times now (also done every 30 s, and on shutdown by
-    /// `tenancy serve`).
+    /// Writes buffered `last_used_at` times and counted usage now (also done every 30 s
+    /// and every `[usage] flush_secs`, and on shutdown by `tenancy serve`). Both are
+    /// tried; the first error is answered, and what failed is kept for the next flush.
     pub async fn flush(&self) -> Result<()> {
-        flush(&self.inner).await
+        let touches = flush(&self.inner).await;
+        let usage = self.flush_usage().await;
+        touches.and(usage)
     }
 }
 

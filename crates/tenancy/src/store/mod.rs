@@ -115,4 +115,14 @@ pub trait TenantStore: Send + Sync + 'static {
 
     /// Whether the store answers now (for readiness): an error says why not.
     async fn check(self: Arc<Self>) -> Result<()>;
+
+    /// How many bytes the tenant's data takes, as cheaply as the store can tell: the
+    /// sample behind the `storage_bytes` metric and limit. SQLite: the database file (its
+    /// page count × page size) plus its WAL, read from the file system without opening
+    /// it. PostgreSQL `database` mode: `pg_database_size`; `schema` mode: the
+    /// `pg_total_relation_size` of the schema's tables (indexes and TOAST included);
+    /// `shared` mode: the `pg_column_size` of the tenant's rows in every shared table — an
+    /// estimate of the row bytes, without index or page overhead, which the tenants of a
+    /// store share.
+    async fn storage_bytes(self: Arc<Self>, tenant: &Tenant) -> Result<u64>;
 }

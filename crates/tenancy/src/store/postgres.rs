@@ -1266,6 +1266,78 @@ impl super::TenantStore for PgStore {
         PgStore::rehearse(&self, mode, &migrations).await
     }
 
+    async fn storage_bytes(self: Arc<Self>, tenant: &Tenant) -> Result<u64> {
+        let location = tenant.placement.location.clone();
+        let bytes: i64 = self
+            .within_timeout(async {
+                match tenant.placement.mode {
+                    Mode::Database => {
+                        let conn = self.admin_conn().await?;
+                        let row = conn
+                            .query_one("SELECT pg_database_size($1::text)::int8", &[&location])
+                            .await
+                            .map_err(|e| self.db_error(e))?;
+                        Ok(row.get(0))
+                    }
+                    Mode::Schema => {
+                        let conn = self.admin_conn().await?;
+                        let row = conn
+                            .query_one(
+                                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::int8 \
+                                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+                                &[&location],
+                            )
+                            .await
+                            .map_err(|e| self.db_error(e))?;
+                        Ok(row.get(0))
+                    }
+                    // Row-level security keeps the session to the tenant's rows.
+                    Mode::Shared => {
+                        let session = self.session(Mode::Shared, &location).await?;
+                        let tables: Vec<String> = session
+                            .client()
+                            .query(
+                                "SELECT c.relname::text FROM pg_class c \
+                                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                                 WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> $2 \
+                                 AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+                                &[&SHARED_SCHEMA, &LEDGER_TABLE],
+                            )
+                            .await
+                            .map_err(|e| self.session_error(e))?
+                            .iter()
+                            .map(|r| r.get(0))
+                            .collect();
+                        let mut bytes = 0i64;
+                        if !tables.is_empty() {
+                            let sums: Vec<String> = tables
+                                .iter()
+                                .map(|t| {
+                                    format!(
+                                        "(SELECT COALESCE(SUM(pg_column_size(r.*)), 0) FROM {}.{} r)",
+                                        quote(SHARED_SCHEMA),
+                                        quote(t)
+                                    )
+                                })
+                                .collect();
+                            let sql = format!("SELECT ({})::int8", sums.join(" + "));
+                            let row = session
+                                .client()
+                                .query_one(&sql, &[])
+                                .await
+                                .map_err(|e| self.session_error(e))?;
+                            bytes = row.get(0);
+                        }
+                        session.commit().await?;
+                        Ok(bytes)
+                    }
+                }
+            })
+            .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
     async fn check(self: Arc<Self>) -> Result<()> {
         self.within_timeout(async {
             let conn = self.admin_conn().await?;

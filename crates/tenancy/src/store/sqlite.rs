@@ -315,6 +315,20 @@ impl super::TenantStore for SqliteStore {
         &self.name
     }
 
+    async fn storage_bytes(self: Arc<Self>, tenant: &Tenant) -> Result<u64> {
+        let path = self.path(&tenant.placement.location);
+        tokio::task::spawn_blocking(move || {
+            let db = std::fs::metadata(&path)
+                .map_err(|e| Error::io(format!("measuring {}", path.display()), e))?;
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            // No WAL file: everything is checkpointed into the database.
+            let wal = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            Ok(db.len() + wal)
+        })
+        .await?
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
