@@ -1172,7 +1172,8 @@ async fn usage(
         from.as_deref(),
         to.as_deref(),
         chrono::Utc::now().date_naive(),
-    )?;
+    )
+    .map_err(|e| CliError::usage("invalid_date_range", format!("--from/--to: {e}")))?;
     if sample {
         engine.sample_storage(&tenant).await?;
     }

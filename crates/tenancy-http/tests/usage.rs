@@ -484,3 +484,26 @@ async fn active_users_are_distinct_per_day_and_over_the_range() {
     assert_eq!(body["totals"]["requests"], 9, "{body}");
     assert_eq!(body["days"][0]["metrics"]["active_users"], 2, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_keeps_its_counts_for_the_next() {
+    let s = Server::start_on_with(Backend::Sqlite, Default::default(), no_periodic_flush)
+        .await
+        .unwrap();
+    s.create_tenant("g").await;
+    let (token, _) = key(&s, "g", "viewer", None).await;
+    requests(&s, &token, 5).await;
+    // The catalog refuses the write (its table is away); nothing counted may be lost.
+    let catalog = tenancy::rusqlite::Connection::open(s.dir.path().join("catalog.db")).unwrap();
+    catalog
+        .execute_batch("ALTER TABLE usage_daily RENAME TO usage_daily_away")
+        .unwrap();
+    assert!(s.engine.flush_usage().await.is_err());
+    assert!(s.engine.flush().await.is_err(), "shutdown reports it too");
+    requests(&s, &token, 2).await;
+    catalog
+        .execute_batch("ALTER TABLE usage_daily_away RENAME TO usage_daily")
+        .unwrap();
+    s.engine.flush().await.unwrap();
+    assert_eq!(stored_requests(&s.engine, "g").await, 7);
+}
