@@ -1186,7 +1186,10 @@ async fn usage(
         print!("{}", report.to_csv());
         return Ok(ExitCode::SUCCESS);
     }
-    println!("usage of {} from {} to {} (UTC days)", tenant.slug, report.from, report.to);
+    println!(
+        "usage of {} from {} to {} (UTC days)",
+        tenant.slug, report.from, report.to
+    );
     if report.days.is_empty() {
         println!("nothing counted");
         return Ok(ExitCode::SUCCESS);

@@ -102,7 +102,12 @@ fn usage_and_cost_from_the_command_line() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("STORAGE_BYTES"), "{table}");
 
-    fails(dir, &["usage", "g", "--from", "2026-02-30"], 2, "invalid_date_range");
+    fails(
+        dir,
+        &["usage", "g", "--from", "2026-02-30"],
+        2,
+        "invalid_date_range",
+    );
     fails(
         dir,
         &["usage", "g", "--from", "2026-03-02", "--to", "2026-03-01"],

@@ -13,8 +13,9 @@ pub struct ApiError {
     /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
     pub retry_after: Option<u64>,
     /// Members of the problem beyond the standard ones (`limit`, `current`, `max` of a
-    /// `quota_exceeded`).
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// `quota_exceeded`). Boxed: errors travel in every handler's `Result`, and most
+    /// have none.
+    pub fields: Box<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Serialize)]
@@ -39,7 +40,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
-            fields: serde_json::Map::new(),
+            fields: Box::default(),
         }
     }
 

@@ -71,9 +71,7 @@ impl AppState {
 /// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
 /// [`with_path_resolution`].
 pub fn routes() -> Router<AppState> {
-    use routes::{
-        admin, api_keys, auth, data, domains, health, members, tenant, tenants, usage,
-    };
+    use routes::{admin, api_keys, auth, data, domains, health, members, tenant, tenants, usage};
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -127,7 +127,10 @@ async fn metering_loses_nothing_and_batches_its_writes(backend: Backend) {
     let before = s.engine.catalog().query_count();
     s.engine.flush().await.unwrap();
     let flush = s.engine.catalog().query_count() - before;
-    assert!(flush <= 2, "a flush is one usage transaction (and key times): {flush}");
+    assert!(
+        flush <= 2,
+        "a flush is one usage transaction (and key times): {flush}"
+    );
     assert_eq!(stored_requests(&s.engine, "g").await, n + warmup);
 
     let (status, body) = s
@@ -401,7 +404,11 @@ async fn storage_grows_with_the_rows(backend: Backend) {
     let other_before = s.engine.sample_storage(&other).await.unwrap();
     // A shared tenant without rows holds no bytes of the shared tables; files, databases
     // and schemas take room empty.
-    assert_eq!(before > 0, backend != Backend::PgShared, "{backend:?}: {before}");
+    assert_eq!(
+        before > 0,
+        backend != Backend::PgShared,
+        "{backend:?}: {before}"
+    );
     let rows: Vec<Value> = (0..300)
         .map(|i| json!({ "name": format!("member {i} {}", "x".repeat(400)) }))
         .collect();

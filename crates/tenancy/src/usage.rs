@@ -631,7 +631,10 @@ mod tests {
         // The first day of a month projects its one day over the month; February 2028 has 29.
         let e = estimate("a".into(), None, &price, None, d("2028-02-01"), &q);
         assert_eq!(e.days_in_month, 29);
-        assert_eq!(e.projection, money("10") + money("30.5").times(29) + money("9.5"));
+        assert_eq!(
+            e.projection,
+            money("10") + money("30.5").times(29) + money("9.5")
+        );
         assert_eq!(e.percent_of_budget, None);
         // On the last day the projection is the month to date.
         let e = estimate("a".into(), None, &price, None, d("2026-12-31"), &q);
@@ -736,7 +739,11 @@ mod tests {
              2026-03-02,storage_bytes,,300\n"
         );
         assert_eq!(report.totals[&Metric::Requests], 10);
-        assert_eq!(report.totals[&Metric::StorageBytes], 300, "the latest sample");
+        assert_eq!(
+            report.totals[&Metric::StorageBytes],
+            300,
+            "the latest sample"
+        );
         assert_eq!(report.requests_by_label["store,\"x\""], 2);
         assert_eq!(report.days.len(), 2);
     }

@@ -550,7 +550,8 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<Vec<crate::usage::StorageSample>>;
 
     /// The tenant's latest storage sample.
-    async fn storage_sample(&self, tenant: TenantId) -> Result<Option<crate::usage::StorageSample>>;
+    async fn storage_sample(&self, tenant: TenantId)
+        -> Result<Option<crate::usage::StorageSample>>;
 
     /// Up to `limit` active tenants with no storage sample taken on `day` or later.
     async fn tenants_unsampled(&self, day: chrono::NaiveDate, limit: u32) -> Result<Vec<Tenant>>;

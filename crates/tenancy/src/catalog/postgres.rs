@@ -52,8 +52,8 @@ use crate::migrations::{Dialect, Script};
 use crate::pgconnect::{self, PgConfig};
 use crate::plans::{Metric, Money};
 use crate::slug::Slug;
-use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
+use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
 
 /// The catalog's own schema, one entry per version. Append only. Text that is sorted is
 /// `COLLATE "C"`: byte order, as in SQLite, whatever the database's locale.
@@ -2605,7 +2605,11 @@ impl Catalog for PgCatalog {
         Ok(n == 1)
     }
 
-    async fn budget_alerts(&self, tenant: TenantId, month: Option<&str>) -> Result<Vec<BudgetAlert>> {
+    async fn budget_alerts(
+        &self,
+        tenant: TenantId,
+        month: Option<&str>,
+    ) -> Result<Vec<BudgetAlert>> {
         query(
             &self.conn().await?,
             "SELECT tenant_id, month, threshold, cost_micros, budget_micros, raised_at \

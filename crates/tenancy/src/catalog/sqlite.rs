@@ -31,8 +31,8 @@ use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, 
 use crate::migrations::{Dialect, Script};
 use crate::plans::{Metric, Money};
 use crate::slug::Slug;
-use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
 use crate::tenant::{Mode, Placement, Tenant, TenantId, TenantStatus};
+use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
 
 /// The catalog's own schema, one entry per version. Append only.
 const CATALOG_MIGRATIONS: &[&str] = &[
@@ -2180,7 +2180,9 @@ impl Catalog for SqliteCatalog {
                 };
                 counts.push(UsageCount {
                     tenant,
-                    day: day.parse().map_err(|e| Error::Catalog(format!("usage day {day:?}: {e}")))?,
+                    day: day
+                        .parse()
+                        .map_err(|e| Error::Catalog(format!("usage day {day:?}: {e}")))?,
                     metric,
                     label: r.get(2)?,
                     value: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
@@ -2267,7 +2269,11 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
-    async fn budget_alerts(&self, tenant: TenantId, month: Option<&str>) -> Result<Vec<BudgetAlert>> {
+    async fn budget_alerts(
+        &self,
+        tenant: TenantId,
+        month: Option<&str>,
+    ) -> Result<Vec<BudgetAlert>> {
         let month = month.map(str::to_owned);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(

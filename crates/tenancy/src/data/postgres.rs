@@ -783,13 +783,16 @@ const CONTEXT_VERSION: i64 = -1;
 /// `search_path` it is prepared under — so only a statement this connection has not seen
 /// costs a round trip of its own. The connection is pooled again only once the server has
 /// answered everything, so a cancelled request closes it, transaction and context with it.
+/// What a write's outcomes must pass before its transaction commits.
+pub(crate) type OutcomeCheck<'a> = dyn Fn(&[Outcome]) -> Result<()> + Sync + 'a;
+
 pub(crate) async fn run_pipelined(
     conn: &mut PgConn,
     context: Option<&Context>,
     version: i64,
     table: &Table,
     statements: &[Statement<'_>],
-    check: Option<&(dyn Fn(&[Outcome]) -> Result<()> + Sync)>,
+    check: Option<&OutcomeCheck<'_>>,
     store_error: impl Fn(tokio_postgres::Error) -> Error,
 ) -> Result<Vec<Outcome>> {
     // A statement refused for want of a privilege: the tenant's grants are missing.

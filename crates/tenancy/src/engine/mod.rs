@@ -27,8 +27,8 @@ pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, Planne
 pub use lifecycle::BulkReport;
 pub use plans::{LimitUse, MoveDue, PlanChange, PlanChanged};
 pub use recovery::RecoveryReport;
-pub use usage::STORAGE_SAMPLE_JOB;
 use recovery::{recover, remove_data};
+pub use usage::STORAGE_SAMPLE_JOB;
 
 use self::accounts::AccountState;
 use self::read_cache::ReadCache;

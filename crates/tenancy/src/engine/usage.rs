@@ -127,10 +127,7 @@ impl Engine {
             Principal::User { user, .. } if !user.is_superadmin => (None, Some(user.id)),
             _ => (None, None),
         };
-        self.inner
-            .usage
-            .meter
-            .request(tenant, today(), label, user);
+        self.inner.usage.meter.request(tenant, today(), label, user);
     }
 
     /// Counts a data operation that succeeded: a read, or a write and the rows it changed.
@@ -200,10 +197,11 @@ impl Engine {
             .await?;
         let report = UsageReport::new(tenant.slug.to_string(), range, rows);
         let mut quantities: BTreeMap<Metric, u64> = report.totals;
-        if !quantities.contains_key(&Metric::StorageBytes) {
-            if let Some(bytes) = self.storage_sample(tenant.id) {
-                quantities.insert(Metric::StorageBytes, bytes);
-            }
+        if let (std::collections::btree_map::Entry::Vacant(slot), Some(bytes)) = (
+            quantities.entry(Metric::StorageBytes),
+            self.storage_sample(tenant.id),
+        ) {
+            slot.insert(bytes);
         }
         let effective = self.effective_plan(tenant);
         let plan = effective
