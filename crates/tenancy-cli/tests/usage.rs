@@ -147,3 +147,78 @@ fn usage_and_cost_from_the_command_line() {
     let err: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(err["code"], "invalid_config");
 }
+
+/// `tenancy serve` counts in memory and writes at its clean shutdown: every request of a
+/// concurrent burst is in the catalog after `SIGTERM`, with no periodic flush in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_writes_every_request_it_counted_when_it_stops() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ok(dir, &["init"]);
+    ok(dir, &["tenant", "create", "g"]);
+    let key = ok(
+        dir,
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "g",
+            "--role",
+            "viewer",
+            "--label",
+            "store:T01",
+        ],
+    );
+    let key = key["key"].as_str().unwrap().to_owned();
+
+    let mut child = tenancy(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TENANCY_USAGE_FLUSH_SECS", "3600")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve ended before it listened")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("tenancy serving on http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+
+    const N: usize = 300;
+    let client = reqwest::Client::new();
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let (client, addr, key) = (client.clone(), addr.clone(), key.clone());
+        burst.spawn(async move {
+            let resp = client
+                .get(format!("http://{addr}/t/g/v1/data/members?limit=1"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        });
+    }
+    while let Some(done) = burst.join_next().await {
+        done.unwrap();
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "a clean shutdown: {status}");
+
+    let usage = ok(dir, &["usage", "g"]);
+    assert_eq!(usage["totals"]["requests"], N, "{usage}");
+    assert_eq!(usage["totals"]["reads"], N, "{usage}");
+    assert_eq!(usage["requests_by_label"]["store:T01"], N, "{usage}");
+}

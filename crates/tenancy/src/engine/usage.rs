@@ -43,8 +43,29 @@ pub(crate) struct UsageState {
     samples: Mutex<HashMap<TenantId, StorageSample>>,
     /// When samples were last read from the catalog (`None`: never).
     refreshed: Mutex<Option<DateTime<Utc>>>,
-    /// Alerts known raised, as (tenant, month, threshold): not asked for again.
-    raised: Mutex<HashSet<(TenantId, String, u32)>>,
+    /// Alerts known raised this month, as (tenant, threshold): not asked for again.
+    raised: Mutex<RaisedAlerts>,
+}
+
+/// The alerts of one month known raised; a new month starts empty.
+#[derive(Default)]
+struct RaisedAlerts {
+    month: String,
+    known: HashSet<(TenantId, u32)>,
+}
+
+impl RaisedAlerts {
+    fn contains(&self, month: &str, tenant: TenantId, threshold: u32) -> bool {
+        self.month == month && self.known.contains(&(tenant, threshold))
+    }
+
+    fn insert(&mut self, month: &str, tenant: TenantId, threshold: u32) {
+        if self.month != month {
+            self.month = month.to_owned();
+            self.known.clear();
+        }
+        self.known.insert((tenant, threshold));
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -232,7 +253,7 @@ impl Engine {
             let raised = lock(&self.inner.usage.raised);
             BUDGET_THRESHOLDS
                 .iter()
-                .all(|t| raised.contains(&(tenant.id, month.clone(), *t)))
+                .all(|t| raised.contains(&month, tenant.id, *t))
         };
         if all_known || budget <= Money::ZERO {
             return Ok(Vec::new());
@@ -247,8 +268,7 @@ impl Engine {
         };
         let mut raised_now = Vec::new();
         for threshold in thresholds_reached(cost.mtd, budget) {
-            let key = (tenant.id, cost.month.clone(), threshold);
-            if lock(&self.inner.usage.raised).contains(&key) {
+            if lock(&self.inner.usage.raised).contains(&cost.month, tenant.id, threshold) {
                 continue;
             }
             let alert = BudgetAlert {
@@ -271,7 +291,7 @@ impl Engine {
                 );
                 raised_now.push(alert);
             }
-            lock(&self.inner.usage.raised).insert(key);
+            lock(&self.inner.usage.raised).insert(&cost.month, tenant.id, threshold);
         }
         Ok(raised_now)
     }
