@@ -240,7 +240,8 @@ impl Engine {
             let current = match name.as_str() {
                 "members" => Some(counts.members),
                 "api_keys" => Some(counts.api_keys),
-                "storage_bytes" => self.stored_storage_sample(tenant.id).await?,
+                // The latest sample in memory: the request path reads no catalog for it.
+                "storage_bytes" => self.storage_sample(tenant.id),
                 _ => match effective.rows.iter().find(|(r, _)| &r.name == name) {
                     Some((row, _)) => Some(self.count_limited_rows(tenant, row).await?),
                     None => None,

@@ -309,18 +309,6 @@ impl Engine {
             .map(|s| s.bytes)
     }
 
-    /// The latest sample the catalog holds, when this process has none.
-    pub(crate) async fn stored_storage_sample(&self, tenant: TenantId) -> Result<Option<u64>> {
-        if let Some(bytes) = self.storage_sample(tenant) {
-            return Ok(Some(bytes));
-        }
-        let sample = self.catalog().storage_sample(tenant).await?;
-        if let Some(s) = sample {
-            self.inner.usage.remember(s);
-        }
-        Ok(sample.map(|s| s.bytes))
-    }
-
     /// Measures the tenant's storage now ([`crate::TenantStore::storage_bytes`]) and
     /// records the sample (written by the next flush).
     pub async fn sample_storage(&self, tenant: &Tenant) -> Result<u64> {
@@ -422,22 +410,25 @@ impl Engine {
 
 async fn flush_usage(inner: &Arc<Inner>) -> Result<()> {
     let usage = &inner.usage;
-    let _one = usage.flushing.lock().await;
-    let batch = usage.meter.take();
-    if batch.is_empty() {
-        return Ok(());
-    }
-    if let Err(e) = inner.catalog.add_usage(&batch).await {
-        usage.meter.restore(batch);
-        return Err(e);
-    }
+    let tenants = {
+        let _one = usage.flushing.lock().await;
+        let batch = usage.meter.take();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = inner.catalog.add_usage(&batch).await {
+            usage.meter.restore(batch);
+            return Err(e);
+        }
+        batch.tenants()
+    };
     if inner.config.plans.is_empty() {
         return Ok(());
     }
     let engine = Engine {
         inner: Arc::clone(inner),
     };
-    for id in batch.tenants() {
+    for id in tenants {
         // Alerts are the flush's aftermath: a failure is logged and tried at the next one.
         let checked = match engine.tenant_by_id(id).await {
             Ok(Some(t)) => engine.check_budget(&t).await.map(|_| ()),
