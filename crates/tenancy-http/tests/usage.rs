@@ -513,4 +513,15 @@ async fn a_failed_flush_keeps_its_counts_for_the_next() {
         .unwrap();
     s.engine.flush().await.unwrap();
     assert_eq!(stored_requests(&s.engine, "g").await, 7);
+
+    // The operator sees the failure in the metrics.
+    let resp = s
+        .call(Method::GET, "/metrics", Some(ADMIN_TOKEN), &[], None)
+        .await;
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("tenancy_usage_flushes_total{outcome=\"failed\"}")),
+        "{text}"
+    );
 }

@@ -42,6 +42,12 @@ pub const TENANT_MIGRATION_DURATION: &str = "tenancy_tenant_migration_duration_s
 /// [`Engine::record_gauges`] runs (at each scrape).
 pub const TENANTS: &str = "tenancy_tenants";
 
+/// Counter `{outcome="ok"|"failed"}`: usage flushes that wrote something (a failed one
+/// keeps its counts for the next).
+pub const USAGE_FLUSHES: &str = "tenancy_usage_flushes_total";
+/// Counter `{threshold="50"|"80"|"100"}`: budget alerts raised by this process.
+pub const BUDGET_ALERTS: &str = "tenancy_budget_alerts_total";
+
 /// Registers the help text of every engine metric with the installed recorder.
 pub fn describe() {
     describe_gauge!(
@@ -75,6 +81,16 @@ pub fn describe() {
         "time to migrate one tenant's data"
     );
     describe_gauge!(TENANTS, "tenants by status and mode");
+    describe_counter!(USAGE_FLUSHES, "usage flushes to the catalog, by outcome");
+    describe_counter!(BUDGET_ALERTS, "budget alerts raised, by threshold");
+}
+
+pub(crate) fn usage_flushed(outcome: &'static str) {
+    counter!(USAGE_FLUSHES, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn budget_alert(threshold: u32) {
+    counter!(BUDGET_ALERTS, "threshold" => threshold.to_string()).increment(1);
 }
 
 pub(crate) fn outcome<T, E>(result: &std::result::Result<T, E>) -> &'static str {

@@ -289,6 +289,7 @@ impl Engine {
                     "budget alert: the month-to-date cost reached {}% of the budget",
                     alert.threshold
                 );
+                telemetry::budget_alert(alert.threshold);
                 raised_now.push(alert);
             }
             lock(&self.inner.usage.raised).insert(&cost.month, tenant.id, threshold);
@@ -416,7 +417,9 @@ async fn flush_usage(inner: &Arc<Inner>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        if let Err(e) = inner.catalog.add_usage(&batch).await {
+        let written = inner.catalog.add_usage(&batch).await;
+        telemetry::usage_flushed(telemetry::outcome(&written));
+        if let Err(e) = written {
             usage.meter.restore(batch);
             return Err(e);
         }
