@@ -51,7 +51,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
-pub use plans::{Effective, Money, Plan, PlanOverrides, Plans};
+pub use plans::{Effective, Metric, Money, Plan, PlanOverrides, Plans};
 pub use slug::{Slug, RESERVED_SLUGS};
 pub use store::{CacheConfig, TenantStore};
 pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
