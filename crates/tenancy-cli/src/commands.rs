@@ -312,6 +312,7 @@ async fn serve(
     }
     if !engine.plans().is_empty() {
         engine.spawn_lapse_job(settings.lapse_check);
+        engine.spawn_retention_job(settings.retention_check);
     }
     let app = tenancy_http::router(tenancy_http::AppState {
         engine: engine.clone(),

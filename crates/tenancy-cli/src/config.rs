@@ -29,6 +29,8 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// How often `serve` suspends tenants whose trial or subscription ended.
     pub lapse_check: Duration,
+    /// How often `serve` deletes rows past the plans' retention.
+    pub retention_check: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +82,8 @@ struct BillingSection {
     feature_tables: std::collections::BTreeMap<String, String>,
     /// How often `serve` suspends tenants whose trial or subscription ended.
     lapse_check_secs: Option<u64>,
+    /// How often `serve` deletes rows older than the plans' retention keeps them.
+    retention_check_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -547,6 +551,13 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
             Some(n) => Duration::from_secs(n),
             None => Duration::from_secs(60),
         };
+    let retention_check = match env_parse::<u64>("TENANCY_RETENTION_CHECK_SECS")?
+        .or(file.billing.retention_check_secs)
+    {
+        Some(0) => bail!("billing.retention_check_secs must be at least 1"),
+        Some(n) => Duration::from_secs(n),
+        None => Duration::from_secs(3600),
+    };
     engine.migrations = migrations;
     engine.cache = cache;
     engine.durability = durability;
@@ -573,6 +584,7 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         http,
         source,
         lapse_check,
+        retention_check,
     })
 }
 

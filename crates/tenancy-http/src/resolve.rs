@@ -253,7 +253,12 @@ impl FromRequestParts<AppState> for TenantContext {
             .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
         crate::observe::note_tenant(tenant.id);
         check_status(&tenant)?;
-        if let Some(effective) = state.engine.effective_plan(&tenant) {
+        // The tenant's own traffic is rated; platform operators are not.
+        if let Some(effective) = state
+            .engine
+            .effective_plan(&tenant)
+            .filter(|_| !principal.is_platform())
+        {
             use tenancy::plans::LimitKind;
             if let Some(rate) = effective.limit(LimitKind::RequestsPerMinute) {
                 state

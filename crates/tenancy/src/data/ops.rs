@@ -133,13 +133,12 @@ impl<'t> Plan<'t> {
         guards: &[RowGuard],
     ) -> Result<Plan<'t>> {
         let mut plan = Plan::new(d, table, op)?;
-        // Rows the write may add to a guard's count (`None`: any number).
-        let adds = match op {
-            DataOp::Insert(rows) => Some(rows.len() as u64),
-            DataOp::Update(..) => Some(1),
-            DataOp::UpdateFiltered(..) => None,
-            _ => return Ok(plan),
-        };
+        if !matches!(
+            op,
+            DataOp::Insert(_) | DataOp::Update(..) | DataOp::UpdateFiltered(..)
+        ) {
+            return Ok(plan);
+        }
         if guards.is_empty() {
             return Ok(plan);
         }
@@ -150,10 +149,10 @@ impl<'t> Plan<'t> {
         let offset = usize::from(lock.is_some());
         for (i, g) in guards.iter().enumerate() {
             let filters = super::query::parse_filters(table, &g.filter)?;
-            // Counting past `max + adds + 1` tells nothing more: both counts stop there.
-            let cap = adds.map(|n| g.max.saturating_add(n).saturating_add(1));
-            before.push(builder::count_capped(d, table, &filters, cap)?);
-            after.push(builder::count_capped(d, table, &filters, cap)?);
+            // Exact counts: a count that stopped at a bound could not tell whether a write
+            // to a tenant already over its (lowered) limit added a row.
+            before.push(builder::count_capped(d, table, &filters, None)?);
+            after.push(builder::count_capped(d, table, &filters, None)?);
             checks.push(GuardCheck {
                 name: g.name.clone(),
                 max: g.max,

@@ -21,12 +21,14 @@ mod lifecycle;
 pub(crate) mod plans;
 mod read_cache;
 mod recovery;
+mod retention;
 
 pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
 pub use lifecycle::BulkReport;
 pub use plans::{LimitUse, MoveDue, PlanChange, PlanChanged};
 pub use recovery::RecoveryReport;
 use recovery::{recover, remove_data};
+pub use retention::RetentionReport;
 
 use self::accounts::AccountState;
 use self::read_cache::ReadCache;
