@@ -28,6 +28,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let mut settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())
         .map_err(coded("invalid_config"))?;
+    // The plans are configuration: no data folder needed to read them.
+    if let Command::Plans = cli.command {
+        return plans(&settings.engine.plans, json);
+    }
     check_slugs(&cli.command)?;
     if !creates_catalog(&cli.command) {
         require_catalog(&settings)?;
@@ -59,7 +63,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             migrate(engine, options, json).await
         }
         Command::Status { failed } => status(engine, failed, json).await,
-        Command::Plans => plans(&engine, json),
+        Command::Plans => unreachable!("handled above"),
         Command::User { command } => user(engine, command, json).await,
         Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
@@ -411,8 +415,21 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
         TenantCommand::Show { slug } => {
             let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
             let journal = engine.catalog().journal(tenant.id).await?;
+            let effective = engine.effective_plan(&tenant);
+            // Each limit against what the tenant holds (its data answering, when active).
+            let limits = match &effective {
+                Some(_) if tenant.status == tenancy::TenantStatus::Active => {
+                    engine.limit_usage(&tenant).await?
+                }
+                _ => Vec::new(),
+            };
             if json {
                 let mut value = serde_json::to_value(&tenant)?;
+                if let Some(e) = &effective {
+                    value["effective_plan"] = serde_json::json!(e.plan);
+                    value["limits"] = serde_json::to_value(&limits)?;
+                    value["features"] = serde_json::to_value(&e.features)?;
+                }
                 value["journal"] = serde_json::to_value(&journal)?;
                 output::json(&value)?;
             } else {
@@ -435,6 +452,37 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
                 }
                 if let Some(error) = &tenant.error {
                     println!("{:<15} {error}", "error");
+                }
+                if let Some(e) = &effective {
+                    println!("{:<15} {}", "plan", e.plan);
+                    let on: Vec<&str> = e
+                        .features
+                        .iter()
+                        .filter(|(_, on)| **on)
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    println!(
+                        "{:<15} {}",
+                        "features",
+                        if on.is_empty() {
+                            "-".into()
+                        } else {
+                            on.join(" ")
+                        }
+                    );
+                    let show = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+                    let rows: Vec<_> = limits
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                l.limit.clone(),
+                                show(l.current),
+                                l.max.map_or("unlimited".into(), |m| m.to_string()),
+                            ]
+                        })
+                        .collect();
+                    println!();
+                    output::table(&["LIMIT", "CURRENT", "MAX"], &rows);
                 }
                 println!("\njournal:");
                 let rows: Vec<_> = journal
@@ -1084,8 +1132,7 @@ fn plan_change(
     Ok(change)
 }
 
-fn plans(engine: &Engine, json: bool) -> Result<ExitCode> {
-    let plans = engine.plans();
+fn plans(plans: &tenancy::Plans, json: bool) -> Result<ExitCode> {
     if json {
         output::json(&serde_json::json!({
             "default": plans.default_plan(),

@@ -93,6 +93,22 @@ const CONTROL_PLANE: &[Route] = &[
         Some("Tenant"),
     ),
     (
+        "patch",
+        "/v1/tenants/{slug}",
+        "Change a tenant's plan, limits, feature flags, budget, trial or subscription end (owner: plan and budget; platform: all)",
+        None,
+        200,
+        Some("Tenant"),
+    ),
+    (
+        "get",
+        "/v1/plans",
+        "The configured plans and the default one",
+        None,
+        200,
+        None,
+    ),
+    (
         "delete",
         "/v1/tenants/{slug}",
         "Delete a tenant and its data (owner)",
