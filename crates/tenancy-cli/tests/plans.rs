@@ -168,6 +168,64 @@ fn the_guild_example_plans_work_from_the_cli() {
     );
 }
 
+/// `tenancy serve` suspends a tenant whose trial ended, within a check interval, and
+/// `tenancy status` says so with the reason.
+#[test]
+fn serve_suspends_a_tenant_whose_trial_ended() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = example();
+    ok(&tenancy(&config, &data, &["tenant", "create", "trial"]));
+    ok(&tenancy(&config, &data, &["tenant", "create", "paying"]));
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    ok(&tenancy(&config, &data, &["tenant", "update", "trial", "--trial-ends", &soon]));
+    let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    ok(&tenancy(&config, &data, &["tenant", "update", "paying", "--trial-ends", &later]));
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TENANCY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut serve = cmd
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TENANCY_ADMIN_TOKEN", "admin-token-0123456789")
+        .env("TENANCY_LAPSE_CHECK_SECS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("tenancy serving on") {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status = ok(&tenancy(&config, &data, &["status"]));
+        if !status["lapsed"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let lapsed = status["lapsed"].as_array().unwrap();
+    assert_eq!(lapsed.len(), 1, "{status}");
+    assert_eq!(lapsed[0]["slug"], "trial");
+    assert!(lapsed[0]["reason"].as_str().unwrap().starts_with("trial ended at"), "{status}");
+    let paying = ok(&tenancy(&config, &data, &["tenant", "show", "paying"]));
+    assert_eq!(paying["status"], "active");
+}
+
 #[test]
 fn malformed_plans_are_refused_with_the_setting_named() {
     let dir = tempfile::tempdir().unwrap();
