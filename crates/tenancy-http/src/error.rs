@@ -12,6 +12,9 @@ pub struct ApiError {
     pub detail: String,
     /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
     pub retry_after: Option<u64>,
+    /// Members of the problem object beyond the standard ones (RFC 9457 extensions), such
+    /// as the `pointer` and `reason` of `invalid_settings`.
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -25,6 +28,8 @@ struct Problem<'a> {
     /// The request's id ([`crate::observe`]), to quote when reporting a problem.
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
+    #[serde(flatten)]
+    extensions: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -34,7 +39,14 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a member to the problem object (never one of the standard members).
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.extensions.insert(name.to_owned(), value.into());
+        self
     }
 
     pub fn retry_after(mut self, seconds: u64) -> ApiError {
@@ -93,6 +105,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             detail: &self.detail,
             request_id: crate::observe::request_id(),
+            extensions: &self.extensions,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -242,6 +255,25 @@ impl From<tenancy::Error> for ApiError {
             }
             E::ApiKeyNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", e.to_string())
+            }
+            E::InvalidSettings { pointer, reason } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_settings",
+                e.to_string(),
+            )
+            .with("pointer", pointer.as_str())
+            .with("reason", reason.as_str()),
+            E::SettingsTooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "settings_too_large", e.to_string())
+            }
+            // Only ever at start-up (the engine does not open): the operator's to fix.
+            E::InvalidSettingsSchema { .. } => {
+                tracing::error!(error = %e, "invalid settings schema");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid_settings_schema",
+                    e.to_string(),
+                )
             }
             E::InvalidInput(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::identity::{HashingConfig, LimitConfig, TokenConfig};
 use crate::secrets::SecretKey;
+use crate::settings::SettingsSchemaSource;
 use crate::tenant::Mode;
 
 /// The name of the embedded SQLite store.
@@ -79,6 +80,9 @@ pub struct EngineConfig {
     /// Seals secrets kept in the catalog. `None`: `<data_dir>/secret.key`, created on
     /// first need.
     pub secret_key: Option<SecretKey>,
+    /// The JSON Schema every tenant's settings document must satisfy, compiled when the
+    /// engine opens (one that does not compile stops it from opening).
+    pub settings_schema: SettingsSchemaSource,
 }
 
 /// A PostgreSQL store as configured (`[[stores]]`).
@@ -139,6 +143,7 @@ impl EngineConfig {
             default_store: DEFAULT_STORE.to_owned(),
             default_mode: Mode::Database,
             secret_key: None,
+            settings_schema: SettingsSchemaSource::Branding,
             sweep_store_files: true,
         }
     }

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod migrations;
 pub mod pgconnect;
 pub mod secrets;
+pub mod settings;
 mod slug;
 pub mod sql;
 pub mod store;
@@ -49,6 +50,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
+pub use settings::{SettingsSchema, SettingsSchemaSource, TenantSettings};
 pub use slug::{Slug, RESERVED_SLUGS};
 pub use store::{CacheConfig, TenantStore};
 pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};
