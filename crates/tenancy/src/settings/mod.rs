@@ -197,7 +197,7 @@ mod tests {
             (json!({ "display_name": "" }), "/display_name", "shorter"),
             (json!({ "display_name": "x".repeat(201) }), "/display_name", "longer"),
             (json!({ "display_name": 7 }), "/display_name", "not of type"),
-            (json!({ "font": "Comic Sans MS" }), "/font", "enum"),
+            (json!({ "font": "Comic Sans MS" }), "/font", "not one of"),
             (json!({ "colour": "#000000" }), "", "colour"),
         ] {
             let (at, reason) = refused(document.clone());
