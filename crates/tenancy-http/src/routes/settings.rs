@@ -37,7 +37,7 @@ pub async fn replace(
     StrictJson(body): StrictJson,
 ) -> ApiResult<axum::Json<Value>> {
     let (tenant, _) =
-        tenant_for(&state, &principal, &slug, Role::Admin, "settings.update").await?;
+        tenant_for(&state, &principal, &slug, Role::Admin, "settings.replace").await?;
     if !body.is_object() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
