@@ -59,7 +59,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             migrate(engine, options, json).await
         }
         Command::Status { failed } => status(engine, failed, json).await,
-        Command::Settings { slug, set } => settings(engine, &slug, set.as_deref(), json).await,
+        Command::Settings { slug, set } => {
+            tenant_settings(engine, &slug, set.as_deref(), json).await
+        }
         Command::User { command } => user(engine, command, json).await,
         Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
@@ -843,7 +845,12 @@ fn confirm_delete(tenant: &Tenant) -> Result<()> {
 /// Prints the tenant's settings document; with `set`, first checks the file's document
 /// against the settings schema and writes it (audited as `cli`). The document is JSON
 /// whether or not `--json` is given.
-async fn settings(engine: Engine, slug: &str, set: Option<&Path>, json: bool) -> Result<ExitCode> {
+async fn tenant_settings(
+    engine: Engine,
+    slug: &str,
+    set: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
     let tenant = engine.tenant(&Slug::parse(slug)?).await?;
     let document = match set {
         None => engine.settings(tenant.id).await?.document.clone(),
