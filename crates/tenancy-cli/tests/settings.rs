@@ -85,14 +85,29 @@ fn settings_are_printed_checked_and_written() {
     // Without --json the document is printed all the same.
     let o = tenancy(cwd).args(["settings", "acme"]).output().unwrap();
     assert!(o.status.success());
-    assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap(), branding);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap(),
+        branding
+    );
 
     // Refusals: the HTTP API's codes, exit 1, nothing written.
     for (name, text, code) in [
-        ("colour.json", r##"{"primary_color": "#00aa5"}"##, "invalid_settings"),
-        ("http.json", r#"{"logo_url": "http://cdn.acme.gg/logo.png"}"#, "invalid_settings"),
+        (
+            "colour.json",
+            r##"{"primary_color": "#00aa5"}"##,
+            "invalid_settings",
+        ),
+        (
+            "http.json",
+            r#"{"logo_url": "http://cdn.acme.gg/logo.png"}"#,
+            "invalid_settings",
+        ),
         ("extra.json", r#"{"motto": "raid on"}"#, "invalid_settings"),
-        ("type.json", r#"{"display_name": false}"#, "invalid_settings"),
+        (
+            "type.json",
+            r#"{"display_name": false}"#,
+            "invalid_settings",
+        ),
         ("broken.json", r#"{"font": "Lato""#, "malformed_json"),
         ("array.json", r#"[{"font": "Lato"}]"#, "invalid_body"),
     ] {
@@ -109,13 +124,32 @@ fn settings_are_printed_checked_and_written() {
         &["settings", "acme", "--set", "colour.json"],
         "invalid_settings",
     );
-    assert!(error["detail"].as_str().unwrap().contains("/primary_color"), "{error}");
+    assert!(
+        error["detail"].as_str().unwrap().contains("/primary_color"),
+        "{error}"
+    );
     let huge = json!({ "display_name": "x".repeat(100 * 1024) }).to_string();
     let file = write(cwd, "huge.json", &huge);
-    fails(tenancy(cwd), &["settings", "acme", "--set", &file], "settings_too_large");
-    fails(tenancy(cwd), &["settings", "acme", "--set", "missing.json"], "io_error");
-    fails(tenancy(cwd), &["settings", "nobody", "--set", &good], "tenant_not_found");
-    assert_eq!(ok(cwd, &["settings", "acme"]), branding, "refusals wrote nothing");
+    fails(
+        tenancy(cwd),
+        &["settings", "acme", "--set", &file],
+        "settings_too_large",
+    );
+    fails(
+        tenancy(cwd),
+        &["settings", "acme", "--set", "missing.json"],
+        "io_error",
+    );
+    fails(
+        tenancy(cwd),
+        &["settings", "nobody", "--set", &good],
+        "tenant_not_found",
+    );
+    assert_eq!(
+        ok(cwd, &["settings", "acme"]),
+        branding,
+        "refusals wrote nothing"
+    );
 
     // `-` reads stdin.
     let mut child = tenancy(cwd)
@@ -131,7 +165,11 @@ fn settings_are_printed_checked_and_written() {
         .write_all(br#"{"font": "Lato"}"#)
         .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", describe(&["settings --set -"], &o));
+    assert!(
+        o.status.success(),
+        "{}",
+        describe(&["settings --set -"], &o)
+    );
     assert_eq!(ok(cwd, &["settings", "acme"]), json!({ "font": "Lato" }));
 }
 
@@ -160,10 +198,20 @@ fn a_configured_schema_replaces_the_branding_schema() {
     write(cwd, "fr.json", r#"{"locale": "fr"}"#);
     write(cwd, "branding.json", r##"{"primary_color": "#000000"}"##);
     assert_eq!(
-        ok(cwd, &["--config", config, "settings", "acme", "--set", "fr.json"]),
+        ok(
+            cwd,
+            &["--config", config, "settings", "acme", "--set", "fr.json"]
+        ),
         json!({ "locale": "fr" })
     );
-    let args = ["--config", config, "settings", "acme", "--set", "branding.json"];
+    let args = [
+        "--config",
+        config,
+        "settings",
+        "acme",
+        "--set",
+        "branding.json",
+    ];
     fails(tenancy(cwd), &args, "invalid_settings");
 
     // The environment names another schema, which wins over the file.
@@ -199,9 +247,15 @@ fn a_schema_that_does_not_compile_stops_every_command() {
     let mut cmd = tenancy(cwd);
     cmd.env("TENANCY_SETTINGS_SCHEMA", "broken.schema.json");
     let error = fails(cmd, &["settings", "acme"], "invalid_settings_schema");
-    assert!(error["detail"].as_str().unwrap().contains("broken.schema.json"));
+    assert!(error["detail"]
+        .as_str()
+        .unwrap()
+        .contains("broken.schema.json"));
     let mut cmd = tenancy(cwd);
     cmd.env("TENANCY_SETTINGS_SCHEMA", "absent.schema.json");
     let error = fails(cmd, &["settings", "acme"], "invalid_config");
-    assert!(error["detail"].as_str().unwrap().contains("absent.schema.json"));
+    assert!(error["detail"]
+        .as_str()
+        .unwrap()
+        .contains("absent.schema.json"));
 }

@@ -13,8 +13,9 @@ pub struct ApiError {
     /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
     pub retry_after: Option<u64>,
     /// Members of the problem object beyond the standard ones (RFC 9457 extensions), such
-    /// as the `pointer` and `reason` of `invalid_settings`.
-    pub extensions: serde_json::Map<String, serde_json::Value>,
+    /// as the `pointer` and `reason` of `invalid_settings` (boxed: most problems have
+    /// none, and every handler's `Result` carries this type).
+    pub extensions: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Serialize)]
@@ -39,13 +40,15 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
-            extensions: serde_json::Map::new(),
+            extensions: None,
         }
     }
 
     /// Adds a member to the problem object (never one of the standard members).
     pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> ApiError {
-        self.extensions.insert(name.to_owned(), value.into());
+        self.extensions
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value.into());
         self
     }
 
@@ -95,6 +98,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
+        let none = serde_json::Map::new();
         let body = Problem {
             kind: format!(
                 "https://tenancy.dev/problems/{}",
@@ -105,7 +109,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             detail: &self.detail,
             request_id: crate::observe::request_id(),
-            extensions: &self.extensions,
+            extensions: self.extensions.as_deref().unwrap_or(&none),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -263,9 +267,11 @@ impl From<tenancy::Error> for ApiError {
             )
             .with("pointer", pointer.as_str())
             .with("reason", reason.as_str()),
-            E::SettingsTooLarge { .. } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "settings_too_large", e.to_string())
-            }
+            E::SettingsTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "settings_too_large",
+                e.to_string(),
+            ),
             // Only ever at start-up (the engine does not open): the operator's to fix.
             E::InvalidSettingsSchema { .. } => {
                 tracing::error!(error = %e, "invalid settings schema");

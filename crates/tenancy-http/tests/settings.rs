@@ -93,13 +93,18 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
     for (bad, pointer) in [
         (json!({ "primary_color": "orange" }), "/primary_color"),
         (json!({ "primary_color": "#ff880" }), "/primary_color"),
-        (json!({ "logo_url": "http://cdn.acme.gg/logo.png" }), "/logo_url"),
+        (
+            json!({ "logo_url": "http://cdn.acme.gg/logo.png" }),
+            "/logo_url",
+        ),
         (json!({ "display_name": "Acme", "tagline": "we raid" }), ""),
         (json!({ "display_name": ["Acme"] }), "/display_name"),
         (json!({ "font": 12 }), "/font"),
         (json!({ "display_name": long_name }), "/display_name"),
     ] {
-        let resp = s.call(Method::PUT, PATH, Some(&ada), &[], Some(bad.clone())).await;
+        let resp = s
+            .call(Method::PUT, PATH, Some(&ada), &[], Some(bad.clone()))
+            .await;
         assert_eq!(resp.status().as_u16(), 422, "{bad}");
         assert_eq!(
             resp.headers()["content-type"],
@@ -115,7 +120,10 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
             problem["detail"].as_str().unwrap().contains(reason),
             "{problem}"
         );
-        assert!(!reason.contains(&"R".repeat(50)), "the value is not echoed: {reason}");
+        assert!(
+            !reason.contains(&"R".repeat(50)),
+            "the value is not echoed: {reason}"
+        );
     }
     let unknown = s
         .json(
@@ -126,7 +134,10 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
         )
         .await
         .1;
-    assert!(unknown["reason"].as_str().unwrap().contains("tagline"), "{unknown}");
+    assert!(
+        unknown["reason"].as_str().unwrap().contains("tagline"),
+        "{unknown}"
+    );
 
     // Bodies that are no settings document: the body codes.
     for (body, status, code) in [
@@ -134,14 +145,26 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
         ("\"Acme\"", 400, "invalid_body"),
         ("null", 400, "invalid_body"),
         ("{\"font\": \"Lato\"", 400, "malformed_json"),
-        ("{\"font\": \"Lato\", \"font\": \"Inter\"}", 400, "invalid_body"),
+        (
+            "{\"font\": \"Lato\", \"font\": \"Inter\"}",
+            400,
+            "invalid_body",
+        ),
     ] {
         let (got, problem) = put_raw(&s, &ada, body).await;
-        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body}: {problem}");
+        assert_eq!(
+            (got, problem["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {problem}"
+        );
     }
     let oversize = json!({ "display_name": "x".repeat(70 * 1024) }).to_string();
     let (got, problem) = put_raw(&s, &ada, oversize).await;
-    assert_eq!((got, problem["code"].as_str()), (413, Some("body_too_large")), "{problem}");
+    assert_eq!(
+        (got, problem["code"].as_str()),
+        (413, Some("body_too_large")),
+        "{problem}"
+    );
     let resp = s
         .client
         .put(format!("{}{PATH}", s.base))
@@ -160,7 +183,12 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
 
     // A write replaces the whole document.
     let (status, stored) = s
-        .json(Method::PUT, PATH, Some(&ada), Some(json!({ "font": "serif" })))
+        .json(
+            Method::PUT,
+            PATH,
+            Some(&ada),
+            Some(json!({ "font": "serif" })),
+        )
         .await;
     assert_eq!((status, stored), (200, json!({ "font": "serif" })));
     assert_eq!(
@@ -180,7 +208,9 @@ async fn settings_round_trip_and_refusals(backend: Backend) {
         .filter(|a| a["action"] == "settings.update")
         .collect();
     assert_eq!(writes.len(), 2, "{audit}");
-    assert!(writes.iter().all(|w| w["actor"].as_str().unwrap().starts_with("user:")));
+    assert!(writes
+        .iter()
+        .all(|w| w["actor"].as_str().unwrap().starts_with("user:")));
     assert_eq!(
         writes[0]["detail"],
         "properties: display_name, font, logo_url, primary_color"
@@ -215,9 +245,18 @@ async fn who_may_read_and_write_settings(backend: Backend) {
     }
     for token in [&viewer, &writer] {
         let (status, problem) = s
-            .json(Method::PUT, PATH, Some(token), Some(json!({ "font": "Lato" })))
+            .json(
+                Method::PUT,
+                PATH,
+                Some(token),
+                Some(json!({ "font": "Lato" })),
+            )
             .await;
-        assert_eq!((status, problem["code"].as_str()), (403, Some("forbidden")), "{problem}");
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (403, Some("forbidden")),
+            "{problem}"
+        );
     }
 
     // Another tenant's admin sees the same 404 as for a tenant that does not exist.
@@ -229,11 +268,18 @@ async fn who_may_read_and_write_settings(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!((status, unknown["code"].as_str()), (404, Some("tenant_not_found")));
+    assert_eq!(
+        (status, unknown["code"].as_str()),
+        (404, Some("tenant_not_found"))
+    );
     for method in [Method::GET, Method::PUT] {
         let body = (method == Method::PUT).then(|| json!({ "font": "Lato" }));
         let (status, problem) = s.json(method.clone(), PATH, Some(&rival_admin), body).await;
-        assert_eq!((status, problem["code"].as_str()), (404, Some("tenant_not_found")), "{method}");
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (404, Some("tenant_not_found")),
+            "{method}"
+        );
     }
     let (status, _) = s.json(Method::GET, PATH, None, None).await;
     assert_eq!(status, 401);
@@ -247,7 +293,12 @@ async fn who_may_read_and_write_settings(backend: Backend) {
     // The platform admin token writes too (and is audited as such); so does a tenant API
     // key with the admin role, while a member key may only read.
     let (status, _) = s
-        .json(Method::PUT, PATH, Some(ADMIN_TOKEN), Some(json!({ "font": "Inter" })))
+        .json(
+            Method::PUT,
+            PATH,
+            Some(ADMIN_TOKEN),
+            Some(json!({ "font": "Inter" })),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, admin_key) = s
@@ -271,11 +322,21 @@ async fn who_may_read_and_write_settings(backend: Backend) {
     let admin_key = admin_key["key"].as_str().unwrap();
     let member_key = member_key["key"].as_str().unwrap();
     let (status, _) = s
-        .json(Method::PUT, PATH, Some(admin_key), Some(json!({ "font": "Lato" })))
+        .json(
+            Method::PUT,
+            PATH,
+            Some(admin_key),
+            Some(json!({ "font": "Lato" })),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = s
-        .json(Method::PUT, PATH, Some(member_key), Some(json!({ "font": "Roboto" })))
+        .json(
+            Method::PUT,
+            PATH,
+            Some(member_key),
+            Some(json!({ "font": "Roboto" })),
+        )
         .await;
     assert_eq!(status, 403);
     assert_eq!(
@@ -314,7 +375,9 @@ async fn an_embedded_handler_reads_the_tenants_settings() {
             .and_then(Value::as_str)
             .unwrap_or(ctx.tenant.name.as_str())
             .to_owned();
-        Ok(axum::Json(json!({ "title": name, "settings": settings.document })))
+        Ok(axum::Json(
+            json!({ "title": name, "settings": settings.document }),
+        ))
     }
 
     let dir = tempfile::tempdir().unwrap();
@@ -346,7 +409,10 @@ async fn an_embedded_handler_reads_the_tenants_settings() {
         .create_tenant(tenancy::Slug::parse("acme").unwrap(), Some("Acme".into()))
         .await
         .unwrap();
-    assert_eq!(get_title().await, json!({ "title": "Acme", "settings": {} }));
+    assert_eq!(
+        get_title().await,
+        json!({ "title": "Acme", "settings": {} })
+    );
     let resp = client
         .put(format!("{base}/v1/tenants/acme/settings"))
         .bearer_auth(ADMIN_TOKEN)

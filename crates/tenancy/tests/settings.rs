@@ -140,7 +140,10 @@ async fn settings_round_trip_and_bad_values_change_nothing(kind: CatalogKind) {
     // Nothing written yet: an empty document, never updated.
     let fresh = e.settings(acme.id).await.unwrap();
     assert!(fresh.document.is_empty());
-    assert_eq!((fresh.updated_at, fresh.updated_by.as_deref()), (None, None));
+    assert_eq!(
+        (fresh.updated_at, fresh.updated_by.as_deref()),
+        (None, None)
+    );
 
     let branding = json!({
         "display_name": "Acme Raiders",
@@ -157,7 +160,14 @@ async fn settings_round_trip_and_bad_values_change_nothing(kind: CatalogKind) {
     assert!(stored.updated_at.is_some());
     assert_eq!(document(e, &acme).await, branding);
     // Kept as written, key order included.
-    let keys: Vec<_> = e.settings(acme.id).await.unwrap().document.keys().cloned().collect();
+    let keys: Vec<_> = e
+        .settings(acme.id)
+        .await
+        .unwrap()
+        .document
+        .keys()
+        .cloned()
+        .collect();
     assert_eq!(keys, ["display_name", "logo_url", "primary_color", "font"]);
     // Another tenant's settings are its own.
     assert_eq!(document(e, &other).await, json!({}));
@@ -165,7 +175,10 @@ async fn settings_round_trip_and_bad_values_change_nothing(kind: CatalogKind) {
     // Each bad value is refused with its pointer; nothing is written.
     for (bad, pointer) in [
         (json!({ "primary_color": "blue" }), "/primary_color"),
-        (json!({ "logo_url": "http://cdn.acme.gg/logo.png" }), "/logo_url"),
+        (
+            json!({ "logo_url": "http://cdn.acme.gg/logo.png" }),
+            "/logo_url",
+        ),
         (json!({ "display_name": "Acme", "motto": "raid on" }), ""),
         (json!({ "display_name": 42 }), "/display_name"),
         (json!({ "display_name": "A".repeat(201) }), "/display_name"),
@@ -175,7 +188,10 @@ async fn settings_round_trip_and_bad_values_change_nothing(kind: CatalogKind) {
         (json!([branding.clone()]), ""),
     ] {
         match e.put_settings(acme.id, bad.clone(), "user:ada").await {
-            Err(Error::InvalidSettings { pointer: at, reason }) => {
+            Err(Error::InvalidSettings {
+                pointer: at,
+                reason,
+            }) => {
                 assert_eq!(at, pointer, "{bad}: {reason}");
                 assert!(!reason.is_empty());
             }
@@ -218,7 +234,8 @@ async fn settings_round_trip_and_bad_values_change_nothing(kind: CatalogKind) {
     // A suspended tenant's settings are read, not changed.
     e.suspend_tenant(&acme).await.unwrap();
     assert!(matches!(
-        e.put_settings(acme.id, json!({ "font": "Lato" }), "cli").await,
+        e.put_settings(acme.id, json!({ "font": "Lato" }), "cli")
+            .await,
         Err(Error::TenantSuspended { .. })
     ));
     assert_eq!(document(e, &acme).await, json!({}));
@@ -316,7 +333,11 @@ async fn a_custom_schema_replaces_the_branding_schema(kind: CatalogKind) {
 #[tokio::test]
 async fn a_schema_that_does_not_compile_stops_the_engine_from_opening() {
     let dir = tempfile::tempdir().unwrap();
-    for text in ["{ \"type\": ", r#"{"type": "objekt"}"#, r#"{"minLength": -1}"#] {
+    for text in [
+        "{ \"type\": ",
+        r#"{"type": "objekt"}"#,
+        r#"{"minLength": -1}"#,
+    ] {
         let mut config = EngineConfig::new(dir.path().join("data"));
         config.settings_schema = SettingsSchemaSource::Json {
             origin: "/srv/tenancy/branding.json".into(),
@@ -325,7 +346,10 @@ async fn a_schema_that_does_not_compile_stops_the_engine_from_opening() {
         let Err(e) = Engine::open(config).await else {
             panic!("{text}: the engine opened");
         };
-        assert!(matches!(e, Error::InvalidSettingsSchema { .. }), "{text}: {e}");
+        assert!(
+            matches!(e, Error::InvalidSettingsSchema { .. }),
+            "{text}: {e}"
+        );
         assert!(e.to_string().contains("/srv/tenancy/branding.json"), "{e}");
     }
     assert!(

@@ -570,8 +570,11 @@ fn select_settings(conn: &Connection, tenant: TenantId) -> Result<Option<TenantS
         )
         .optional()?;
     row.map(|(document, updated_at, updated_by)| {
-        let document = serde_json::from_str(&document)
-            .map_err(|e| Error::Catalog(format!("tenant {tenant}'s settings are not a JSON object: {e}")))?;
+        let document = serde_json::from_str(&document).map_err(|e| {
+            Error::Catalog(format!(
+                "tenant {tenant}'s settings are not a JSON object: {e}"
+            ))
+        })?;
         Ok(TenantSettings {
             document,
             updated_at: Some(updated_at),

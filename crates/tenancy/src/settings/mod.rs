@@ -189,13 +189,29 @@ mod tests {
     #[test]
     fn the_branding_schema_names_the_first_bad_value() {
         for (document, pointer, words) in [
-            (json!({ "primary_color": "red" }), "/primary_color", "does not match"),
-            (json!({ "primary_color": "#12345" }), "/primary_color", "does not match"),
-            (json!({ "logo_url": "http://acme.gg/l.png" }), "/logo_url", "does not match"),
+            (
+                json!({ "primary_color": "red" }),
+                "/primary_color",
+                "does not match",
+            ),
+            (
+                json!({ "primary_color": "#12345" }),
+                "/primary_color",
+                "does not match",
+            ),
+            (
+                json!({ "logo_url": "http://acme.gg/l.png" }),
+                "/logo_url",
+                "does not match",
+            ),
             (json!({ "logo_url": "https://" }), "/logo_url", ""),
             (json!({ "logo_url": "https://a b" }), "/logo_url", ""),
             (json!({ "display_name": "" }), "/display_name", "shorter"),
-            (json!({ "display_name": "x".repeat(201) }), "/display_name", "longer"),
+            (
+                json!({ "display_name": "x".repeat(201) }),
+                "/display_name",
+                "longer",
+            ),
             (json!({ "display_name": 7 }), "/display_name", "not of type"),
             (json!({ "font": "Comic Sans MS" }), "/font", "not one of"),
             (json!({ "colour": "#000000" }), "", "colour"),
@@ -205,7 +221,10 @@ mod tests {
             assert!(reason.contains(words), "{document}: {reason}");
         }
         let (at, reason) = refused(json!(["not", "an", "object"]));
-        assert_eq!((at.as_str(), reason.as_str()), ("", "settings are a JSON object"));
+        assert_eq!(
+            (at.as_str(), reason.as_str()),
+            ("", "settings are a JSON object")
+        );
     }
 
     #[test]
