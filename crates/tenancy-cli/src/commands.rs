@@ -841,7 +841,6 @@ fn confirm_delete(tenant: &Tenant) -> Result<()> {
     Ok(())
 }
 
-/// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.
 /// Prints the tenant's settings document; with `set`, first checks the file's document
 /// against the settings schema and writes it (audited as `cli`). The document is JSON
 /// whether or not `--json` is given.
@@ -903,6 +902,7 @@ fn read_settings_file(file: &Path) -> Result<serde_json::Value> {
     Ok(document)
 }
 
+/// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.
 fn read_password() -> Result<String> {
     if let Ok(p) = std::env::var("TENANCY_PASSWORD") {
         return Ok(p);
