@@ -359,6 +359,15 @@ async fn who_may_read_and_write_settings(backend: Backend) {
     assert!(actors[0].starts_with("user:"), "{actors:?}");
     assert_eq!(actors[1], "admin-token");
     assert!(actors[2].starts_with("api-key:"), "{actors:?}");
+    // The admin token's write was an elevated access too, audited as such.
+    let elevated: Vec<&Value> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] == "settings.replace")
+        .collect();
+    assert_eq!(elevated.len(), 1, "{audit}");
+    assert_eq!(elevated[0]["actor"], "admin-token");
 }
 
 /// An embedding app reads the resolved tenant's settings in its own handler.
