@@ -64,6 +64,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { failed } => status(engine, failed, json).await,
         Command::Plans => unreachable!("handled above"),
+        Command::Settings { slug, set } => {
+            tenant_settings(engine, &slug, set.as_deref(), json).await
+        }
         Command::User { command } => user(engine, command, json).await,
         Command::Keys { command } => keys(engine, command, json).await,
         Command::SigningKey => {
@@ -111,6 +114,7 @@ fn creates_catalog(command: &Command) -> bool {
         | Command::Migrate { .. }
         | Command::Status { .. }
         | Command::Plans
+        | Command::Settings { .. }
         | Command::Completions { .. } => false,
     }
 }
@@ -130,6 +134,7 @@ fn check_slugs(command: &Command) -> Result<()> {
             TenantCommand::List => None,
         },
         Command::Migrate { tenant, .. } => tenant.as_deref(),
+        Command::Settings { slug, .. } => Some(slug.as_str()),
         Command::Keys { command } => match command {
             KeysCommand::Create { tenant, .. }
             | KeysCommand::List { tenant }
@@ -952,6 +957,67 @@ fn confirm_delete(tenant: &Tenant) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// Prints the tenant's settings document; with `set`, first checks the file's document
+/// against the settings schema and writes it (audited as `cli`). The document is JSON
+/// whether or not `--json` is given.
+async fn tenant_settings(
+    engine: Engine,
+    slug: &str,
+    set: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let tenant = engine.tenant(&Slug::parse(slug)?).await?;
+    let document = match set {
+        None => engine.settings(tenant.id).await?.document.clone(),
+        Some(file) => {
+            let document = read_settings_file(file)?;
+            let stored = engine.put_settings(tenant.id, document, "cli").await?;
+            if !json {
+                eprintln!("wrote the settings of {}", tenant.slug);
+            }
+            stored.document
+        }
+    };
+    output::json(&serde_json::Value::Object(document))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A settings document from a file (`-`: stdin), refused with the codes the HTTP API
+/// answers for the same body: `settings_too_large`, `malformed_json`, `invalid_body`.
+fn read_settings_file(file: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
+    let max = tenancy::settings::MAX_SETTINGS_BYTES;
+    let mut bytes = Vec::new();
+    let limit = (max as u64).saturating_mul(2);
+    let read = if file == Path::new("-") {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.with_context(|| format!("cannot read {}", file.display()))
+        .map_err(coded("io_error"))?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        if bytes.len() as u64 >= limit {
+            // Cut short at the limit: the file is too large, whatever it holds.
+            anyhow::Error::new(tenancy::Error::SettingsTooLarge { max })
+        } else {
+            CliError::new(
+                "malformed_json",
+                format!("{} is not valid JSON: {e}", file.display()),
+            )
+            .into()
+        }
+    })?;
+    if !document.is_object() {
+        return Err(CliError::new(
+            "invalid_body",
+            format!("{}: the settings are a JSON object", file.display()),
+        )
+        .into());
+    }
+    Ok(document)
 }
 
 /// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.

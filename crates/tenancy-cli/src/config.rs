@@ -11,7 +11,8 @@ use serde::Deserialize;
 use tenancy::secrets::SecretKey;
 use tenancy::store::PoolLimits;
 use tenancy::{
-    CacheConfig, Durability, EngineConfig, MemoryConfig, MigrationSource, Mode, StoreSpec,
+    CacheConfig, Durability, EngineConfig, MemoryConfig, MigrationSource, Mode,
+    SettingsSchemaSource, StoreSpec,
 };
 use tenancy_http::{HttpConfig, Resolver};
 
@@ -70,6 +71,8 @@ struct FileConfig {
     plans: Vec<tenancy::Plan>,
     #[serde(default)]
     billing: BillingSection,
+    #[serde(default)]
+    settings: SettingsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +87,25 @@ struct BillingSection {
     lapse_check_secs: Option<u64>,
     /// How often `serve` deletes rows older than the plans' retention keeps them.
     retention_check_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsSection {
+    schema: Option<PathBuf>,
+}
+
+/// The settings schema a file names: read now, compiled when the engine opens.
+fn settings_schema(path: Option<PathBuf>) -> Result<SettingsSchemaSource> {
+    let Some(path) = path else {
+        return Ok(SettingsSchemaSource::Branding);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings schema {}", path.display()))?;
+    Ok(SettingsSchemaSource::Json {
+        origin: path.display().to_string(),
+        text,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +580,11 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         Some(n) => Duration::from_secs(n),
         None => Duration::from_secs(3600),
     };
+    engine.settings_schema = settings_schema(
+        env("TENANCY_SETTINGS_SCHEMA")
+            .map(PathBuf::from)
+            .or_else(|| file.settings.schema.map(relative)),
+    )?;
     engine.migrations = migrations;
     engine.cache = cache;
     engine.durability = durability;
@@ -741,6 +768,13 @@ max_age_secs = 600
 # query_timeout_ms = 10000
 # data_role = "tenancy_data"    # the role shared-mode requests run as (created)
 # database_prefix = "tenancy"   # database-mode tenants: <prefix>_<tenant id>
+
+[settings]
+# The JSON Schema every tenant's settings document (GET/PUT /v1/tenants/{slug}/settings,
+# `tenancy settings`) must satisfy; a schema that does not compile stops every command.
+# Without it: the built-in branding schema (display_name, logo_url, primary_color, font).
+#                                                              env: TENANCY_SETTINGS_SCHEMA
+# schema = "settings.schema.json"
 
 [tenants]
 # Where new tenants go: "default" is the SQLite store in data_dir.

@@ -179,9 +179,17 @@ fn serve_suspends_a_tenant_whose_trial_ended() {
     ok(&tenancy(&config, &data, &["tenant", "create", "trial"]));
     ok(&tenancy(&config, &data, &["tenant", "create", "paying"]));
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    ok(&tenancy(&config, &data, &["tenant", "update", "trial", "--trial-ends", &soon]));
+    ok(&tenancy(
+        &config,
+        &data,
+        &["tenant", "update", "trial", "--trial-ends", &soon],
+    ));
     let later = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
-    ok(&tenancy(&config, &data, &["tenant", "update", "paying", "--trial-ends", &later]));
+    ok(&tenancy(
+        &config,
+        &data,
+        &["tenant", "update", "paying", "--trial-ends", &later],
+    ));
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenancy"));
     for (k, _) in std::env::vars_os() {
@@ -211,7 +219,8 @@ fn serve_suspends_a_tenant_whose_trial_ended() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
         let status = ok(&tenancy(&config, &data, &["status"]));
-        if !status["lapsed"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+        if !status["lapsed"].as_array().unwrap().is_empty() || std::time::Instant::now() > deadline
+        {
             break status;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
@@ -221,7 +230,13 @@ fn serve_suspends_a_tenant_whose_trial_ended() {
     let lapsed = status["lapsed"].as_array().unwrap();
     assert_eq!(lapsed.len(), 1, "{status}");
     assert_eq!(lapsed[0]["slug"], "trial");
-    assert!(lapsed[0]["reason"].as_str().unwrap().starts_with("trial ended at"), "{status}");
+    assert!(
+        lapsed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("trial ended at"),
+        "{status}"
+    );
     let paying = ok(&tenancy(&config, &data, &["tenant", "show", "paying"]));
     assert_eq!(paying["status"], "active");
 }

@@ -71,7 +71,9 @@ impl AppState {
 /// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
 /// [`with_path_resolution`].
 pub fn routes() -> Router<AppState> {
-    use routes::{admin, api_keys, auth, data, domains, health, members, tenant, tenants};
+    use routes::{
+        admin, api_keys, auth, data, domains, health, members, settings, tenant, tenants,
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -123,6 +125,12 @@ pub fn routes() -> Router<AppState> {
             post(domains::verify),
         )
         .route("/v1/tenants/{slug}/audit", get(domains::audit))
+        .route(
+            "/v1/tenants/{slug}/settings",
+            get(settings::show)
+                .put(settings::replace)
+                .layer(axum::extract::DefaultBodyLimit::max(settings::BODY_LIMIT)),
+        )
         .route(
             "/v1/data/{table}",
             get(data::list)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::identity::{HashingConfig, LimitConfig, TokenConfig};
 use crate::secrets::SecretKey;
+use crate::settings::SettingsSchemaSource;
 use crate::tenant::Mode;
 
 /// The name of the embedded SQLite store.
@@ -81,6 +82,9 @@ pub struct EngineConfig {
     pub secret_key: Option<SecretKey>,
     /// The plans tenants are on (none configured: nothing is limited).
     pub plans: crate::plans::Plans,
+    /// The JSON Schema every tenant's settings document must satisfy, compiled when the
+    /// engine opens (one that does not compile stops it from opening).
+    pub settings_schema: SettingsSchemaSource,
 }
 
 /// A PostgreSQL store as configured (`[[stores]]`).
@@ -142,6 +146,7 @@ impl EngineConfig {
             default_mode: Mode::Database,
             secret_key: None,
             plans: crate::plans::Plans::default(),
+            settings_schema: SettingsSchemaSource::Branding,
             sweep_store_files: true,
         }
     }

@@ -22,6 +22,7 @@ pub(crate) mod plans;
 mod read_cache;
 mod recovery;
 mod retention;
+mod settings;
 
 pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
 pub use lifecycle::BulkReport;
@@ -42,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::fault::{self, points};
 use crate::identity::UserId;
 use crate::migrations::{Dialect, MigrationSet};
+use crate::settings::SettingsSchema;
 use crate::slug::Slug;
 use crate::store::{apply_migrations, PgStore, SqliteStore};
 use crate::stores::Stores;
@@ -75,6 +77,8 @@ struct Inner {
     accounts: AccountState,
     schemas: SchemaCache,
     reads: ReadCache,
+    /// What every tenant's settings document must satisfy.
+    settings_schema: SettingsSchema,
 }
 
 /// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
@@ -119,6 +123,9 @@ impl Engine {
     /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
     /// and recovers what dead processes left half-done.
     pub async fn open(config: EngineConfig) -> Result<Engine> {
+        // Before anything is opened: a schema that does not compile is a configuration
+        // error, and says which file.
+        let settings_schema = SettingsSchema::compile(&config.settings_schema)?;
         let migrations = config.migrations.load()?;
         migrations.scripts(Dialect::Sqlite)?;
         crate::store::set_heap_limit(config.memory.sqlite_heap_limit())?;
@@ -148,6 +155,7 @@ impl Engine {
             recovery: RecoveryReport::default(),
             schemas: SchemaCache::default(),
             reads,
+            settings_schema,
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.
