@@ -142,6 +142,7 @@ pub async fn introspect<C: GenericClient>(
             unique: Vec::new(),
             indexes: Vec::new(),
             sql: Default::default(),
+            rowid: false,
         });
         entry.columns.push(Column {
             kind: column_type(&typname),
