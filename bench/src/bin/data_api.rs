@@ -53,6 +53,35 @@ struct Args {
     /// Tenants of the round-robin scenarios (the hot tenant is the first).
     #[arg(long, env = "BENCH_TENANTS", default_value_t = 1000)]
     tenants: usize,
+    /// Only the plans on / off comparison (skips the baseline, durability and
+    /// observability sections).
+    #[arg(long, env = "BENCH_ONLY_PLANS")]
+    only_plans: bool,
+}
+
+/// The plan every tenant of the "plans on" server is on: a row limit on the table the
+/// POSTs write, member and key limits, a request rate — all high enough never to refuse,
+/// so that the figure is the cost of checking them.
+fn bench_plans() -> Result<tenancy::Plans> {
+    let mut plan: tenancy::Plan = serde_json::from_value(json!({
+        "name": "bench",
+        "features": {"analytics": true},
+        "limits": {
+            "members": 1000,
+            "api_keys": 1000,
+            "storage_bytes": 10_000_000_000u64,
+            "requests_per_minute": 100_000_000u64,
+            "burst": 10_000_000u64,
+            "rows": [{"name": "roster", "table": "members", "max": 100_000_000u64}],
+        },
+        "price": {"base": "10.00", "per_unit": {"reads": "0.00001", "writes": "0.0001"}},
+    }))?;
+    plan.display_name = "Bench".into();
+    Ok(tenancy::Plans::new(
+        vec![plan],
+        Some("bench".into()),
+        Default::default(),
+    )?)
 }
 
 fn main() -> Result<()> {
@@ -84,6 +113,10 @@ async fn bench(args: Args) -> Result<()> {
     let mut normal = EngineConfig::new(dir.path().join("data"));
     normal.durability = Durability::Normal;
     let normal_server = Running::full_stack(Engine::open(normal).await?).await?;
+    // The same with plans: every tenant on `bench_plans()`'s plan (the default).
+    let mut planned = EngineConfig::new(dir.path().join("data"));
+    planned.plans = bench_plans()?;
+    let plans_server = Running::full_stack(Engine::open(planned).await?).await?;
 
     // The baseline: its own connection to each of the same files.
     let mut dbs = HashMap::with_capacity(fleet.len());
@@ -99,6 +132,7 @@ async fn bench(args: Args) -> Result<()> {
             .build()?,
         full: full_server.base.clone(),
         normal: normal_server.base.clone(),
+        plans: plans_server.base.clone(),
         baseline: base_server.base.clone(),
         keys: fleet
             .iter()
@@ -116,6 +150,41 @@ async fn bench(args: Args) -> Result<()> {
     ];
     let measure = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
+
+    // Plans off and on, alternating, twice each.
+    let mut planned_results = Vec::new();
+    for sc in scenarios {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for round in 0..4 {
+            let side = if round % 2 == 1 {
+                Side::Plans
+            } else {
+                Side::Full
+            };
+            eprintln!("plans: {}: {} …", sc.key, side.name());
+            run(&load, side, sc, warmup, args.concurrency).await?;
+            let stats = run(&load, side, sc, measure, args.concurrency).await?;
+            if stats.errors > 0 {
+                eprintln!("  warning: {} failed requests", stats.errors);
+            }
+            if side == Side::Plans {
+                on.push(stats)
+            } else {
+                off.push(stats)
+            }
+        }
+        planned_results.push((sc, off, on));
+    }
+    if args.only_plans {
+        drop(load);
+        full_server.stop().await?;
+        normal_server.stop().await?;
+        plans_server.stop().await?;
+        base_server.stop().await?;
+        report_plans(&args, &planned_results);
+        return Ok(());
+    }
+
     let mut results = Vec::new();
     for sc in scenarios {
         preflight(&load, sc).await?;
@@ -185,9 +254,11 @@ async fn bench(args: Args) -> Result<()> {
     drop(load);
     full_server.stop().await?;
     normal_server.stop().await?;
+    plans_server.stop().await?;
     base_server.stop().await?;
 
     report(&args, setup_s, &results, &durability, &observed);
+    report_plans(&args, &planned_results);
     Ok(())
 }
 
@@ -361,11 +432,13 @@ enum Op {
     Post,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Full,
     /// The full stack with `durability = "normal"`.
     Normal,
+    /// The full stack with plans: limits, rate limits (and metering) on.
+    Plans,
     Baseline,
 }
 
@@ -374,6 +447,7 @@ impl Side {
         match self {
             Side::Full => "full stack",
             Side::Normal => "full stack, durability normal",
+            Side::Plans => "full stack, plans on",
             Side::Baseline => "baseline",
         }
     }
@@ -423,6 +497,7 @@ struct Load {
     client: reqwest::Client,
     full: String,
     normal: String,
+    plans: String,
     baseline: String,
     /// `Bearer tny_…` by tenant index.
     keys: Vec<HeaderValue>,
@@ -438,6 +513,7 @@ impl Load {
         let url = match side {
             Side::Full => format!("{}/v1/data/members", self.full),
             Side::Normal => format!("{}/v1/data/members", self.normal),
+            Side::Plans => format!("{}/v1/data/members", self.plans),
             Side::Baseline if sc.fleet => format!("{}/t/{tenant}/members", self.baseline),
             Side::Baseline => format!("{}/members", self.baseline),
         };
@@ -454,7 +530,9 @@ impl Load {
             }
         };
         match side {
-            Side::Full | Side::Normal => builder.header(AUTHORIZATION, self.keys[tenant].clone()),
+            Side::Full | Side::Normal | Side::Plans => {
+                builder.header(AUTHORIZATION, self.keys[tenant].clone())
+            }
             Side::Baseline => builder,
         }
     }
@@ -665,6 +743,69 @@ fn report(
             "scenarios": scenarios,
             "durability": durable,
             "observability": observing,
+        })
+    );
+}
+
+/// Plans on / off: the mean of two alternating runs each, and the last line's JSON.
+fn report_plans(args: &Args, planned: &[(Scenario, Vec<Stats>, Vec<Stats>)]) {
+    println!(
+        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
+        "plans, limits, rates",
+        "ON rps",
+        "p50 ms",
+        "p99 ms",
+        "OFF rps",
+        "p50 ms",
+        "p99 ms",
+        "rps on/o",
+        "p50 on/o"
+    );
+    let mean = |runs: &[Stats], f: fn(&Stats) -> f64| {
+        runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
+    };
+    let mut figures = serde_json::Map::new();
+    for (sc, off, on) in planned {
+        let label = if sc.fleet {
+            format!("{} ({})", sc.label, sc.tenants)
+        } else {
+            sc.label.to_owned()
+        };
+        let (on_rps, on_p50, on_p99) = (
+            mean(on, |s| s.rps),
+            mean(on, |s| s.p50_ms),
+            mean(on, |s| s.p99_ms),
+        );
+        let (off_rps, off_p50, off_p99) = (
+            mean(off, |s| s.rps),
+            mean(off, |s| s.p50_ms),
+            mean(off, |s| s.p99_ms),
+        );
+        let (rps_ratio, p50_ratio) = (on_rps / off_rps, on_p50 / off_p50);
+        println!(
+            "{label:<30} {on_rps:>9.0} {on_p50:>7.2} {on_p99:>7.2} | {off_rps:>9.0} {off_p50:>7.2} {off_p99:>7.2} | {rps_ratio:>8.2} {p50_ratio:>8.2}"
+        );
+        figures.insert(
+            sc.key.to_owned(),
+            json!({
+                "on": on.iter().map(Stats::json).collect::<Vec<_>>(),
+                "off": off.iter().map(Stats::json).collect::<Vec<_>>(),
+                "rps_ratio": round(rps_ratio, 3),
+                "p50_ratio": round(p50_ratio, 3),
+            }),
+        );
+    }
+    println!(
+        "ratios are plans on / off (mean of two alternating runs each): the cost of the plan's limits, rate limit and metering"
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "data_api_plans",
+            "tenants": args.tenants,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "plans": figures,
         })
     );
 }

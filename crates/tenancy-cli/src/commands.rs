@@ -28,6 +28,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let mut settings = config::load(cli.config.as_deref(), cli.data_dir.as_deref())
         .map_err(coded("invalid_config"))?;
+    // The plans are configuration: no data folder needed to read them.
+    if let Command::Plans = cli.command {
+        return plans(&settings.engine.plans, json);
+    }
     check_slugs(&cli.command)?;
     if !creates_catalog(&cli.command) {
         require_catalog(&settings)?;
@@ -59,7 +63,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             migrate(engine, options, json).await
         }
         Command::Status { failed } => status(engine, failed, json).await,
-        Command::Plans => plans(&engine, json),
+        Command::Plans => unreachable!("handled above"),
+        Command::Settings { slug, set } => {
+            tenant_settings(engine, &slug, set.as_deref(), json).await
+        }
         Command::Usage {
             slug,
             from,
@@ -117,6 +124,7 @@ fn creates_catalog(command: &Command) -> bool {
         | Command::Plans
         | Command::Usage { .. }
         | Command::Cost { .. }
+        | Command::Settings { .. }
         | Command::Completions { .. } => false,
     }
 }
@@ -137,6 +145,7 @@ fn check_slugs(command: &Command) -> Result<()> {
         },
         Command::Migrate { tenant, .. } => tenant.as_deref(),
         Command::Usage { slug, .. } | Command::Cost { slug } => Some(slug.as_str()),
+        Command::Settings { slug, .. } => Some(slug.as_str()),
         Command::Keys { command } => match command {
             KeysCommand::Create { tenant, .. }
             | KeysCommand::List { tenant }
@@ -323,6 +332,7 @@ async fn serve(
     }
     if !engine.plans().is_empty() {
         engine.spawn_lapse_job(settings.lapse_check);
+        engine.spawn_retention_job(settings.retention_check);
     }
     engine.spawn_usage_jobs();
     let app = tenancy_http::router(tenancy_http::AppState {
@@ -422,8 +432,21 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
         TenantCommand::Show { slug } => {
             let tenant = engine.tenant(&Slug::parse(&slug)?).await?;
             let journal = engine.catalog().journal(tenant.id).await?;
+            let effective = engine.effective_plan(&tenant);
+            // Each limit against what the tenant holds (its data answering, when active).
+            let limits = match &effective {
+                Some(_) if tenant.status == tenancy::TenantStatus::Active => {
+                    engine.limit_usage(&tenant).await?
+                }
+                _ => Vec::new(),
+            };
             if json {
                 let mut value = serde_json::to_value(&tenant)?;
+                if let Some(e) = &effective {
+                    value["effective_plan"] = serde_json::json!(e.plan);
+                    value["limits"] = serde_json::to_value(&limits)?;
+                    value["features"] = serde_json::to_value(&e.features)?;
+                }
                 value["journal"] = serde_json::to_value(&journal)?;
                 output::json(&value)?;
             } else {
@@ -446,6 +469,37 @@ async fn tenant(engine: Engine, command: TenantCommand, json: bool) -> Result<Ex
                 }
                 if let Some(error) = &tenant.error {
                     println!("{:<15} {error}", "error");
+                }
+                if let Some(e) = &effective {
+                    println!("{:<15} {}", "plan", e.plan);
+                    let on: Vec<&str> = e
+                        .features
+                        .iter()
+                        .filter(|(_, on)| **on)
+                        .map(|(k, _)| k.as_str())
+                        .collect();
+                    println!(
+                        "{:<15} {}",
+                        "features",
+                        if on.is_empty() {
+                            "-".into()
+                        } else {
+                            on.join(" ")
+                        }
+                    );
+                    let show = |n: Option<u64>| n.map_or("-".to_owned(), |n| n.to_string());
+                    let rows: Vec<_> = limits
+                        .iter()
+                        .map(|l| {
+                            vec![
+                                l.limit.clone(),
+                                show(l.current),
+                                l.max.map_or("unlimited".into(), |m| m.to_string()),
+                            ]
+                        })
+                        .collect();
+                    println!();
+                    output::table(&["LIMIT", "CURRENT", "MAX"], &rows);
                 }
                 println!("\njournal:");
                 let rows: Vec<_> = journal
@@ -917,6 +971,67 @@ fn confirm_delete(tenant: &Tenant) -> Result<()> {
     Ok(())
 }
 
+/// Prints the tenant's settings document; with `set`, first checks the file's document
+/// against the settings schema and writes it (audited as `cli`). The document is JSON
+/// whether or not `--json` is given.
+async fn tenant_settings(
+    engine: Engine,
+    slug: &str,
+    set: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let tenant = engine.tenant(&Slug::parse(slug)?).await?;
+    let document = match set {
+        None => engine.settings(tenant.id).await?.document.clone(),
+        Some(file) => {
+            let document = read_settings_file(file)?;
+            let stored = engine.put_settings(tenant.id, document, "cli").await?;
+            if !json {
+                eprintln!("wrote the settings of {}", tenant.slug);
+            }
+            stored.document
+        }
+    };
+    output::json(&serde_json::Value::Object(document))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A settings document from a file (`-`: stdin), refused with the codes the HTTP API
+/// answers for the same body: `settings_too_large`, `malformed_json`, `invalid_body`.
+fn read_settings_file(file: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
+    let max = tenancy::settings::MAX_SETTINGS_BYTES;
+    let mut bytes = Vec::new();
+    let limit = (max as u64).saturating_mul(2);
+    let read = if file == Path::new("-") {
+        std::io::stdin().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.with_context(|| format!("cannot read {}", file.display()))
+        .map_err(coded("io_error"))?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        if bytes.len() as u64 >= limit {
+            // Cut short at the limit: the file is too large, whatever it holds.
+            anyhow::Error::new(tenancy::Error::SettingsTooLarge { max })
+        } else {
+            CliError::new(
+                "malformed_json",
+                format!("{} is not valid JSON: {e}", file.display()),
+            )
+            .into()
+        }
+    })?;
+    if !document.is_object() {
+        return Err(CliError::new(
+            "invalid_body",
+            format!("{}: the settings are a JSON object", file.display()),
+        )
+        .into());
+    }
+    Ok(document)
+}
+
 /// The password for a new user: `$TENANCY_PASSWORD`, else the first line of stdin.
 fn read_password() -> Result<String> {
     if let Ok(p) = std::env::var("TENANCY_PASSWORD") {
@@ -1095,8 +1210,7 @@ fn plan_change(
     Ok(change)
 }
 
-fn plans(engine: &Engine, json: bool) -> Result<ExitCode> {
-    let plans = engine.plans();
+fn plans(plans: &tenancy::Plans, json: bool) -> Result<ExitCode> {
     if json {
         output::json(&serde_json::json!({
             "default": plans.default_plan(),

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use tenancy::secrets::SecretKey;
 use tenancy::store::PoolLimits;
 use tenancy::{
-    CacheConfig, Durability, EngineConfig, MemoryConfig, MigrationSource, Mode, StoreSpec,
+    CacheConfig, Durability, EngineConfig, MemoryConfig, MigrationSource, Mode,
+    SettingsSchemaSource, StoreSpec,
 };
 use tenancy_http::{HttpConfig, Resolver};
 
@@ -29,6 +30,8 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// How often `serve` suspends tenants whose trial or subscription ended.
     pub lapse_check: Duration,
+    /// How often `serve` deletes rows past the plans' retention.
+    pub retention_check: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +73,8 @@ struct FileConfig {
     billing: BillingSection,
     #[serde(default)]
     usage: UsageSection,
+    #[serde(default)]
+    settings: SettingsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +96,27 @@ struct BillingSection {
     feature_tables: std::collections::BTreeMap<String, String>,
     /// How often `serve` suspends tenants whose trial or subscription ended.
     lapse_check_secs: Option<u64>,
+    /// How often `serve` deletes rows older than the plans' retention keeps them.
+    retention_check_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsSection {
+    schema: Option<PathBuf>,
+}
+
+/// The settings schema a file names: read now, compiled when the engine opens.
+fn settings_schema(path: Option<PathBuf>) -> Result<SettingsSchemaSource> {
+    let Some(path) = path else {
+        return Ok(SettingsSchemaSource::Branding);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings schema {}", path.display()))?;
+    Ok(SettingsSchemaSource::Json {
+        origin: path.display().to_string(),
+        text,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -578,6 +604,18 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
             None => {}
         }
     }
+    let retention_check = match env_parse::<u64>("TENANCY_RETENTION_CHECK_SECS")?
+        .or(file.billing.retention_check_secs)
+    {
+        Some(0) => bail!("billing.retention_check_secs must be at least 1"),
+        Some(n) => Duration::from_secs(n),
+        None => Duration::from_secs(3600),
+    };
+    engine.settings_schema = settings_schema(
+        env("TENANCY_SETTINGS_SCHEMA")
+            .map(PathBuf::from)
+            .or_else(|| file.settings.schema.map(relative)),
+    )?;
     engine.migrations = migrations;
     engine.cache = cache;
     engine.durability = durability;
@@ -604,6 +642,7 @@ pub fn load(config_flag: Option<&Path>, data_dir_flag: Option<&Path>) -> Result<
         http,
         source,
         lapse_check,
+        retention_check,
     })
 }
 
@@ -769,6 +808,13 @@ storage_sample_secs = 300
 # query_timeout_ms = 10000
 # data_role = "tenancy_data"    # the role shared-mode requests run as (created)
 # database_prefix = "tenancy"   # database-mode tenants: <prefix>_<tenant id>
+
+[settings]
+# The JSON Schema every tenant's settings document (GET/PUT /v1/tenants/{slug}/settings,
+# `tenancy settings`) must satisfy; a schema that does not compile stops every command.
+# Without it: the built-in branding schema (display_name, logo_url, primary_color, font).
+#                                                              env: TENANCY_SETTINGS_SCHEMA
+# schema = "settings.schema.json"
 
 [tenants]
 # Where new tenants go: "default" is the SQLite store in data_dir.

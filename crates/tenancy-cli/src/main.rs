@@ -79,6 +79,14 @@ enum Command {
         #[arg(long)]
         failed: bool,
     },
+    /// Print a tenant's settings document (JSON), or replace it with --set.
+    Settings {
+        slug: String,
+        /// Check this file (a JSON object; `-` reads stdin) against the settings schema
+        /// and write it, whole; a refused document changes nothing.
+        #[arg(long, value_name = "FILE")]
+        set: Option<PathBuf>,
+    },
     /// Create users (superadmins too).
     User {
         #[command(subcommand)]

@@ -12,10 +12,10 @@ pub struct ApiError {
     pub detail: String,
     /// Sent as `Retry-After` (seconds) with 429 and 503 answers.
     pub retry_after: Option<u64>,
-    /// Members of the problem beyond the standard ones (`limit`, `current`, `max` of a
-    /// `quota_exceeded`). Boxed: errors travel in every handler's `Result`, and most
-    /// have none.
-    pub fields: Box<serde_json::Map<String, serde_json::Value>>,
+    /// Members of the problem object beyond the standard ones (RFC 9457 extensions), such
+    /// as the `pointer` and `reason` of `invalid_settings` (boxed: most problems have
+    /// none, and every handler's `Result` carries this type).
+    pub extensions: Option<Box<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Serialize)]
@@ -30,7 +30,7 @@ struct Problem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
     #[serde(flatten)]
-    fields: &'a serde_json::Map<String, serde_json::Value>,
+    extensions: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -40,13 +40,15 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
-            fields: Box::default(),
+            extensions: None,
         }
     }
 
-    /// Adds a member to the problem (`limit`, `path`, …).
-    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> ApiError {
-        self.fields.insert(key.to_owned(), value.into());
+    /// Adds a member to the problem object (never one of the standard members).
+    pub fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> ApiError {
+        self.extensions
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value.into());
         self
     }
 
@@ -96,6 +98,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");
+        let none = serde_json::Map::new();
         let body = Problem {
             kind: format!(
                 "https://tenancy.dev/problems/{}",
@@ -106,7 +109,7 @@ impl IntoResponse for ApiError {
             code: self.code,
             detail: &self.detail,
             request_id: crate::observe::request_id(),
-            fields: &self.fields,
+            extensions: self.extensions.as_deref().unwrap_or(&none),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
@@ -275,6 +278,27 @@ impl From<tenancy::Error> for ApiError {
             }
             E::ApiKeyNotFound => {
                 ApiError::new(StatusCode::NOT_FOUND, "api_key_not_found", e.to_string())
+            }
+            E::InvalidSettings { pointer, reason } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_settings",
+                e.to_string(),
+            )
+            .with("pointer", pointer.as_str())
+            .with("reason", reason.as_str()),
+            E::SettingsTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "settings_too_large",
+                e.to_string(),
+            ),
+            // Only ever at start-up (the engine does not open): the operator's to fix.
+            E::InvalidSettingsSchema { .. } => {
+                tracing::error!(error = %e, "invalid settings schema");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "invalid_settings_schema",
+                    e.to_string(),
+                )
             }
             E::InvalidInput(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", e.to_string())

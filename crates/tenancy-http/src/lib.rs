@@ -71,7 +71,9 @@ impl AppState {
 /// tenant-resolved routes into this (they see [`TenantContext`]), then pass the result to
 /// [`with_path_resolution`].
 pub fn routes() -> Router<AppState> {
-    use routes::{admin, api_keys, auth, data, domains, health, members, tenant, tenants, usage};
+    use routes::{
+        admin, api_keys, auth, data, domains, health, members, settings, tenant, tenants, usage,
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -126,6 +128,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/tenants/{slug}/usage", get(usage::usage))
         .route("/v1/tenants/{slug}/cost", get(usage::cost))
         .route("/v1/tenants/{slug}/alerts", get(usage::alerts))
+        .route(
+            "/v1/tenants/{slug}/settings",
+            get(settings::show)
+                .put(settings::replace)
+                .layer(axum::extract::DefaultBodyLimit::max(settings::BODY_LIMIT)),
+        )
         .route(
             "/v1/data/{table}",
             get(data::list)

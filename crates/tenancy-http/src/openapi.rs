@@ -93,6 +93,22 @@ const CONTROL_PLANE: &[Route] = &[
         Some("Tenant"),
     ),
     (
+        "patch",
+        "/v1/tenants/{slug}",
+        "Change a tenant's plan, limits, feature flags, budget, trial or subscription end (owner: plan and budget; platform: all)",
+        None,
+        200,
+        Some("Tenant"),
+    ),
+    (
+        "get",
+        "/v1/plans",
+        "The configured plans and the default one",
+        None,
+        200,
+        None,
+    ),
+    (
         "delete",
         "/v1/tenants/{slug}",
         "Delete a tenant and its data (owner)",
@@ -203,6 +219,22 @@ const CONTROL_PLANE: &[Route] = &[
         None,
         204,
         None,
+    ),
+    (
+        "get",
+        "/v1/tenants/{slug}/settings",
+        "The tenant's settings document, {} until written (viewer)",
+        None,
+        200,
+        Some("Settings"),
+    ),
+    (
+        "put",
+        "/v1/tenants/{slug}/settings",
+        "Replace the tenant's settings (admin); 422 invalid_settings names the first bad value's pointer and reason",
+        Some("Settings"),
+        200,
+        Some("Settings"),
     ),
     (
         "get",
@@ -327,8 +359,19 @@ fn add(paths: &mut Map<String, Value>, path: &str, method: &str, op: Value) {
     entry[method] = op;
 }
 
-/// The whole document for a tenant schema.
-pub fn document(schema: &Schema) -> Value {
+/// The settings schema as a component: the configured JSON Schema, without the keywords
+/// that only make sense at a document's root.
+fn settings_component(settings: &Value) -> Value {
+    let mut component = settings.clone();
+    if let Some(object) = component.as_object_mut() {
+        object.remove("$schema");
+        object.remove("$id");
+    }
+    component
+}
+
+/// The whole document for a tenant schema and a settings schema.
+pub fn document(schema: &Schema, settings: &Value) -> Value {
     let mut paths = Map::new();
     for (method, path, summary, body, status, response) in CONTROL_PLANE {
         let op = operation(
@@ -345,7 +388,10 @@ pub fn document(schema: &Schema) -> Value {
         "Problem": { "type": "object", "properties": {
             "type": { "type": "string" }, "title": { "type": "string" }, "status": { "type": "integer" },
             "code": { "type": "string" }, "detail": { "type": "string" },
-            "request_id": { "type": "string", "description": "the X-Request-Id of the request" } } },
+            "request_id": { "type": "string", "description": "the X-Request-Id of the request" },
+            "pointer": { "type": "string", "description": "invalid_settings: the JSON Pointer of the first value the settings schema refused" },
+            "reason": { "type": "string", "description": "invalid_settings: why it was refused" } } },
+        "Settings": settings_component(settings),
         "Tenant": { "type": "object", "properties": {
             "id": { "type": "string", "format": "uuid" }, "slug": { "type": "string" }, "name": { "type": "string" },
             "status": { "type": "string", "enum": ["provisioning","active","failed","suspended","moving","deleting","deleted"] },
@@ -521,5 +567,8 @@ pub fn document(schema: &Schema) -> Value {
 
 pub async fn handler(State(state): State<AppState>) -> ApiResult<axum::Json<Value>> {
     let schema = state.engine.configured_schema().await?;
-    Ok(axum::Json(document(&schema)))
+    Ok(axum::Json(document(
+        &schema,
+        state.engine.settings_schema().schema(),
+    )))
 }

@@ -125,6 +125,24 @@ impl TenantContext {
     pub async fn session(&self) -> ApiResult<tenancy::store::TenantSession> {
         Ok(self.engine.session(&self.tenant).await?)
     }
+
+    /// The tenant's settings document (its branding, by default): `{}` until an admin
+    /// writes some. Read through the engine's read cache, so calling it on every request
+    /// costs no catalog query while the settings are unchanged.
+    ///
+    /// ```
+    /// use axum::Json;
+    /// use tenancy_http::{ApiResult, TenantContext};
+    ///
+    /// async fn title(ctx: TenantContext) -> ApiResult<Json<String>> {
+    ///     let settings = ctx.settings().await?;
+    ///     let name = settings.document.get("display_name").and_then(|v| v.as_str());
+    ///     Ok(Json(name.unwrap_or(&ctx.tenant.name).to_owned()))
+    /// }
+    /// ```
+    pub async fn settings(&self) -> ApiResult<std::sync::Arc<tenancy::TenantSettings>> {
+        Ok(self.engine.settings(self.tenant.id).await?)
+    }
 }
 
 /// The live tenant with this slug, `None` if there is none (or the slug is not valid).
@@ -253,7 +271,12 @@ impl FromRequestParts<AppState> for TenantContext {
             .ok_or_else(|| ApiError::tenant_not_found(tenant.slug.as_str()))?;
         crate::observe::note_tenant(tenant.id);
         check_status(&tenant)?;
-        if let Some(effective) = state.engine.effective_plan(&tenant) {
+        // The tenant's own traffic is rated; platform operators are not.
+        if let Some(effective) = state
+            .engine
+            .effective_plan(&tenant)
+            .filter(|_| !principal.is_platform())
+        {
             use tenancy::plans::LimitKind;
             if let Some(rate) = effective.limit(LimitKind::RequestsPerMinute) {
                 state

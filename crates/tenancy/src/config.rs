@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::identity::{HashingConfig, LimitConfig, TokenConfig};
 use crate::secrets::SecretKey;
+use crate::settings::SettingsSchemaSource;
 use crate::tenant::Mode;
 
 /// The name of the embedded SQLite store.
@@ -83,6 +84,9 @@ pub struct EngineConfig {
     pub plans: crate::plans::Plans,
     /// How often usage is written and storage sampled.
     pub usage: crate::usage::UsageConfig,
+    /// The JSON Schema every tenant's settings document must satisfy, compiled when the
+    /// engine opens (one that does not compile stops it from opening).
+    pub settings_schema: SettingsSchemaSource,
 }
 
 /// A PostgreSQL store as configured (`[[stores]]`).
@@ -145,6 +149,7 @@ impl EngineConfig {
             secret_key: None,
             plans: crate::plans::Plans::default(),
             usage: crate::usage::UsageConfig::default(),
+            settings_schema: SettingsSchemaSource::Branding,
             sweep_store_files: true,
         }
     }

@@ -164,6 +164,18 @@ pub enum Error {
     #[error("no such API key")]
     ApiKeyNotFound,
 
+    /// A settings document the settings schema refuses: where (a JSON Pointer, empty for
+    /// the document itself) and why. Nothing was written.
+    #[error("invalid settings at {}: {reason}", shown_pointer(.pointer))]
+    InvalidSettings { pointer: String, reason: String },
+
+    #[error("settings documents are at most {max} bytes of JSON")]
+    SettingsTooLarge { max: usize },
+
+    /// The configured settings schema does not compile: the engine does not open.
+    #[error("the settings schema {origin} is not a usable JSON Schema: {reason}")]
+    InvalidSettingsSchema { origin: String, reason: String },
+
     #[error("{0}")]
     InvalidInput(String),
 
@@ -354,6 +366,15 @@ impl From<tokio::task::JoinError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How an error message names a JSON Pointer.
+fn shown_pointer(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "the document's top level".to_owned()
+    } else {
+        format!("{pointer:?}")
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -29,6 +29,7 @@ pub mod migrations;
 pub mod pgconnect;
 pub mod plans;
 pub mod secrets;
+pub mod settings;
 mod slug;
 pub mod sql;
 pub mod store;
@@ -46,12 +47,14 @@ pub use engine::accounts::Session;
 pub use engine::{
     BulkReport, Engine, EngineConfig, FleetStatus, LimitUse, MigrateEvent, MigrateOptions,
     MigrateReport, MigrationSource, MoveDue, PlaceOptions, PlanChange, PlanChanged,
-    PlannedMigration, Readiness, RecoveryReport, StoreSpec, DEFAULT_STORE, STORAGE_SAMPLE_JOB,
+    PlannedMigration, Readiness, RecoveryReport, RetentionReport, StoreSpec, DEFAULT_STORE,
+    STORAGE_SAMPLE_JOB,
 };
 pub use error::{Error, Result};
 pub use identity::{Role, User, UserId};
 pub use migrations::{Dialect, MigrationSet};
 pub use plans::{Effective, Metric, Money, Plan, PlanOverrides, Plans};
+pub use settings::{SettingsSchema, SettingsSchemaSource, TenantSettings};
 pub use slug::{Slug, RESERVED_SLUGS};
 pub use store::{CacheConfig, TenantStore};
 pub use tenant::{validate_name, Mode, Placement, Tenant, TenantId, TenantStatus};

@@ -7,6 +7,7 @@ pub mod data;
 pub mod domains;
 pub mod health;
 pub mod members;
+pub mod settings;
 pub mod tenant;
 pub mod tenants;
 pub mod usage;

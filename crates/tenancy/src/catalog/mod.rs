@@ -1,13 +1,13 @@
 //! The catalog: the control-plane database (tenants, placements, the lifecycle journal,
-//! migration runs and results, locks, settings).
+//! migration runs and results, locks, platform settings, tenant settings).
 //!
 //! [`Catalog`] is the one interface the engine talks to; [`SqliteCatalog`] is the embedded
 //! implementation. Every state change is a compare-and-set on the tenant's status, written
 //! with a journal row in the same transaction, so that concurrent processes on one catalog
 //! cannot both win a transition and every transition leaves a trace.
 //!
-//! Readers may cache some rows (API keys, tenants, slugs, memberships, users, domains:
-//! [`Change`]). Every write names those it changed, in its own transaction, and
+//! Readers may cache some rows (API keys, tenants, slugs, memberships, users, domains,
+//! tenant settings: [`Change`]). Every write names those it changed, in its own transaction, and
 //! [`Catalog::changes_since`] tells any process what changed since it last asked.
 
 pub mod postgres;
@@ -23,6 +23,7 @@ use crate::domain::CustomDomain;
 use crate::error::Result;
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
+use crate::settings::TenantSettings;
 use crate::slug::Slug;
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
 
@@ -198,6 +199,8 @@ pub enum Change {
     User(UserId),
     /// Which tenant a custom domain names.
     Domain(String),
+    /// A tenant's settings document, by tenant id.
+    Settings(TenantId),
 }
 
 /// What changed since a position of the catalog's change feed.
@@ -236,6 +239,7 @@ impl Change {
             Change::Member(tenant, user) => ("member", format!("{tenant}:{user}")),
             Change::User(id) => ("user", id.to_string()),
             Change::Domain(domain) => ("domain", domain.clone()),
+            Change::Settings(id) => ("settings", id.to_string()),
         }
     }
 
@@ -251,6 +255,7 @@ impl Change {
             }
             "user" => Change::User(key.parse().ok()?),
             "domain" => Change::Domain(key.to_owned()),
+            "settings" => Change::Settings(key.parse().ok()?),
             _ => return None,
         })
     }
@@ -526,6 +531,20 @@ pub trait Catalog: Send + Sync + 'static {
 
     async fn audit(&self, tenant: TenantId) -> Result<Vec<AuditEntry>>;
 
+    /// The tenant's settings, `None` if none were ever written.
+    async fn tenant_settings(&self, tenant: TenantId) -> Result<Option<TenantSettings>>;
+
+    /// Replaces the tenant's settings document (checked by the engine) and appends its
+    /// audit entry — [`crate::settings::AUDIT_ACTION`] by `actor`, naming the properties,
+    /// never their values — in one transaction: both are written or neither. Changes
+    /// [`Change::Settings`].
+    async fn put_tenant_settings(
+        &self,
+        tenant: TenantId,
+        document: &serde_json::Map<String, serde_json::Value>,
+        actor: &str,
+    ) -> Result<TenantSettings>;
+
     async fn setting(&self, key: &str) -> Result<Option<String>>;
 
     /// Writes a flush of usage in one transaction: counts are added to the day's
@@ -648,6 +667,7 @@ mod tests {
             Change::Member(tenant, user),
             Change::User(user),
             Change::Domain("raid.acme.gg".into()),
+            Change::Settings(tenant),
         ];
         let mut read = Changes::none();
         for (kind, key) in Changes::of_write(&rows).encode() {

@@ -51,6 +51,7 @@ use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, 
 use crate::migrations::{Dialect, Script};
 use crate::pgconnect::{self, PgConfig};
 use crate::plans::{Metric, Money};
+use crate::settings::TenantSettings;
 use crate::slug::Slug;
 use crate::tenant::{Placement, Tenant, TenantId, TenantStatus};
 use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
@@ -342,6 +343,57 @@ ALTER TABLE tenants ADD COLUMN subscription_ends_at timestamptz;
 CREATE INDEX tenants_trial_idx ON tenants (trial_ends_at) WHERE trial_ends_at IS NOT NULL;
 CREATE INDEX tenants_subscription_idx ON tenants (subscription_ends_at)
     WHERE subscription_ends_at IS NOT NULL;
+"#,
+    r#"
+-- Each tenant's settings: one JSON object (`json` keeps it as written), checked against
+-- the settings schema by the engine before it is written. Readers cache it: the engine's
+-- commits name the tenant, and a change made by anyone else notifies by these triggers.
+CREATE TABLE tenant_settings (
+    tenant_id  uuid PRIMARY KEY REFERENCES tenants (id),
+    document   json NOT NULL CHECK (json_typeof(document) = 'object'),
+    updated_at timestamptz NOT NULL,
+    updated_by text NOT NULL
+);
+
+CREATE FUNCTION tenancy_notify_direct_settings() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    changed text;
+BEGIN
+    IF current_setting('tenancy.catalog_writer', true) = 'engine' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        SELECT string_agg(DISTINCT 'settings ' || tenant_id, E'\n') INTO changed FROM new_rows;
+    ELSIF TG_OP = 'UPDATE' THEN
+        SELECT string_agg(DISTINCT k, E'\n') INTO changed FROM (
+            SELECT 'settings ' || tenant_id AS k FROM new_rows
+            UNION ALL
+            SELECT 'settings ' || tenant_id FROM old_rows
+        ) rows;
+    ELSE
+        SELECT string_agg(DISTINCT 'settings ' || tenant_id, E'\n') INTO changed FROM old_rows;
+    END IF;
+    IF changed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF octet_length(changed) > 7900 THEN
+        changed := '* ';
+    END IF;
+    PERFORM pg_notify('tenancy_catalog', E'direct-sql\n' || changed || E'\n');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER tenant_settings_direct_insert AFTER INSERT ON tenant_settings
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_settings();
+CREATE TRIGGER tenant_settings_direct_update AFTER UPDATE ON tenant_settings
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_settings();
+CREATE TRIGGER tenant_settings_direct_delete AFTER DELETE ON tenant_settings
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_settings();
+CREATE TRIGGER tenant_settings_direct_truncate AFTER TRUNCATE ON tenant_settings
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy_notify_direct_truncate();
 "#,
     r#"
 -- Usage metering: counts per tenant, UTC day, metric and label (requests per API key label;
@@ -1060,6 +1112,34 @@ async fn lock_tenant(tx: &Transaction<'_>, tenant: TenantId) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+async fn select_settings(
+    c: &impl GenericClient,
+    tenant: TenantId,
+) -> Result<Option<TenantSettings>> {
+    let Some(row) = query_opt(
+        c,
+        "SELECT document, updated_at, updated_by FROM tenant_settings WHERE tenant_id = $1",
+        &[&tenant.0],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let document = match get::<serde_json::Value>(&row, 0)? {
+        serde_json::Value::Object(document) => document,
+        _ => {
+            return Err(Error::Catalog(format!(
+                "tenant {tenant}'s settings are not a JSON object"
+            )))
+        }
+    };
+    Ok(Some(TenantSettings {
+        document,
+        updated_at: Some(get(&row, 1)?),
+        updated_by: Some(get(&row, 2)?),
+    }))
 }
 
 async fn begin(conn: &mut Object) -> Result<Transaction<'_>> {
@@ -2414,6 +2494,43 @@ impl Catalog for PgCatalog {
                 })
             })
             .collect()
+    }
+
+    async fn tenant_settings(&self, tenant: TenantId) -> Result<Option<TenantSettings>> {
+        select_settings(&self.conn().await?, tenant).await
+    }
+
+    async fn put_tenant_settings(
+        &self,
+        tenant: TenantId,
+        document: &serde_json::Map<String, serde_json::Value>,
+        actor: &str,
+    ) -> Result<TenantSettings> {
+        let value = serde_json::Value::Object(document.clone());
+        let detail = crate::settings::audit_detail(document);
+        let mut conn = self.conn().await?;
+        let tx = begin(&mut conn).await?;
+        execute(
+            &tx,
+            "INSERT INTO tenant_settings (tenant_id, document, updated_at, updated_by) \
+             VALUES ($1, $2, now(), $3) ON CONFLICT (tenant_id) DO UPDATE SET \
+             document = excluded.document, updated_at = excluded.updated_at, \
+             updated_by = excluded.updated_by",
+            &[&tenant.0, &value, &actor],
+        )
+        .await?;
+        execute(
+            &tx,
+            "INSERT INTO audit (at, actor, tenant_id, action, detail) \
+             VALUES (now(), $1, $2, $3, $4)",
+            &[&actor, &tenant.0, &crate::settings::AUDIT_ACTION, &detail],
+        )
+        .await?;
+        let stored = select_settings(&tx, tenant)
+            .await?
+            .ok_or_else(|| Error::Internal("written settings vanished".into()))?;
+        self.commit(tx, &[Change::Settings(tenant)]).await?;
+        Ok(stored)
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>> {

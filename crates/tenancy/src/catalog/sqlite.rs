@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use serde_json::{Map, Value};
 
 use super::{
     Catalog, Changes, ChangesSince, JournalEntry, NewTenant, PlanState, QuotaCounts,
@@ -30,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::identity::{ApiKey, AuditEntry, Member, Membership, RefreshUse, Role, User, UserId};
 use crate::migrations::{Dialect, Script};
 use crate::plans::{Metric, Money};
+use crate::settings::TenantSettings;
 use crate::slug::Slug;
 use crate::tenant::{Mode, Placement, Tenant, TenantId, TenantStatus};
 use crate::usage::{BudgetAlert, StorageSample, UsageBatch, UsageCount, UsageRows};
@@ -322,6 +324,25 @@ CREATE INDEX tenants_subscription_idx ON tenants (subscription_ends_at)
     WHERE subscription_ends_at IS NOT NULL;
 "#,
     r#"
+-- Each tenant's settings: one JSON object, checked against the settings schema by the
+-- engine before it is written. Readers cache it, so every change is logged.
+CREATE TABLE tenant_settings (
+    tenant_id  TEXT PRIMARY KEY REFERENCES tenants (id),
+    document   TEXT NOT NULL CHECK (json_valid(document) AND json_type(document) = 'object'),
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL
+);
+CREATE TRIGGER tenant_settings_insert_change AFTER INSERT ON tenant_settings
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('settings', NEW.tenant_id); END;
+CREATE TRIGGER tenant_settings_update_change AFTER UPDATE ON tenant_settings
+BEGIN
+    INSERT INTO catalog_changes (kind, key)
+    SELECT 'settings', OLD.tenant_id UNION SELECT 'settings', NEW.tenant_id;
+END;
+CREATE TRIGGER tenant_settings_delete_change AFTER DELETE ON tenant_settings
+BEGIN INSERT INTO catalog_changes (kind, key) VALUES ('settings', OLD.tenant_id); END;
+"#,
+    r#"
 -- Usage metering: counts per tenant, UTC day, metric and label (requests per API key label;
 -- '' otherwise), added to by each flush; the users seen per day (inserted or ignored, so
 -- that processes do not count one user twice); each tenant's latest storage sample; and
@@ -588,6 +609,35 @@ fn parse_time(s: &str) -> rusqlite::Result<DateTime<Utc>> {
 
 fn conversion<E: std::error::Error + Send + Sync + 'static>(e: E) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn select_settings(conn: &Connection, tenant: TenantId) -> Result<Option<TenantSettings>> {
+    let row = conn
+        .query_row(
+            "SELECT document, updated_at, updated_by FROM tenant_settings WHERE tenant_id = ?1",
+            [tenant.to_string()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    parse_time(&r.get::<_, String>(1)?)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(document, updated_at, updated_by)| {
+        let document = serde_json::from_str(&document).map_err(|e| {
+            Error::Catalog(format!(
+                "tenant {tenant}'s settings are not a JSON object: {e}"
+            ))
+        })?;
+        Ok(TenantSettings {
+            document,
+            updated_at: Some(updated_at),
+            updated_by: Some(updated_by),
+        })
+    })
+    .transpose()
 }
 
 const TENANT_COLUMNS: &str =
@@ -2075,6 +2125,48 @@ impl Catalog for SqliteCatalog {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn tenant_settings(&self, tenant: TenantId) -> Result<Option<TenantSettings>> {
+        self.call(move |conn| select_settings(conn, tenant)).await
+    }
+
+    async fn put_tenant_settings(
+        &self,
+        tenant: TenantId,
+        document: &Map<String, Value>,
+        actor: &str,
+    ) -> Result<TenantSettings> {
+        let text = serde_json::to_string(document)
+            .map_err(|e| Error::Internal(format!("settings do not serialize: {e}")))?;
+        let detail = crate::settings::audit_detail(document);
+        let actor = actor.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let at = now();
+            tx.execute(
+                "INSERT INTO tenant_settings (tenant_id, document, updated_at, updated_by) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 document = excluded.document, updated_at = excluded.updated_at, \
+                 updated_by = excluded.updated_by",
+                params![tenant.to_string(), text, at, actor],
+            )?;
+            tx.execute(
+                "INSERT INTO audit (at, actor, tenant_id, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    at,
+                    actor,
+                    tenant.to_string(),
+                    crate::settings::AUDIT_ACTION,
+                    detail
+                ],
+            )?;
+            let stored = select_settings(&tx, tenant)?
+                .ok_or_else(|| Error::Internal("written settings vanished".into()))?;
+            tx.commit()?;
+            Ok(stored)
         })
         .await
     }

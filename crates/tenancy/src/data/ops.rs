@@ -150,10 +150,26 @@ impl<'t> Plan<'t> {
         let offset = usize::from(lock.is_some());
         for (i, g) in guards.iter().enumerate() {
             let filters = super::query::parse_filters(table, &g.filter)?;
-            // Counting past `max + adds + 1` tells nothing more: both counts stop there.
-            let cap = adds.map(|n| g.max.saturating_add(n).saturating_add(1));
-            before.push(builder::count_capped(d, table, &filters, cap)?);
-            after.push(builder::count_capped(d, table, &filters, cap)?);
+            // Exact counts (a count that stopped at a bound could not tell whether a write
+            // to a tenant over a lowered limit added a row), skipped where the table is
+            // known to hold few enough rows that the write cannot reach the limit: before
+            // it, `max - adds`; after it, `max`.
+            let headroom = |room: u64| {
+                adds.and_then(|n| room.checked_sub(n))
+                    .and_then(|b| i64::try_from(b).ok())
+            };
+            before.push(builder::count_unless_below(
+                d,
+                table,
+                &filters,
+                headroom(g.max),
+            )?);
+            after.push(builder::count_unless_below(
+                d,
+                table,
+                &filters,
+                adds.and(i64::try_from(g.max).ok()),
+            )?);
             checks.push(GuardCheck {
                 name: g.name.clone(),
                 max: g.max,
@@ -185,12 +201,16 @@ impl<'t> Plan<'t> {
     /// is now past the maximum. Run before committing; on error, roll back.
     pub fn check(&self, outcomes: &[Outcome]) -> Result<()> {
         let count = |i: usize| match outcomes.get(i) {
-            Some(Outcome::Count(n)) => Ok(u64::try_from(*n).unwrap_or(0)),
+            Some(Outcome::Count(-1)) => Ok(None),
+            Some(Outcome::Count(n)) => Ok(Some(u64::try_from(*n).unwrap_or(0))),
             _ => Err(Error::Internal("a limit's count is missing".into())),
         };
         for g in &self.guards {
+            // `None`: not counted, the table being too small to reach the limit.
             let (before, after) = (count(g.before)?, count(g.after)?);
-            if after > g.max && after > before {
+            let Some(after) = after else { continue };
+            if after > g.max && before.is_none_or(|before| after > before) {
+                let before = before.unwrap_or(after);
                 return Err(Error::QuotaExceeded {
                     limit: g.name.clone(),
                     current: before,

@@ -142,6 +142,7 @@ pub async fn introspect<C: GenericClient>(
             unique: Vec::new(),
             indexes: Vec::new(),
             sql: Default::default(),
+            rowid: false,
         });
         entry.columns.push(Column {
             kind: column_type(&typname),
@@ -775,6 +776,9 @@ const STATEMENT_CACHE: usize = 512;
 /// schema version).
 const CONTEXT_VERSION: i64 = -1;
 
+/// What a write's outcomes must pass before its transaction commits.
+pub(crate) type OutcomeCheck<'a> = dyn Fn(&[Outcome]) -> Result<()> + Sync + 'a;
+
 /// Runs the statements of one data operation on a pooled connection in **one round
 /// trip**: `BEGIN`, the tenant context, every statement and `COMMIT` are sent together
 /// and answered together (the transaction is left out for a lone statement that needs no
@@ -783,9 +787,6 @@ const CONTEXT_VERSION: i64 = -1;
 /// `search_path` it is prepared under — so only a statement this connection has not seen
 /// costs a round trip of its own. The connection is pooled again only once the server has
 /// answered everything, so a cancelled request closes it, transaction and context with it.
-/// What a write's outcomes must pass before its transaction commits.
-pub(crate) type OutcomeCheck<'a> = dyn Fn(&[Outcome]) -> Result<()> + Sync + 'a;
-
 pub(crate) async fn run_pipelined(
     conn: &mut PgConn,
     context: Option<&Context>,

@@ -103,6 +103,10 @@ pub struct Table {
     /// Statements written once for this table.
     #[serde(skip)]
     pub(crate) sql: crate::sql::builder::TableSql,
+    /// A SQLite table with a `rowid` (not `WITHOUT ROWID`): its span of rowids bounds its
+    /// row count in O(log n).
+    #[serde(skip)]
+    pub rowid: bool,
 }
 
 impl Table {
@@ -229,6 +233,13 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
         pk.sort();
         let (unique, indexes) = index_keys(conn, &name).map_err(db)?;
         let primary_key: Vec<String> = pk.into_iter().map(|(_, c)| c).collect();
+        let without_rowid: bool = conn
+            .query_row(
+                "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
         tables.insert(
             name.clone(),
             Table {
@@ -238,6 +249,7 @@ pub fn introspect(conn: &Connection, version: i64) -> Result<Schema> {
                 unique,
                 indexes,
                 sql: Default::default(),
+                rowid: !without_rowid,
             },
         );
     }

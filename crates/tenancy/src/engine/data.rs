@@ -42,6 +42,7 @@ impl Engine {
     ) -> Result<DataOutput> {
         schema.table(&table)?;
         self.check_table_gate(tenant, &table)?;
+        self.check_storage(tenant, &op)?;
         let guards = self.row_guards(tenant, &table, &op);
         let kind = super::usage::DataKind::of(&op);
         let done = self
@@ -118,6 +119,31 @@ impl Engine {
                 })
             })
             .collect()
+    }
+
+    /// Refuses a write that may grow a tenant whose last storage sample reached its plan's
+    /// `storage_bytes` (deletes go on, so that it can get under the limit again). Samples
+    /// are periodic: writes between two samples may pass the limit by what they add.
+    fn check_storage(&self, tenant: &Tenant, op: &DataOp) -> Result<()> {
+        if !matches!(
+            op,
+            DataOp::Insert(_) | DataOp::Update(..) | DataOp::UpdateFiltered(..)
+        ) || self.plans().is_empty()
+        {
+            return Ok(());
+        }
+        let max = self
+            .inner
+            .effective(tenant)
+            .and_then(|e| e.limit(crate::plans::LimitKind::StorageBytes));
+        match (max, self.storage_sample(tenant.id)) {
+            (Some(max), Some(current)) if current >= max => Err(Error::QuotaExceeded {
+                limit: "storage_bytes".into(),
+                current,
+                max,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The rows a row limit counts now.

@@ -21,6 +21,8 @@ mod lifecycle;
 pub(crate) mod plans;
 mod read_cache;
 mod recovery;
+mod retention;
+mod settings;
 mod usage;
 
 pub use fleet::{FleetStatus, MigrateEvent, MigrateOptions, MigrateReport, PlannedMigration};
@@ -28,6 +30,7 @@ pub use lifecycle::BulkReport;
 pub use plans::{LimitUse, MoveDue, PlanChange, PlanChanged};
 pub use recovery::RecoveryReport;
 use recovery::{recover, remove_data};
+pub use retention::RetentionReport;
 pub use usage::STORAGE_SAMPLE_JOB;
 
 use self::accounts::AccountState;
@@ -42,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::fault::{self, points};
 use crate::identity::UserId;
 use crate::migrations::{Dialect, MigrationSet};
+use crate::settings::SettingsSchema;
 use crate::slug::Slug;
 use crate::store::{apply_migrations, PgStore, SqliteStore};
 use crate::stores::Stores;
@@ -76,6 +80,8 @@ struct Inner {
     schemas: SchemaCache,
     reads: ReadCache,
     usage: usage::UsageState,
+    /// What every tenant's settings document must satisfy.
+    settings_schema: SettingsSchema,
 }
 
 /// The tenancy engine. Cheap to clone; every clone shares the catalog and the caches.
@@ -120,6 +126,9 @@ impl Engine {
     /// Opens the catalog and the store under `config.data_dir`, loads the tenant schema,
     /// and recovers what dead processes left half-done.
     pub async fn open(config: EngineConfig) -> Result<Engine> {
+        // Before anything is opened: a schema that does not compile is a configuration
+        // error, and says which file.
+        let settings_schema = SettingsSchema::compile(&config.settings_schema)?;
         let migrations = config.migrations.load()?;
         migrations.scripts(Dialect::Sqlite)?;
         crate::store::set_heap_limit(config.memory.sqlite_heap_limit())?;
@@ -150,6 +159,7 @@ impl Engine {
             schemas: SchemaCache::default(),
             reads,
             usage: usage::UsageState::default(),
+            settings_schema,
         };
         inner.recovery = recover(&inner).await?;
         // The start-up audit of shared tables; a store that is down is audited on first use.

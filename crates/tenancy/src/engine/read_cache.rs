@@ -1,5 +1,5 @@
 //! The engine's read cache of catalog lookups on the request path: API keys, tenants (by
-//! id, slug and custom domain), roles and users.
+//! id, slug and custom domain), roles, users and tenant settings.
 //!
 //! An entry stays until a write changes its row. Every catalog write names the cached rows
 //! it changed ([`Change`]) in its own transaction — on SQLite in a change log its triggers
@@ -41,6 +41,7 @@ use crate::engine::access::KEY_TOUCH_INTERVAL;
 use crate::engine::{Engine, Inner};
 use crate::error::{Error, Result};
 use crate::identity::{ApiKey, Role, User, UserId};
+use crate::settings::TenantSettings;
 use crate::slug::Slug;
 use crate::telemetry;
 use crate::tenant::{Tenant, TenantId, TenantStatus};
@@ -73,6 +74,8 @@ pub(crate) struct ReadCache {
     domains: Cache<String, Slot<Option<TenantId>>>,
     roles: Cache<(TenantId, UserId), Slot<Option<Role>>>,
     users: Cache<UserId, Slot<Option<User>>>,
+    /// Each tenant's settings (an empty document for a tenant that has none).
+    settings: Cache<TenantId, Slot<Arc<TenantSettings>>>,
     validity: Validity,
     /// The catalog generation whose changes are applied.
     synced: AtomicU64,
@@ -118,6 +121,7 @@ impl ReadCache {
             domains: cache(),
             roles: cache(),
             users: cache(),
+            settings: cache(),
             validity: Validity::default(),
             synced: AtomicU64::new(generation),
             position: tokio::sync::Mutex::new(position),
@@ -164,6 +168,7 @@ impl ReadCache {
                 self.domains.invalidate_all();
                 self.roles.invalidate_all();
                 self.users.invalidate_all();
+                self.settings.invalidate_all();
                 return;
             }
             Changes::Keys(rows) if rows.is_empty() => return,
@@ -179,6 +184,7 @@ impl ReadCache {
                 Change::Member(tenant, user) => self.roles.invalidate(&(tenant, user)).await,
                 Change::User(id) => self.users.invalidate(&id).await,
                 Change::Domain(domain) => self.domains.invalidate(&domain).await,
+                Change::Settings(id) => self.settings.invalidate(&id).await,
             }
         }
     }
@@ -489,6 +495,19 @@ impl Engine {
         reads
             .get("user", &reads.users, id, Change::User(id), || {
                 self.catalog().user(id)
+            })
+            .await
+    }
+
+    /// The tenant's settings through the read cache; an empty document when it has none.
+    pub(crate) async fn lookup_settings(&self, tenant: TenantId) -> Result<Arc<TenantSettings>> {
+        self.catch_up().await?;
+        let reads = &self.inner.reads;
+        let row = Change::Settings(tenant);
+        reads
+            .get("settings", &reads.settings, tenant, row, || async move {
+                let stored = self.catalog().tenant_settings(tenant).await?;
+                Ok(Arc::new(stored.unwrap_or_default()))
             })
             .await
     }

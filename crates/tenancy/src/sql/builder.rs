@@ -691,32 +691,29 @@ pub fn update_filtered<'t>(
 }
 
 /// Deletes one row by its primary key.
-/// Counts the rows of `table` the filters match, up to `cap` (a limit's check: it only
-/// needs to know whether the count passes a bound).
-pub fn count_capped<'t>(
+/// Counts the rows of `table` the filters match — or answers `-1` without counting when
+/// the table's row count is known to be at most `bound` (a cheap upper bound where the
+/// dialect has one for this table): a limit's check, which needs the count only near the
+/// limit.
+pub fn count_unless_below<'t>(
     d: &dyn SqlDialect,
     table: &'t Table,
     filters: &[Filter],
-    cap: Option<u64>,
+    bound: Option<i64>,
 ) -> Result<Statement<'t>> {
     let mut b = Binds::new(d);
     let conditions = where_clause(table, filters, &mut b)?;
-    let sql = match cap {
-        Some(cap) => {
-            let cap = b.push(
-                None,
-                Value::Integer(i64::try_from(cap).unwrap_or(i64::MAX)),
-                Role::Limit,
-            );
+    let name = quote(&table.name);
+    let count = format!("SELECT count(*) FROM {name} WHERE {conditions}");
+    let sql = match (bound, d.row_count_bound().filter(|_| table.rowid)) {
+        (Some(bound), Some(span)) => {
+            let bound = b.push(None, Value::Integer(bound), Role::Limit);
             format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {} WHERE {conditions} LIMIT {cap}) AS capped",
-                quote(&table.name)
+                "SELECT CASE WHEN (SELECT {span} FROM {name}) <= {bound} THEN -1 \
+                 ELSE ({count}) END"
             )
         }
-        None => format!(
-            "SELECT count(*) FROM {} WHERE {conditions}",
-            quote(&table.name)
-        ),
+        _ => count,
     };
     Ok(Statement {
         sql: Cow::Owned(sql),

@@ -60,6 +60,12 @@ pub trait SqlDialect: Sync {
     fn transaction_lock(&self) -> Option<&'static str> {
         None
     }
+
+    /// An upper bound of a table's row count that costs O(log n) (a table with a
+    /// `rowid`: its span); `None` where there is none.
+    fn row_count_bound(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// `"table"."column"`, or `"column"` alone.
@@ -74,6 +80,10 @@ fn qualified(column: &Column, table: Option<&str>) -> String {
 pub struct Sqlite;
 
 impl SqlDialect for Sqlite {
+    fn row_count_bound(&self) -> Option<&'static str> {
+        Some("coalesce(max(rowid) - min(rowid) + 1, 0)")
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
