@@ -704,14 +704,17 @@ pub fn count_unless_below<'t>(
     let mut b = Binds::new(d);
     let conditions = where_clause(table, filters, &mut b)?;
     let name = quote(&table.name);
-    let count = format!("SELECT count(*) FROM {name} WHERE {conditions}");
-    let sql = match (bound, d.row_count_bound().filter(|_| table.rowid)) {
+    // Without a filter, no WHERE: SQLite counts a whole table from its b-tree alone.
+    let count = if filters.is_empty() {
+        format!("SELECT count(*) FROM {name}")
+    } else {
+        format!("SELECT count(*) FROM {name} WHERE {conditions}")
+    };
+    let span = d.row_count_bound(&name).filter(|_| table.rowid);
+    let sql = match (bound, span) {
         (Some(bound), Some(span)) => {
             let bound = b.push(None, Value::Integer(bound), Role::Limit);
-            format!(
-                "SELECT CASE WHEN (SELECT {span} FROM {name}) <= {bound} THEN -1 \
-                 ELSE ({count}) END"
-            )
+            format!("SELECT CASE WHEN {span} <= {bound} THEN -1 ELSE ({count}) END")
         }
         _ => count,
     };

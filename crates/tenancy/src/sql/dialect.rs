@@ -61,9 +61,9 @@ pub trait SqlDialect: Sync {
         None
     }
 
-    /// An upper bound of a table's row count that costs O(log n) (a table with a
-    /// `rowid`: its span); `None` where there is none.
-    fn row_count_bound(&self) -> Option<&'static str> {
+    /// An upper bound of the row count of the table named `table` (quoted) that costs
+    /// O(log n) (a table with a `rowid`: its span); `None` where there is none.
+    fn row_count_bound(&self, _table: &str) -> Option<String> {
         None
     }
 }
@@ -80,8 +80,12 @@ fn qualified(column: &Column, table: Option<&str>) -> String {
 pub struct Sqlite;
 
 impl SqlDialect for Sqlite {
-    fn row_count_bound(&self) -> Option<&'static str> {
-        Some("coalesce(max(rowid) - min(rowid) + 1, 0)")
+    /// Two subqueries: SQLite answers a lone `max(rowid)` or `min(rowid)` from the b-tree's
+    /// edge, but scans the table for both in one query.
+    fn row_count_bound(&self, table: &str) -> Option<String> {
+        Some(format!(
+            "coalesce((SELECT max(rowid) FROM {table}) - (SELECT min(rowid) FROM {table}) + 1, 0)"
+        ))
     }
 
     fn dialect(&self) -> Dialect {
