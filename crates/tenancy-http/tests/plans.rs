@@ -729,7 +729,80 @@ async fn one_guild_per_account_holds_under_racing_signups(backend: Backend) {
     );
 }
 
+async fn writes_stop_at_the_storage_limit_once_sampled(backend: Backend) {
+    let mut small = plan("small");
+    small.limits.storage_bytes = Some(1);
+    let plans = Plans::new(
+        vec![small, plan("roomy")],
+        Some("small".into()),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let Some(s) = server(backend, plans).await else {
+        return;
+    };
+    s.create_tenant("g").await;
+    // Before any sample, nothing is known: writes go on.
+    let got = data(
+        &s,
+        Method::POST,
+        "g",
+        "members",
+        Some(json!({"id": "m1", "name": "Aria"})),
+    )
+    .await;
+    assert_eq!(got.0, 201, "{got:?}");
+    let t = s
+        .engine
+        .tenant(&tenancy::Slug::parse("g").unwrap())
+        .await
+        .unwrap();
+    let bytes = s.engine.sample_storage(&t).await.unwrap();
+    assert!(bytes > 1, "{bytes}");
+    assert_eq!(s.engine.storage_sample(t.id), Some(bytes));
+    let got = data(
+        &s,
+        Method::POST,
+        "g",
+        "members",
+        Some(json!({"name": "Borin"})),
+    )
+    .await;
+    assert!(is_quota(&got, "storage_bytes"), "{got:?}");
+    assert_eq!(got.1["current"], bytes);
+    assert_eq!(got.1["max"], 1);
+    // Reads and deletes go on; a plan with room lets writes in again.
+    assert_eq!(data(&s, Method::GET, "g", "members", None).await.0, 200);
+    assert_eq!(
+        data(&s, Method::DELETE, "g", "members/m1", None).await.0,
+        204
+    );
+    let (status, body) = s
+        .json(
+            Method::PATCH,
+            "/v1/tenants/g",
+            Some(ADMIN_TOKEN),
+            Some(json!({"plan": "roomy"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = data(
+        &s,
+        Method::POST,
+        "g",
+        "members",
+        Some(json!({"name": "Borin"})),
+    )
+    .await;
+    assert_eq!(got.0, 201, "{got:?}");
+    let (_, me) = s
+        .json(Method::GET, "/t/g/v1/tenant", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(me["plan"], "roomy");
+}
+
 four_modes!(
+    writes_stop_at_the_storage_limit_once_sampled,
     one_guild_per_account_holds_under_racing_signups,
     retention_deletes_old_rows_in_batches,
     row_limits_hold_under_64_racing_writers,
