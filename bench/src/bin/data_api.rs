@@ -680,52 +680,7 @@ fn report(
         );
     }
     println!("ratios are durability full / normal: the cost of syncing every acknowledged write");
-    println!(
-        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
-        "metrics + request logs",
-        "ON rps",
-        "p50 ms",
-        "p99 ms",
-        "OFF rps",
-        "p50 ms",
-        "p99 ms",
-        "rps on/o",
-        "p50 on/o"
-    );
-    let mut observing = serde_json::Map::new();
-    for (sc, off, on) in observed {
-        let label = if sc.fleet {
-            format!("{} ({})", sc.label, sc.tenants)
-        } else {
-            sc.label.to_owned()
-        };
-        let mean = |runs: &[Stats], f: fn(&Stats) -> f64| {
-            runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
-        };
-        let (on_rps, on_p50, on_p99) = (
-            mean(on, |s| s.rps),
-            mean(on, |s| s.p50_ms),
-            mean(on, |s| s.p99_ms),
-        );
-        let (off_rps, off_p50, off_p99) = (
-            mean(off, |s| s.rps),
-            mean(off, |s| s.p50_ms),
-            mean(off, |s| s.p99_ms),
-        );
-        let (rps_ratio, p50_ratio) = (on_rps / off_rps, on_p50 / off_p50);
-        println!(
-            "{label:<30} {on_rps:>9.0} {on_p50:>7.2} {on_p99:>7.2} | {off_rps:>9.0} {off_p50:>7.2} {off_p99:>7.2} | {rps_ratio:>8.2} {p50_ratio:>8.2}"
-        );
-        observing.insert(
-            sc.key.to_owned(),
-            json!({
-                "on": on.iter().map(Stats::json).collect::<Vec<_>>(),
-                "off": off.iter().map(Stats::json).collect::<Vec<_>>(),
-                "rps_ratio": round(rps_ratio, 3),
-                "p50_ratio": round(p50_ratio, 3),
-            }),
-        );
-    }
+    let observing = on_off_table("metrics + request logs", observed);
     println!(
         "ratios are on / off (mean of two alternating runs each): the cost of metrics and an info JSON line per request"
     );
@@ -749,23 +704,37 @@ fn report(
 
 /// Plans on / off: the mean of two alternating runs each, and the last line's JSON.
 fn report_plans(args: &Args, planned: &[(Scenario, Vec<Stats>, Vec<Stats>)]) {
+    let figures = on_off_table("plans, limits, rates", planned);
     println!(
-        "{:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
-        "plans, limits, rates",
-        "ON rps",
-        "p50 ms",
-        "p99 ms",
-        "OFF rps",
-        "p50 ms",
-        "p99 ms",
-        "rps on/o",
-        "p50 on/o"
+        "ratios are plans on / off (mean of two alternating runs each): the cost of the plan's limits, rate limit and metering"
+    );
+    println!(
+        "{}",
+        json!({
+            "bench": "data_api_plans",
+            "tenants": args.tenants,
+            "concurrency": args.concurrency,
+            "seconds": args.seconds,
+            "plans": figures,
+        })
+    );
+}
+
+/// A table of `(scenario, off runs, on runs)`: the mean of each side's runs and the
+/// ratios on / off, printed; the same figures as JSON by scenario key.
+fn on_off_table(
+    title: &str,
+    rows: &[(Scenario, Vec<Stats>, Vec<Stats>)],
+) -> serde_json::Map<String, serde_json::Value> {
+    println!(
+        "{title:<30} {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7} | {:>8} {:>8}",
+        "ON rps", "p50 ms", "p99 ms", "OFF rps", "p50 ms", "p99 ms", "rps on/o", "p50 on/o"
     );
     let mean = |runs: &[Stats], f: fn(&Stats) -> f64| {
         runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64
     };
     let mut figures = serde_json::Map::new();
-    for (sc, off, on) in planned {
+    for (sc, off, on) in rows {
         let label = if sc.fleet {
             format!("{} ({})", sc.label, sc.tenants)
         } else {
@@ -795,17 +764,5 @@ fn report_plans(args: &Args, planned: &[(Scenario, Vec<Stats>, Vec<Stats>)]) {
             }),
         );
     }
-    println!(
-        "ratios are plans on / off (mean of two alternating runs each): the cost of the plan's limits, rate limit and metering"
-    );
-    println!(
-        "{}",
-        json!({
-            "bench": "data_api_plans",
-            "tenants": args.tenants,
-            "concurrency": args.concurrency,
-            "seconds": args.seconds,
-            "plans": figures,
-        })
-    );
+    figures
 }

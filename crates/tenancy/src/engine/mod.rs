@@ -206,6 +206,36 @@ impl Engine {
         }
     }
 
+    /// Runs `pass` every `every` for as long as the engine lives, telling it whether this
+    /// process holds the job's lease: the catalog lock `lease`, taken on the first tick it
+    /// is free and held while the process lives — so one process of a fleet holds it, and
+    /// another takes it over when that one dies.
+    pub(crate) fn spawn_leased<F, Fut>(
+        &self,
+        lease: &'static str,
+        every: std::time::Duration,
+        pass: F,
+    ) where
+        F: Fn(Engine, bool) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut holding = false;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = Engine { inner };
+                if !holding {
+                    holding = engine.catalog().acquire_lock(lease).await.is_ok();
+                }
+                pass(engine, holding).await;
+            }
+        });
+    }
+
     pub fn catalog(&self) -> &dyn Catalog {
         self.inner.catalog.as_ref()
     }

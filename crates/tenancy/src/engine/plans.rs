@@ -291,28 +291,17 @@ impl Engine {
     /// lease (a catalog lock held while the holder lives: one process of a fleet runs it,
     /// another takes over when it dies). Stops with the engine.
     pub fn spawn_lapse_job(&self, every: std::time::Duration) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut holding = false;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                if !holding {
-                    holding = engine.catalog().acquire_lock(LAPSE_JOB).await.is_ok();
-                }
-                if holding {
-                    match engine.suspend_lapsed().await {
-                        Ok(done) => {
-                            for t in done {
-                                tracing::info!(tenant = %t.slug, reason = ?t.error, "suspended: trial or subscription ended");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "suspending lapsed tenants failed"),
+        self.spawn_leased(LAPSE_JOB, every, |engine, holding| async move {
+            if !holding {
+                return;
+            }
+            match engine.suspend_lapsed().await {
+                Ok(done) => {
+                    for t in done {
+                        tracing::info!(tenant = %t.slug, reason = ?t.error, "suspended: trial or subscription ended");
                     }
                 }
+                Err(e) => tracing::warn!(error = %e, "suspending lapsed tenants failed"),
             }
         });
     }

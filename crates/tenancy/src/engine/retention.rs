@@ -124,32 +124,20 @@ impl Engine {
     /// Runs [`Engine::run_retention`] every `every` while this process holds the job's
     /// lease (see [`Engine::spawn_lapse_job`]).
     pub fn spawn_retention_job(&self, every: std::time::Duration) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut holding = false;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                if !holding {
-                    holding = engine.catalog().acquire_lock(RETENTION_JOB).await.is_ok();
-                }
-                if !holding {
-                    continue;
-                }
-                match engine.run_retention().await {
-                    Ok(report) => {
-                        for (slug, table, n) in &report.deleted {
-                            tracing::info!(tenant = %slug, table = %table, rows = n, "retention deleted old rows");
-                        }
-                        for (slug, why) in &report.failed {
-                            tracing::warn!(tenant = %slug, error = %why, "retention failed");
-                        }
+        self.spawn_leased(RETENTION_JOB, every, |engine, holding| async move {
+            if !holding {
+                return;
+            }
+            match engine.run_retention().await {
+                Ok(report) => {
+                    for (slug, table, n) in &report.deleted {
+                        tracing::info!(tenant = %slug, table = %table, rows = n, "retention deleted old rows");
                     }
-                    Err(e) => tracing::warn!(error = %e, "the retention pass failed"),
+                    for (slug, why) in &report.failed {
+                        tracing::warn!(tenant = %slug, error = %why, "retention failed");
+                    }
                 }
+                Err(e) => tracing::warn!(error = %e, "the retention pass failed"),
             }
         });
     }

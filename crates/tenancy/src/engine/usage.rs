@@ -381,29 +381,13 @@ impl Engine {
     /// other processes took. Stops with the engine. Usage flushes run from
     /// [`Engine::open`] on, whether or not this is started.
     pub fn spawn_usage_jobs(&self) {
-        let weak = Arc::downgrade(&self.inner);
         let every = self.inner.config.usage.storage_sample_every;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut holding = false;
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let engine = Engine { inner };
-                if let Err(e) = engine.refresh_storage_samples().await {
-                    tracing::warn!(error = %e, "reading storage samples failed");
-                }
-                if !holding {
-                    holding = engine
-                        .catalog()
-                        .acquire_lock(STORAGE_SAMPLE_JOB)
-                        .await
-                        .is_ok();
-                }
-                if let Err(e) = engine.sample_storage_pass(holding).await {
-                    tracing::warn!(error = %e, "sampling storage failed");
-                }
+        self.spawn_leased(STORAGE_SAMPLE_JOB, every, |engine, holding| async move {
+            if let Err(e) = engine.refresh_storage_samples().await {
+                tracing::warn!(error = %e, "reading storage samples failed");
+            }
+            if let Err(e) = engine.sample_storage_pass(holding).await {
+                tracing::warn!(error = %e, "sampling storage failed");
             }
         });
     }
