@@ -365,6 +365,9 @@ pub struct Plans {
     default: Option<String>,
     /// Table → the flag that must be on for the data API to serve it.
     gated_tables: BTreeMap<String, String>,
+    /// Each plan as a tenant without overrides has it: resolved once, since every request
+    /// of such a tenant asks.
+    resolved: BTreeMap<String, std::sync::Arc<Effective>>,
 }
 
 impl Plans {
@@ -443,11 +446,19 @@ impl Plans {
                 ));
             }
         }
-        Ok(Plans {
+        let mut plans = Plans {
             plans,
             default,
             gated_tables,
-        })
+            resolved: BTreeMap::new(),
+        };
+        let none = PlanOverrides::default();
+        plans.resolved = plans
+            .plans
+            .iter()
+            .map(|p| (p.name.clone(), std::sync::Arc::new(plans.resolve(p, &none))))
+            .collect();
+        Ok(plans)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -517,8 +528,21 @@ impl Plans {
 
     /// A tenant's plan (`plan`, else the default) with its overrides applied. `None` when no
     /// plan applies: nothing is limited.
-    pub fn effective(&self, plan: Option<&str>, overrides: &PlanOverrides) -> Option<Effective> {
-        let plan = self.get(plan.or(self.default.as_deref())?)?;
+    pub fn effective(
+        &self,
+        plan: Option<&str>,
+        overrides: &PlanOverrides,
+    ) -> Option<std::sync::Arc<Effective>> {
+        let name = plan.or(self.default.as_deref())?;
+        if overrides.is_empty() {
+            return self.resolved.get(name).cloned();
+        }
+        Some(std::sync::Arc::new(
+            self.resolve(self.get(name)?, overrides),
+        ))
+    }
+
+    fn resolve(&self, plan: &Plan, overrides: &PlanOverrides) -> Effective {
         let mut limits = BTreeMap::new();
         for kind in LimitKind::ALL {
             limits.insert(kind.as_str().to_owned(), plan.limits.builtin(kind));
@@ -540,13 +564,13 @@ impl Plans {
         }
         let mut features = plan.features.clone();
         features.extend(overrides.features.iter().map(|(k, v)| (k.clone(), *v)));
-        Some(Effective {
+        Effective {
             plan: plan.name.clone(),
             limits,
             features,
             budget: overrides.budget.or(plan.budget),
             rows,
-        })
+        }
     }
 }
 

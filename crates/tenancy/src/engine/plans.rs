@@ -106,7 +106,7 @@ impl Inner {
         Ok((plan.map(|p| p.name.clone()), store, mode))
     }
 
-    pub(crate) fn effective(&self, tenant: &Tenant) -> Option<Effective> {
+    pub(crate) fn effective(&self, tenant: &Tenant) -> Option<Arc<Effective>> {
         self.config
             .plans
             .effective(tenant.plan.as_deref(), &tenant.plan_overrides)
@@ -119,7 +119,7 @@ impl Engine {
     }
 
     /// The tenant's plan with its overrides applied; `None` when no plan applies.
-    pub fn effective_plan(&self, tenant: &Tenant) -> Option<Effective> {
+    pub fn effective_plan(&self, tenant: &Tenant) -> Option<Arc<Effective>> {
         self.inner.effective(tenant)
     }
 
