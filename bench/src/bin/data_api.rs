@@ -117,6 +117,10 @@ async fn bench(args: Args) -> Result<()> {
     let mut planned = EngineConfig::new(dir.path().join("data"));
     planned.plans = bench_plans()?;
     let plans_server = Running::full_stack(Engine::open(planned).await?).await?;
+    // The other side of that comparison: no plans and no usage metering.
+    let mut unmetered = EngineConfig::new(dir.path().join("data"));
+    unmetered.usage.enabled = false;
+    let unmetered_server = Running::full_stack(Engine::open(unmetered).await?).await?;
 
     // The baseline: its own connection to each of the same files.
     let mut dbs = HashMap::with_capacity(fleet.len());
@@ -133,6 +137,7 @@ async fn bench(args: Args) -> Result<()> {
         full: full_server.base.clone(),
         normal: normal_server.base.clone(),
         plans: plans_server.base.clone(),
+        unmetered: unmetered_server.base.clone(),
         baseline: base_server.base.clone(),
         keys: fleet
             .iter()
@@ -159,7 +164,7 @@ async fn bench(args: Args) -> Result<()> {
             let side = if round % 2 == 1 {
                 Side::Plans
             } else {
-                Side::Full
+                Side::Unmetered
             };
             eprintln!("plans: {}: {} …", sc.key, side.name());
             run(&load, side, sc, warmup, args.concurrency).await?;
@@ -180,6 +185,7 @@ async fn bench(args: Args) -> Result<()> {
         full_server.stop().await?;
         normal_server.stop().await?;
         plans_server.stop().await?;
+        unmetered_server.stop().await?;
         base_server.stop().await?;
         report_plans(&args, &planned_results);
         return Ok(());
@@ -255,6 +261,7 @@ async fn bench(args: Args) -> Result<()> {
     full_server.stop().await?;
     normal_server.stop().await?;
     plans_server.stop().await?;
+    unmetered_server.stop().await?;
     base_server.stop().await?;
 
     report(&args, setup_s, &results, &durability, &observed);
@@ -437,8 +444,10 @@ enum Side {
     Full,
     /// The full stack with `durability = "normal"`.
     Normal,
-    /// The full stack with plans: limits, rate limits (and metering) on.
+    /// The full stack with plans: limits, rate limits and metering on.
     Plans,
+    /// The full stack with no plans and no usage metering.
+    Unmetered,
     Baseline,
 }
 
@@ -448,6 +457,7 @@ impl Side {
             Side::Full => "full stack",
             Side::Normal => "full stack, durability normal",
             Side::Plans => "full stack, plans on",
+            Side::Unmetered => "full stack, no plans, no metering",
             Side::Baseline => "baseline",
         }
     }
@@ -498,6 +508,7 @@ struct Load {
     full: String,
     normal: String,
     plans: String,
+    unmetered: String,
     baseline: String,
     /// `Bearer tny_…` by tenant index.
     keys: Vec<HeaderValue>,
@@ -514,6 +525,7 @@ impl Load {
             Side::Full => format!("{}/v1/data/members", self.full),
             Side::Normal => format!("{}/v1/data/members", self.normal),
             Side::Plans => format!("{}/v1/data/members", self.plans),
+            Side::Unmetered => format!("{}/v1/data/members", self.unmetered),
             Side::Baseline if sc.fleet => format!("{}/t/{tenant}/members", self.baseline),
             Side::Baseline => format!("{}/members", self.baseline),
         };
@@ -530,7 +542,7 @@ impl Load {
             }
         };
         match side {
-            Side::Full | Side::Normal | Side::Plans => {
+            Side::Full | Side::Normal | Side::Plans | Side::Unmetered => {
                 builder.header(AUTHORIZATION, self.keys[tenant].clone())
             }
             Side::Baseline => builder,

@@ -20,6 +20,9 @@ use crate::tenant::TenantId;
 /// How usage is written and storage sampled (`[usage]` in `tenancy.toml`).
 #[derive(Debug, Clone, Copy)]
 pub struct UsageConfig {
+    /// Whether requests and data operations are counted at all (off: nothing is metered,
+    /// and cost estimates see the base price only). On by default.
+    pub enabled: bool,
     /// How often counted usage is written to the catalog (one transaction each time).
     pub flush_every: Duration,
     /// How often `tenancy serve` samples the storage of tenants that were written to, and
@@ -30,6 +33,7 @@ pub struct UsageConfig {
 impl Default for UsageConfig {
     fn default() -> UsageConfig {
         UsageConfig {
+            enabled: true,
             flush_every: Duration::from_secs(10),
             storage_sample_every: Duration::from_secs(300),
         }

@@ -135,6 +135,9 @@ impl Engine {
     /// it has none) for keys, and the user among the day's active users for users (not
     /// for platform operators acting on the tenant).
     pub fn record_request(&self, tenant: TenantId, principal: &Principal) {
+        if !self.inner.config.usage.enabled {
+            return;
+        }
         let (label, user) = match principal {
             Principal::ApiKey(key) => (
                 Some(
@@ -153,6 +156,9 @@ impl Engine {
 
     /// Counts a data operation that succeeded: a read, or a write and the rows it changed.
     pub(crate) fn record_data(&self, tenant: TenantId, kind: DataKind, output: &DataOutput) {
+        if !self.inner.config.usage.enabled {
+            return;
+        }
         let meter = &self.inner.usage.meter;
         let day = today();
         let rows = match output {
