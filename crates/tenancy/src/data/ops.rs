@@ -22,6 +22,21 @@ pub enum DataOp {
     DeleteFiltered(Vec<Filter>),
 }
 
+impl DataOp {
+    /// How many rows the operation may add to a table: `None` for one that never adds any
+    /// (reads, deletes), `Some(None)` for any number (a filtered update).
+    pub fn rows_it_may_add(&self) -> Option<Option<u64>> {
+        match self {
+            DataOp::Insert(rows) => Some(Some(rows.len() as u64)),
+            DataOp::Update(..) => Some(Some(1)),
+            DataOp::UpdateFiltered(..) => Some(None),
+            DataOp::List(_) | DataOp::Get(_) | DataOp::Delete(_) | DataOp::DeleteFiltered(_) => {
+                None
+            }
+        }
+    }
+}
+
 /// What a [`DataOp`] answers.
 pub enum DataOutput {
     Page(Page),
@@ -134,11 +149,8 @@ impl<'t> Plan<'t> {
     ) -> Result<Plan<'t>> {
         let mut plan = Plan::new(d, table, op)?;
         // Rows the write may add to a guard's count (`None`: any number).
-        let adds = match op {
-            DataOp::Insert(rows) => Some(rows.len() as u64),
-            DataOp::Update(..) => Some(1),
-            DataOp::UpdateFiltered(..) => None,
-            _ => return Ok(plan),
+        let Some(adds) = op.rows_it_may_add() else {
+            return Ok(plan);
         };
         if guards.is_empty() {
             return Ok(plan);

@@ -41,9 +41,7 @@ impl Engine {
         op: DataOp,
     ) -> Result<DataOutput> {
         schema.table(&table)?;
-        self.check_table_gate(tenant, &table)?;
-        self.check_storage(tenant, &op)?;
-        let guards = self.row_guards(tenant, &table, &op);
+        let guards = self.plan_checks(tenant, &table, &op)?;
         let kind = super::usage::DataKind::of(&op);
         let done = self
             .inner
@@ -93,57 +91,60 @@ impl Engine {
         }
     }
 
-    /// The row limits of the tenant's plan on `table` that `op` must keep: those of a write
-    /// that may add rows (deletes never do).
-    fn row_guards(&self, tenant: &Tenant, table: &str, op: &DataOp) -> Vec<RowGuard> {
-        if !matches!(
-            op,
-            DataOp::Insert(_) | DataOp::Update(..) | DataOp::UpdateFiltered(..)
-        ) || self.plans().is_empty()
-        {
-            return Vec::new();
+    /// What the tenant's plan asks of `op` on `table`, with one look at the plan: a table
+    /// gated by a flag that is off is refused (`FeatureDisabled`); a write that may add rows
+    /// is refused while the last storage sample is at the plan's `storage_bytes` (deletes
+    /// go on, so that the tenant can get under it again; samples are periodic, so writes
+    /// between two samples may pass the limit by what they add), and it must keep the row
+    /// limits on `table`, returned as guards for the store to check in its transaction.
+    fn plan_checks(&self, tenant: &Tenant, table: &str, op: &DataOp) -> Result<Vec<RowGuard>> {
+        if self.plans().is_empty() {
+            return Ok(Vec::new());
         }
-        let Some(effective) = self.inner.effective(tenant) else {
-            return Vec::new();
+        let effective = self.inner.effective(tenant);
+        // Flags nobody set are off: a tenant on no plan has none.
+        let on = |flag: &str| effective.as_ref().is_some_and(|e| e.feature(flag));
+        if let Some(flag) = self.plans().gate(table).filter(|f| !on(f)) {
+            return Err(Error::FeatureDisabled {
+                feature: flag.to_owned(),
+                what: format!("table {table:?}"),
+            });
+        }
+        let Some(effective) = effective else {
+            return Ok(Vec::new());
         };
-        effective
+        if op.rows_it_may_add().is_none() {
+            return Ok(Vec::new());
+        }
+        let storage = effective.limit(crate::plans::LimitKind::StorageBytes);
+        if let (Some(max), Some(current)) = (storage, self.storage_sample(tenant.id)) {
+            if current >= max {
+                return Err(Error::QuotaExceeded {
+                    limit: "storage_bytes".into(),
+                    current,
+                    max,
+                });
+            }
+        }
+        let mut limits = effective
             .rows
             .iter()
             .filter(|(limit, _)| limit.table == table)
+            .peekable();
+        if limits.peek().is_none() {
+            return Ok(Vec::new());
+        }
+        let lock_key = lock_key(tenant, table);
+        Ok(limits
             .filter_map(|(limit, max)| {
                 Some(RowGuard {
                     name: limit.name.clone(),
                     filter: limit_filter(limit.filter.as_deref()),
                     max: (*max)?,
-                    lock_key: lock_key(tenant, table),
+                    lock_key,
                 })
             })
-            .collect()
-    }
-
-    /// Refuses a write that may grow a tenant whose last storage sample reached its plan's
-    /// `storage_bytes` (deletes go on, so that it can get under the limit again). Samples
-    /// are periodic: writes between two samples may pass the limit by what they add.
-    fn check_storage(&self, tenant: &Tenant, op: &DataOp) -> Result<()> {
-        if !matches!(
-            op,
-            DataOp::Insert(_) | DataOp::Update(..) | DataOp::UpdateFiltered(..)
-        ) || self.plans().is_empty()
-        {
-            return Ok(());
-        }
-        let max = self
-            .inner
-            .effective(tenant)
-            .and_then(|e| e.limit(crate::plans::LimitKind::StorageBytes));
-        match (max, self.storage_sample(tenant.id)) {
-            (Some(max), Some(current)) if current >= max => Err(Error::QuotaExceeded {
-                limit: "storage_bytes".into(),
-                current,
-                max,
-            }),
-            _ => Ok(()),
-        }
+            .collect())
     }
 
     /// The rows a row limit counts now.
@@ -155,11 +156,9 @@ impl Engine {
         let schema = self.data_schema(tenant).await?;
         let table = schema.table(&limit.table)?;
         let mut params = limit_filter(limit.filter.as_deref());
-        let q = crate::data::parse_list(table, &{
-            params.push(("limit".into(), "1".into()));
-            params.push(("count".into(), "exact".into()));
-            params
-        })?;
+        params.push(("limit".into(), "1".into()));
+        params.push(("count".into(), "exact".into()));
+        let q = crate::data::parse_list(table, &params)?;
         let page = self
             .inner
             .stores

@@ -130,17 +130,6 @@ impl Engine {
             .is_some_and(|e| e.feature(flag))
     }
 
-    /// Refuses (`FeatureDisabled`) a table the tenant's plan does not include.
-    pub(crate) fn check_table_gate(&self, tenant: &Tenant, table: &str) -> Result<()> {
-        match self.plans().gate(table) {
-            Some(flag) if !self.feature(tenant, flag) => Err(Error::FeatureDisabled {
-                feature: flag.to_owned(),
-                what: format!("table {table:?}"),
-            }),
-            _ => Ok(()),
-        }
-    }
-
     /// The maximum of a built-in limit for the tenant (`None`: unlimited).
     pub(crate) async fn limit_of(&self, tenant: TenantId, kind: LimitKind) -> Result<Option<u64>> {
         if self.plans().is_empty() {

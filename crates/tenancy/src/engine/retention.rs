@@ -110,7 +110,7 @@ impl Engine {
                 Ok(done) => {
                     for (table, n) in done {
                         if n > 0 {
-                            self.note_expired(tenant.id, n);
+                            self.record_usage(tenant.id, crate::plans::Metric::RowsExpired, n);
                             report.deleted.push((tenant.slug.to_string(), table, n));
                         }
                     }
@@ -140,10 +140,5 @@ impl Engine {
                 Err(e) => tracing::warn!(error = %e, "the retention pass failed"),
             }
         });
-    }
-
-    /// Counts rows the retention job deleted in the tenant's usage.
-    fn note_expired(&self, tenant: TenantId, rows: u64) {
-        self.record_usage(tenant, crate::plans::Metric::RowsExpired, rows);
     }
 }
